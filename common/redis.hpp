@@ -1,0 +1,116 @@
+// Asynchronous Redis client on hiredis, driven by the Asio event loop (no thread
+// per connection, nothing blocks the loop). Every command has a deadline; a lost
+// connection is re-established with backoff on the next command.
+#pragma once
+#include "common/net.hpp"
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace warmstart::redis {
+
+// redis://[user[:password]@]host[:port][/db]. rediss:// is parsed but rejected by
+// the client with a clear error (hiredis 0.14 has no TLS).
+struct Url {
+  std::string host = "127.0.0.1";
+  int port = 6379;
+  std::string user;
+  std::string password;
+  int db = 0;
+  bool tls = false;
+
+  // Throws std::invalid_argument with a one-line reason on malformed input.
+  static Url parse(std::string_view text);
+  // The URL with the password replaced by "***" (for logs and errors).
+  std::string redacted() const;
+};
+
+// A reply value: nil, integer, string (bulk or status), error, or array.
+struct Reply {
+  enum class Type { nil, integer, string, status, error, array };
+  Type type = Type::nil;
+  std::int64_t integer = 0;
+  std::string str;  // string, status and error text
+  std::vector<Reply> elements;
+
+  bool is_nil() const { return type == Type::nil; }
+  bool is_error() const { return type == Type::error; }
+  bool is_array() const { return type == Type::array; }
+  // Typed accessors throw ProtocolError on a type mismatch.
+  std::int64_t as_integer() const;
+  const std::string& as_string() const;
+  std::optional<std::string> as_optional_string() const;  // nil -> nullopt
+  const std::vector<Reply>& as_array() const;
+};
+
+// Base of client errors; `command()` names the command ("XADD", "EVALSHA").
+class Error : public std::runtime_error {
+ public:
+  Error(std::string command, const std::string& what)
+      : std::runtime_error(what), command_(std::move(command)) {}
+  const std::string& command() const { return command_; }
+
+ private:
+  std::string command_;
+};
+// Redis answered with an error reply ("WRONGTYPE ...", "NOSCRIPT ...").
+struct ReplyError : Error {
+  using Error::Error;
+};
+// Could not connect, connection lost, or the deadline fired.
+struct ConnectionError : Error {
+  using Error::Error;
+};
+// A reply of an unexpected shape.
+struct ProtocolError : Error {
+  using Error::Error;
+};
+
+struct ClientOptions {
+  Url url;                                     // where to connect
+  Duration connect_timeout = 3s;               // per connection attempt
+  Duration command_timeout = 5s;               // default per-command deadline
+  Duration reconnect_min_backoff = 100ms;      // first retry delay after a loss
+  Duration reconnect_max_backoff = 5s;         // backoff cap
+  std::string client_name = "warmstart";       // CLIENT SETNAME
+};
+
+class Client;
+using ClientPtr = std::shared_ptr<Client>;
+
+class Client : public std::enable_shared_from_this<Client> {
+ public:
+  static ClientPtr create(net::any_io_executor executor, ClientOptions options);
+  virtual ~Client() = default;
+
+  // Connects (AUTH, SELECT, CLIENT SETNAME); throws ConnectionError.
+  virtual awaitable<void> connect() = 0;
+  // Sends one command; commands issued concurrently are pipelined on the one
+  // connection. Throws ReplyError for an error reply, ConnectionError when the
+  // connection is down (a later call reconnects) or the deadline fires.
+  virtual awaitable<Reply> command(std::vector<std::string> args) = 0;
+  virtual awaitable<Reply> command(std::vector<std::string> args, Duration deadline) = 0;
+  // EVALSHA with a fallback to EVAL on NOSCRIPT (script cached by SHA1).
+  virtual awaitable<Reply> eval(const std::string& script, std::vector<std::string> keys,
+                                std::vector<std::string> args) = 0;
+  virtual bool connected() const = 0;
+  virtual void close() = 0;
+};
+
+// Pub/Sub on a dedicated connection; re-subscribes after a reconnect.
+class Subscriber {
+ public:
+  using Handler = std::function<void(const std::string& channel, const std::string& message)>;
+  virtual ~Subscriber() = default;
+  static std::unique_ptr<Subscriber> create(net::any_io_executor executor, ClientOptions options,
+                                            std::vector<std::string> channels, Handler handler);
+  virtual void stop() = 0;
+};
+
+}  // namespace warmstart::redis

@@ -1,0 +1,27 @@
+#include "common/time.hpp"
+
+#include <catch2/catch.hpp>
+
+using namespace warmstart;
+using namespace std::chrono_literals;
+
+TEST_CASE("parse_duration accepts the CLI's forms", "[unit][time]") {
+  CHECK(parse_duration("30m") == std::chrono::milliseconds(30min));
+  CHECK(parse_duration("1h30m") == std::chrono::milliseconds(90min));
+  CHECK(parse_duration("45") == std::chrono::milliseconds(45s));
+  CHECK(parse_duration("1500ms") == 1500ms);
+  CHECK(parse_duration("2d") == std::chrono::milliseconds(48h));
+}
+
+TEST_CASE("parse_duration rejects malformed input", "[unit][time]") {
+  CHECK_FALSE(parse_duration(""));
+  CHECK_FALSE(parse_duration("m"));
+  CHECK_FALSE(parse_duration("10x"));
+  CHECK_FALSE(parse_duration("-5s"));
+  CHECK_FALSE(parse_duration("5 s"));
+}
+
+TEST_CASE("rfc3339 formats UTC with milliseconds", "[unit][time]") {
+  CHECK(rfc3339(0) == "1970-01-01T00:00:00.000Z");
+  CHECK(rfc3339(1'795'312'061'123) == "2026-11-22T01:47:41.123Z");
+}

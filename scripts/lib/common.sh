@@ -1,0 +1,190 @@
+# Shared shell functions of ./scripts/test, ./scripts/run, bench/run and
+# scripts/dev-services. Source it; it defines functions and sets nothing global
+# except WS_* variables.
+#
+# Private services live under a run directory ($WS_RUN): a redis-server on a free
+# loopback port and a dockerd on a unix socket with its own data root, exec root
+# and pid file, no bridge, no iptables. Nothing here touches an engine or a Redis
+# that was running before.
+
+WS_ROOT=${WS_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
+WS_BASE_IMAGE=${WS_BASE_IMAGE:-warmstart-worker:latest}
+
+ws_say() { printf '[warmstart] %s\n' "$*" >&2; }
+ws_die() { ws_say "error: $*"; exit 1; }
+
+ws_as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+# Packages the build, the services and the tests need (Debian 12).
+WS_PACKAGES=(
+  cmake ninja-build g++ pkg-config git
+  libboost1.81-dev libhiredis-dev nlohmann-json3-dev catch2 libspdlog-dev libcli11-dev
+  libtomlplusplus-dev prometheus-cpp-dev libsystemd-dev libcurl4-openssl-dev libssl-dev
+  redis-server docker.io busybox-static curl procps
+)
+
+# Installs what is missing, with one `apt-get update` first.
+ws_install_deps() {
+  local missing=() p
+  for p in "${WS_PACKAGES[@]}" "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  ws_say "installing: ${missing[*]}"
+  # Installing docker.io or redis-server must not start system-wide services.
+  local policy=/usr/sbin/policy-rc.d added_policy=
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | ws_as_root tee "$policy" >/dev/null
+    ws_as_root chmod +x "$policy"
+    added_policy=1
+  fi
+  local rc=0
+  ws_as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq || rc=$?
+  if [ $rc -eq 0 ]; then
+    ws_as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      "${missing[@]}" >/dev/null || rc=$?
+  fi
+  [ -n "$added_policy" ] && ws_as_root rm -f "$policy"
+  [ $rc -eq 0 ] || ws_die "apt-get failed installing ${missing[*]}"
+}
+
+# Configures and builds into $1 (default build/). Extra args go to cmake.
+ws_build() {
+  local dir=${1:-$WS_ROOT/build}; shift || true
+  cmake -S "$WS_ROOT" -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" >/dev/null ||
+    ws_die "cmake configure failed"
+  cmake --build "$dir" -j "$(nproc)" || ws_die "build failed"
+}
+
+# Creates the run directory (short path: unix socket paths are limited to 108 bytes).
+ws_make_run_dir() {
+  WS_RUN=${WARMSTART_RUN_DIR:-$(mktemp -d /tmp/warmstart-run.XXXXXX)}
+  mkdir -p "$WS_RUN"
+  export WS_RUN
+}
+
+# Starts redis-server on a free loopback port. Sets WS_REDIS_PORT, WS_REDIS_URL.
+ws_start_redis() {
+  mkdir -p "$WS_RUN/redis"
+  local port tries
+  for tries in $(seq 1 20); do
+    port=$((20000 + RANDOM % 20000))
+    redis-server --bind 127.0.0.1 --port "$port" --dir "$WS_RUN/redis" --daemonize yes \
+      --pidfile "$WS_RUN/redis.pid" --logfile "$WS_RUN/redis.log" --save "" \
+      --appendonly no --protected-mode yes >/dev/null 2>&1 || continue
+    for _ in $(seq 1 50); do
+      redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null | grep -q PONG && {
+        WS_REDIS_PORT=$port
+        WS_REDIS_URL="redis://127.0.0.1:$port/0"
+        export WS_REDIS_PORT WS_REDIS_URL
+        ws_say "redis-server on 127.0.0.1:$port"
+        return 0
+      }
+      [ -f "$WS_RUN/redis.pid" ] || sleep 0.05
+      sleep 0.05
+    done
+    ws_stop_redis
+  done
+  ws_die "could not start redis-server (see $WS_RUN/redis.log)"
+}
+
+ws_stop_redis() {
+  [ -f "$WS_RUN/redis.pid" ] || return 0
+  local pid; pid=$(cat "$WS_RUN/redis.pid" 2>/dev/null)
+  [ -n "$pid" ] && kill "$pid" 2>/dev/null
+  for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -9 "$pid" 2>/dev/null
+  rm -f "$WS_RUN/redis.pid"
+}
+
+# Starts a private dockerd. Sets WS_DOCKER_SOCKET and WS_DOCKER (a docker CLI
+# command bound to it).
+ws_start_dockerd() {
+  mkdir -p "$WS_RUN/docker-data" "$WS_RUN/docker-exec"
+  WS_DOCKER_SOCKET="$WS_RUN/docker.sock"
+  local ns
+  ns="warmstart-$(basename "$WS_RUN")"
+  # dockerd runs as root; the socket's group is the caller's so tests need no sudo.
+  ws_as_root dockerd \
+    --data-root "$WS_RUN/docker-data" --exec-root "$WS_RUN/docker-exec" \
+    --pidfile "$WS_RUN/dockerd.pid" -H "unix://$WS_DOCKER_SOCKET" --group "$(id -g)" \
+    --bridge=none --iptables=false --ip6tables=false --ip-forward=false --ip-masq=false \
+    --containerd-namespace "$ns" --containerd-plugins-namespace "$ns-plugins" \
+    >"$WS_RUN/dockerd.log" 2>&1 &
+  WS_DOCKER="docker -H unix://$WS_DOCKER_SOCKET"
+  export WS_DOCKER_SOCKET WS_DOCKER
+  for _ in $(seq 1 200); do
+    if [ -S "$WS_DOCKER_SOCKET" ] && curl -sf --unix-socket "$WS_DOCKER_SOCKET" http://d/_ping >/dev/null 2>&1; then
+      ws_say "dockerd on unix://$WS_DOCKER_SOCKET"
+      return 0
+    fi
+    sleep 0.1
+  done
+  tail -20 "$WS_RUN/dockerd.log" >&2
+  ws_die "dockerd did not come up"
+}
+
+ws_stop_dockerd() {
+  local pid
+  pid=$(cat "$WS_RUN/dockerd.pid" 2>/dev/null) || true
+  if [ -n "$pid" ]; then
+    ws_as_root kill "$pid" 2>/dev/null
+    for _ in $(seq 1 200); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    ws_as_root kill -9 "$pid" 2>/dev/null
+  fi
+  # The containerd and shims that this dockerd started carry the run dir in argv.
+  local p
+  for p in $(pgrep -f -- "$WS_RUN/docker-exec" 2>/dev/null); do ws_as_root kill -9 "$p" 2>/dev/null; done
+  # Unmount anything left under the run dir (overlay mounts, shm, netns).
+  local m
+  for m in $(awk -v r="$WS_RUN" 'index($2, r) == 1 {print $2}' /proc/mounts | sort -r); do
+    ws_as_root umount -l "$m" 2>/dev/null
+  done
+}
+
+# Imports the worker base image: a busybox-static root filesystem with an applet
+# symlink for each command, through `docker import` (no registry needed).
+ws_import_base_image() {
+  local image=${1:-$WS_BASE_IMAGE} rootfs
+  rootfs=$(mktemp -d "$WS_RUN/rootfs.XXXXXX")
+  mkdir -p "$rootfs/bin" "$rootfs/tmp" "$rootfs/work" "$rootfs/etc"
+  cp /bin/busybox "$rootfs/bin/busybox"
+  local applet
+  for applet in $(/bin/busybox --list); do
+    [ "$applet" = busybox ] || ln -sf busybox "$rootfs/bin/$applet"
+  done
+  chmod 1777 "$rootfs/tmp"
+  echo "root:x:0:0:root:/root:/bin/sh" >"$rootfs/etc/passwd"
+  echo "nobody:x:65534:65534:nobody:/nonexistent:/bin/false" >>"$rootfs/etc/passwd"
+  tar -C "$rootfs" -c . | $WS_DOCKER import \
+    -c 'ENV PATH=/bin' -c 'WORKDIR /work' -c 'CMD ["/bin/sh"]' - "$image" >/dev/null ||
+    ws_die "docker import of $image failed"
+  rm -rf "$rootfs"
+  ws_say "base image $image imported"
+}
+
+# Fails when containers or images other than the base image are left in the engine.
+ws_check_engine_clean() {
+  local containers base_id others
+  containers=$($WS_DOCKER ps -aq | wc -l)
+  base_id=$($WS_DOCKER images -q --no-trunc "$WS_BASE_IMAGE" | head -1)
+  others=$($WS_DOCKER images -aq --no-trunc | sort -u | grep -vc "^${base_id}\$")
+  if [ "$containers" -ne 0 ] || [ "$others" -ne 0 ]; then
+    ws_say "left behind in the engine: $containers container(s), $others image(s) besides the base image:"
+    $WS_DOCKER ps -a >&2
+    $WS_DOCKER images -a >&2
+    return 1
+  fi
+  ws_say "engine clean: no container and no image besides $WS_BASE_IMAGE left"
+}
+
+ws_stop_all() {
+  [ -n "${WS_RUN:-}" ] && [ -d "$WS_RUN" ] || return 0
+  ws_stop_redis
+  ws_stop_dockerd
+  if [ -z "${WARMSTART_KEEP_RUN_DIR:-}" ]; then
+    ws_as_root rm -rf "$WS_RUN" 2>/dev/null || ws_say "note: $WS_RUN not fully removed"
+  fi
+}

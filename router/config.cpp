@@ -1,0 +1,161 @@
+#include "router/config.hpp"
+
+#include "common/time.hpp"
+
+#include <toml++/toml.h>
+
+#include <cstdlib>
+#include <stdexcept>
+
+namespace warmstart::router {
+namespace {
+
+[[noreturn]] void bad(const std::string& where, const std::string& why) {
+  throw std::invalid_argument(where + ": " + why);
+}
+
+Duration duration_value(const toml::node& node, const std::string& where) {
+  if (auto s = node.value<std::string>()) {
+    auto d = parse_duration(*s);
+    if (!d) bad(where, "not a duration: \"" + *s + "\" (use e.g. 30s, 10m, 1h)");
+    return *d;
+  }
+  if (auto n = node.value<std::int64_t>()) return std::chrono::seconds(*n);
+  bad(where, "expected a duration string or a number of seconds");
+}
+
+std::int64_t bytes_value(const toml::node& node, const std::string& where) {
+  if (auto n = node.value<std::int64_t>()) return *n;
+  if (auto s = node.value<std::string>()) {
+    if (s->empty()) bad(where, "empty size");
+    std::int64_t factor = 1;
+    std::string digits = *s;
+    switch (std::tolower(static_cast<unsigned char>(digits.back()))) {
+      case 'k': factor = 1LL << 10; break;
+      case 'm': factor = 1LL << 20; break;
+      case 'g': factor = 1LL << 30; break;
+      case 't': factor = 1LL << 40; break;
+      default: break;
+    }
+    if (factor != 1) digits.pop_back();
+    try {
+      std::size_t used = 0;
+      auto n = std::stoll(digits, &used);
+      if (used != digits.size() || n < 0) throw std::invalid_argument(digits);
+      return n * factor;
+    } catch (const std::exception&) {
+      bad(where, "not a size: \"" + *s + "\" (use e.g. 512m, 20g)");
+    }
+  }
+  bad(where, "expected a size");
+}
+
+template <typename T>
+void read(const toml::table& t, const char* key, const std::string& section, T& out) {
+  const toml::node* node = t.get(key);
+  if (node == nullptr) return;
+  const std::string where = section + "." + key;
+  if constexpr (std::is_same_v<T, Duration>) {
+    out = duration_value(*node, where);
+  } else if constexpr (std::is_same_v<T, std::vector<std::string>>) {
+    const auto* arr = node->as_array();
+    if (arr == nullptr) bad(where, "expected an array of strings");
+    out.clear();
+    for (const auto& el : *arr) {
+      auto s = el.value<std::string>();
+      if (!s) bad(where, "expected an array of strings");
+      out.push_back(*s);
+    }
+  } else if constexpr (std::is_same_v<T, std::string>) {
+    auto s = node->value<std::string>();
+    if (!s) bad(where, "expected a string");
+    out = *s;
+  } else {
+    auto n = node->value<std::int64_t>();
+    if (!n) bad(where, "expected an integer");
+    out = static_cast<T>(*n);
+  }
+}
+
+}  // namespace
+
+void load_config_file(const std::string& path, RouterConfig& c) {
+  toml::table root;
+  try {
+    root = toml::parse_file(path);
+  } catch (const toml::parse_error& e) {
+    std::string msg = std::string(e.description());
+    bad(path, msg + " (line " + std::to_string(e.source().begin.line) + ")");
+  }
+  if (const auto* r = root["router"].as_table()) {
+    const std::string s = path + ": router";
+    read(*r, "redis_url", s, c.redis_url);
+    read(*r, "docker_host", s, c.docker_host);
+    read(*r, "id", s, c.router_id);
+    read(*r, "queues", s, c.queues);
+    read(*r, "base_image", s, c.base_image);
+    read(*r, "image_allowlist", s, c.image_allowlist);
+    read(*r, "concurrency", s, c.concurrency);
+    read(*r, "concurrency_key_limit", s, c.concurrency_key_limit);
+    read(*r, "network_mode", s, c.network_mode);
+    read(*r, "listen", s, c.listen);
+    read(*r, "key_prefix", s, c.key_prefix);
+    read(*r, "lease_timeout", s, c.lease_timeout);
+    read(*r, "stop_grace", s, c.stop_grace);
+    read(*r, "default_timeout", s, c.default_timeout);
+    read(*r, "drain_deadline", s, c.drain_deadline);
+    read(*r, "reconcile_interval", s, c.reconcile_interval);
+    read(*r, "orphan_grace", s, c.orphan_grace);
+    read(*r, "docker_timeout", s, c.docker_timeout);
+    read(*r, "log_tail_bytes", s, c.log_tail_bytes);
+    read(*r, "log_level", s, c.log_level);
+  }
+  if (const auto* t = root["snapshots"].as_table()) {
+    const std::string s = path + ": snapshots";
+    read(*t, "ttl", s, c.snapshot_ttl);
+    read(*t, "max_count", s, c.snapshot_max_count);
+    if (const auto* n = t->get("max_bytes")) c.snapshot_max_bytes = bytes_value(*n, s + ".max_bytes");
+    read(*t, "max_depth", s, c.snapshot_max_depth);
+    read(*t, "gc_interval", s, c.snapshot_gc_interval);
+    read(*t, "work_dir", s, c.snapshot_work_dir);
+  }
+}
+
+void apply_environment(RouterConfig& c) {
+  if (const char* v = std::getenv("WARMSTART_REDIS_URL"); v && *v) c.redis_url = v;
+  if (const char* v = std::getenv("WARMSTART_DOCKER_HOST"); v && *v) c.docker_host = v;
+  if (const char* v = std::getenv("WARMSTART_ROUTER_ID"); v && *v) c.router_id = v;
+  if (const char* v = std::getenv("WARMSTART_LOG_LEVEL"); v && *v) c.log_level = v;
+}
+
+void validate(const RouterConfig& c) {
+  if (c.concurrency < 1 || c.concurrency > 10000) bad("concurrency", "must be 1..10000");
+  if (c.concurrency_key_limit < 1) bad("concurrency_key_limit", "must be at least 1");
+  if (c.queues.empty()) bad("queues", "at least one queue is needed");
+  if (c.base_image.empty()) bad("base_image", "must not be empty");
+  if (c.network_mode == "host") bad("network_mode", "\"host\" is never allowed for job containers");
+  if (c.lease_timeout < 1s) bad("lease_timeout", "must be at least 1s");
+  if (c.snapshot_max_depth < 2 || c.snapshot_max_depth > 100) {
+    bad("snapshots.max_depth", "must be 2..100 (the engine fails near 125 layers)");
+  }
+  if (c.log_tail_bytes > 16 * 1024 * 1024) bad("log_tail_bytes", "at most 16 MiB");
+  for (const char* bad_char : {" ", "/"}) {
+    if (c.router_id.find(bad_char) != std::string::npos) {
+      bad("router id", "must not contain spaces or '/'");
+    }
+  }
+  docker_socket_path(c.docker_host);
+}
+
+std::string docker_socket_path(const std::string& docker_host) {
+  constexpr std::string_view scheme = "unix://";
+  if (docker_host.rfind(scheme, 0) == 0) {
+    std::string path = docker_host.substr(scheme.size());
+    if (path.empty() || path[0] != '/') bad("docker host", "expected unix:///absolute/path");
+    return path;
+  }
+  if (!docker_host.empty() && docker_host[0] == '/') return docker_host;
+  bad("docker host", "\"" + docker_host + "\": only unix:///path is supported");
+}
+
+}  // namespace warmstart::router

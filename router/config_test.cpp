@@ -1,0 +1,71 @@
+#include "router/config.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <cstdio>
+#include <fstream>
+
+using namespace warmstart::router;
+using namespace std::chrono_literals;
+
+namespace {
+std::string write_temp(const std::string& text) {
+  char name[] = "/tmp/warmstart-config-XXXXXX";
+  int fd = mkstemp(name);
+  REQUIRE(fd >= 0);
+  close(fd);
+  std::ofstream(name) << text;
+  return name;
+}
+}  // namespace
+
+TEST_CASE("config file overrides defaults", "[unit][config]") {
+  auto path = write_temp(R"(
+[router]
+id = "host-a"
+concurrency = 8
+queues = ["default", "gpu"]
+image_allowlist = ["tools/*"]
+lease_timeout = "45s"
+stop_grace = 3
+[snapshots]
+max_bytes = "2g"
+max_depth = 32
+ttl = "12h"
+)");
+  RouterConfig c;
+  load_config_file(path, c);
+  std::remove(path.c_str());
+  CHECK(c.router_id == "host-a");
+  CHECK(c.concurrency == 8);
+  CHECK(c.queues == std::vector<std::string>{"default", "gpu"});
+  CHECK(c.lease_timeout == 45s);
+  CHECK(c.stop_grace == 3s);
+  CHECK(c.snapshot_max_bytes == (2LL << 30));
+  CHECK(c.snapshot_max_depth == 32);
+  CHECK(c.snapshot_ttl == 12h);
+  CHECK(c.base_image == "warmstart-worker:latest");  // untouched default
+  CHECK_NOTHROW(validate(c));
+}
+
+TEST_CASE("config errors name the key and the reason", "[unit][config]") {
+  auto path = write_temp("[router]\nlease_timeout = \"soon\"\n");
+  RouterConfig c;
+  try {
+    load_config_file(path, c);
+    FAIL("expected an error");
+  } catch (const std::invalid_argument& e) {
+    CHECK_THAT(e.what(), Catch::Contains("router.lease_timeout") && Catch::Contains("soon"));
+  }
+  std::remove(path.c_str());
+
+  RouterConfig host_net;
+  host_net.network_mode = "host";
+  CHECK_THROWS_WITH(validate(host_net), Catch::Contains("never allowed"));
+}
+
+TEST_CASE("docker host forms", "[unit][config]") {
+  CHECK(docker_socket_path("unix:///var/run/docker.sock") == "/var/run/docker.sock");
+  CHECK(docker_socket_path("/tmp/d.sock") == "/tmp/d.sock");
+  CHECK_THROWS_WITH(docker_socket_path("tcp://10.0.0.1:2375"), Catch::Contains("only unix"));
+}

@@ -24,27 +24,37 @@ std::shared_ptr<spdlog::logger>& logger() {
 
 spdlog::level::level_enum to_spdlog(Level level) {
   switch (level) {
-    case Level::debug: return spdlog::level::debug;
-    case Level::info: return spdlog::level::info;
-    case Level::warn: return spdlog::level::warn;
-    case Level::error: return spdlog::level::err;
+    case Level::debug:
+      return spdlog::level::debug;
+    case Level::info:
+      return spdlog::level::info;
+    case Level::warn:
+      return spdlog::level::warn;
+    case Level::error:
+      return spdlog::level::err;
   }
   return spdlog::level::info;
 }
 
 const char* name(Level level) {
   switch (level) {
-    case Level::debug: return "debug";
-    case Level::info: return "info";
-    case Level::warn: return "warn";
-    case Level::error: return "error";
+    case Level::debug:
+      return "debug";
+    case Level::info:
+      return "info";
+    case Level::warn:
+      return "warn";
+    case Level::error:
+      return "error";
   }
   return "info";
 }
 
 }  // namespace
 
-void init(Level min_level) { logger()->set_level(to_spdlog(min_level)); }
+void init(Level min_level) {
+  logger()->set_level(to_spdlog(min_level));
+}
 
 Level parse_level(std::string_view level) {
   if (level == "debug") return Level::debug;
@@ -61,7 +71,8 @@ void write(Level level, std::string_view msg, const nlohmann::json& fields) {
   if (fields.is_object()) {
     for (const auto& [k, v] : fields.items()) line[k] = v;
   }
-  l->log(to_spdlog(level), "{}", line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+  l->log(to_spdlog(level), "{}",
+         line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
 }
 
 }  // namespace warmstart::log

@@ -29,8 +29,9 @@ awaitable<T> with_deadline(awaitable<T> op, Duration deadline, std::string what)
   using namespace net::experimental::awaitable_operators;
   net::steady_timer timer(co_await net::this_coro::executor, deadline);
   auto result = co_await (std::move(op) || timer.async_wait(use_awaitable));
-  if (result.index() == 1) throw DeadlineExceeded(what + ": deadline of " +
-                                                  std::to_string(deadline.count()) + " ms exceeded");
+  if (result.index() == 1)
+    throw DeadlineExceeded(what + ": deadline of " + std::to_string(deadline.count()) +
+                           " ms exceeded");
   if constexpr (std::is_void_v<T>) {
     co_return;
   } else {

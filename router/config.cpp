@@ -31,11 +31,20 @@ std::int64_t bytes_value(const toml::node& node, const std::string& where) {
     std::int64_t factor = 1;
     std::string digits = *s;
     switch (std::tolower(static_cast<unsigned char>(digits.back()))) {
-      case 'k': factor = 1LL << 10; break;
-      case 'm': factor = 1LL << 20; break;
-      case 'g': factor = 1LL << 30; break;
-      case 't': factor = 1LL << 40; break;
-      default: break;
+      case 'k':
+        factor = 1LL << 10;
+        break;
+      case 'm':
+        factor = 1LL << 20;
+        break;
+      case 'g':
+        factor = 1LL << 30;
+        break;
+      case 't':
+        factor = 1LL << 40;
+        break;
+      default:
+        break;
     }
     if (factor != 1) digits.pop_back();
     try {
@@ -114,7 +123,8 @@ void load_config_file(const std::string& path, RouterConfig& c) {
     const std::string s = path + ": snapshots";
     read(*t, "ttl", s, c.snapshot_ttl);
     read(*t, "max_count", s, c.snapshot_max_count);
-    if (const auto* n = t->get("max_bytes")) c.snapshot_max_bytes = bytes_value(*n, s + ".max_bytes");
+    if (const auto* n = t->get("max_bytes"))
+      c.snapshot_max_bytes = bytes_value(*n, s + ".max_bytes");
     read(*t, "max_depth", s, c.snapshot_max_depth);
     read(*t, "gc_interval", s, c.snapshot_gc_interval);
     read(*t, "work_dir", s, c.snapshot_work_dir);

@@ -11,34 +11,34 @@
 namespace warmstart::router {
 
 struct RouterConfig {
-  std::string redis_url = "redis://127.0.0.1:6379/0";         // WARMSTART_REDIS_URL
-  std::string docker_host = "unix:///var/run/docker.sock";   // WARMSTART_DOCKER_HOST
-  std::string router_id;                    // default: the host name (stable across restarts)
+  std::string redis_url = "redis://127.0.0.1:6379/0";       // WARMSTART_REDIS_URL
+  std::string docker_host = "unix:///var/run/docker.sock";  // WARMSTART_DOCKER_HOST
+  std::string router_id;                          // default: the host name (stable across restarts)
   std::vector<std::string> queues = {"default"};  // queues this router claims from
   std::string base_image = "warmstart-worker:latest";  // image when a job names none
   // Images a job may ask for (globs, '*' and '?'). The base image is always allowed.
   std::vector<std::string> image_allowlist;
-  int concurrency = 4;                // containers running at once
-  int concurrency_key_limit = 1;      // jobs sharing a concurrency_key running at once
-  std::string network_mode = "none";  // NetworkMode of job containers ("host" is refused)
+  int concurrency = 4;                    // containers running at once
+  int concurrency_key_limit = 1;          // jobs sharing a concurrency_key running at once
+  std::string network_mode = "none";      // NetworkMode of job containers ("host" is refused)
   std::string listen = "127.0.0.1:8080";  // HTTP front; empty disables it
   std::string key_prefix = "ws:";         // Redis key namespace
 
-  Duration lease_timeout = 30s;          // a dead router's jobs are reclaimed after this
-  Duration stop_grace = 10s;             // SIGTERM -> SIGKILL on timeout and cancel
-  Duration default_timeout = 30min;      // per job, when the job sets none
-  Duration drain_deadline = 0s;          // on SIGTERM: 0 = leave jobs running, re-attach later
-  Duration reconcile_interval = 5s;      // batched container list catching missed events
-  Duration orphan_grace = 60s;           // managed containers of no job are removed after this
-  Duration docker_timeout = 30s;         // per Docker API call
+  Duration lease_timeout = 30s;            // a dead router's jobs are reclaimed after this
+  Duration stop_grace = 10s;               // SIGTERM -> SIGKILL on timeout and cancel
+  Duration default_timeout = 30min;        // per job, when the job sets none
+  Duration drain_deadline = 0s;            // on SIGTERM: 0 = leave jobs running, re-attach later
+  Duration reconcile_interval = 5s;        // batched container list catching missed events
+  Duration orphan_grace = 60s;             // managed containers of no job are removed after this
+  Duration docker_timeout = 30s;           // per Docker API call
   std::size_t log_tail_bytes = 64 * 1024;  // log tail kept in the job record
 
   // Snapshot cache.
-  Duration snapshot_ttl = 24h;             // unused snapshots expire after this
-  int snapshot_max_count = 100;            // per engine
-  std::int64_t snapshot_max_bytes = 20LL << 30;  // per engine
-  int snapshot_max_depth = 64;             // past this, the next commit is flattened
-  Duration snapshot_gc_interval = 10min;   // periodic eviction
+  Duration snapshot_ttl = 24h;                           // unused snapshots expire after this
+  int snapshot_max_count = 100;                          // per engine
+  std::int64_t snapshot_max_bytes = 20LL << 30;          // per engine
+  int snapshot_max_depth = 64;                           // past this, the next commit is flattened
+  Duration snapshot_gc_interval = 10min;                 // periodic eviction
   std::string snapshot_work_dir = "/var/tmp/warmstart";  // temp tars while flattening
 
   std::string log_level = "info";

@@ -10,23 +10,30 @@ namespace {
 bool is_running(const std::string& state) {
   return state == "running" || state == "paused" || state == "restarting";
 }
-bool has_exited(const std::string& state) { return state == "exited" || state == "dead"; }
+bool has_exited(const std::string& state) {
+  return state == "exited" || state == "dead";
+}
 
 bool is_terminal_job_state(const std::string& state) {
-  return state == "succeeded" || state == "failed" || state == "timed_out" ||
-         state == "cancelled";
+  return state == "succeeded" || state == "failed" || state == "timed_out" || state == "cancelled";
 }
 
 }  // namespace
 
 const char* to_string(RecoveryStep::Kind kind) {
   switch (kind) {
-    case RecoveryStep::Kind::reattach: return "reattach";
-    case RecoveryStep::Kind::finalize: return "finalize";
-    case RecoveryStep::Kind::stop: return "stop";
-    case RecoveryStep::Kind::requeue: return "requeue";
-    case RecoveryStep::Kind::remove: return "remove";
-    case RecoveryStep::Kind::keep: return "keep";
+    case RecoveryStep::Kind::reattach:
+      return "reattach";
+    case RecoveryStep::Kind::finalize:
+      return "finalize";
+    case RecoveryStep::Kind::stop:
+      return "stop";
+    case RecoveryStep::Kind::requeue:
+      return "requeue";
+    case RecoveryStep::Kind::remove:
+      return "remove";
+    case RecoveryStep::Kind::keep:
+      return "keep";
   }
   return "?";
 }
@@ -73,7 +80,8 @@ RecoveryPlan plan_recovery(const RecoveryInput& in) {
     }
     for (const auto* c : containers) {
       if (c != current) {
-        cleanup_steps.push_back({Kind::remove, claim.job_id, c->id, "container of an earlier attempt"});
+        cleanup_steps.push_back(
+            {Kind::remove, claim.job_id, c->id, "container of an earlier attempt"});
       }
     }
 
@@ -91,7 +99,8 @@ RecoveryPlan plan_recovery(const RecoveryInput& in) {
       job_steps.push_back({Kind::finalize, claim.job_id, current->id, "exited while away"});
     } else {
       // "created" (never started) or "removing": no work happened in it.
-      job_steps.push_back({Kind::remove, claim.job_id, current->id, "never started: " + current->state});
+      job_steps.push_back(
+          {Kind::remove, claim.job_id, current->id, "never started: " + current->state});
       job_steps.push_back({Kind::requeue, claim.job_id, "", "container never started"});
     }
   }
@@ -104,8 +113,9 @@ RecoveryPlan plan_recovery(const RecoveryInput& in) {
       if (is_terminal_job_state(state)) {
         cleanup_steps.push_back({Kind::remove, job_id, c->id, "job already " + state});
       } else if (in.now_unix_ms - c->created_unix_ms >= in.orphan_grace_ms) {
-        cleanup_steps.push_back({Kind::remove, job_id, c->id,
-                                 state.empty() ? "orphan: no job record" : "orphan: job " + state + " elsewhere"});
+        cleanup_steps.push_back(
+            {Kind::remove, job_id, c->id,
+             state.empty() ? "orphan: no job record" : "orphan: job " + state + " elsewhere"});
       } else {
         cleanup_steps.push_back({Kind::keep, job_id, c->id, "orphan within grace period"});
       }

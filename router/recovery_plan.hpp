@@ -15,16 +15,16 @@ namespace warmstart::router {
 
 struct ObservedContainer {
   std::string id;
-  std::string job_id;      // label warmstart.job ("" when missing)
-  int attempt = 0;         // label warmstart.attempt
-  std::string state;       // engine state: created, running, exited, dead, ...
+  std::string job_id;  // label warmstart.job ("" when missing)
+  int attempt = 0;     // label warmstart.attempt
+  std::string state;   // engine state: created, running, exited, dead, ...
   std::int64_t created_unix_ms = 0;
 };
 
 struct ObservedClaim {
   std::string job_id;
-  int attempt = 0;             // attempts recorded on the job
-  std::string container_id;    // recorded on the job when it started ("" if never)
+  int attempt = 0;           // attempts recorded on the job
+  std::string container_id;  // recorded on the job when it started ("" if never)
   bool cancel_requested = false;
   std::int64_t deadline_unix_ms = 0;  // 0 = none (not started yet)
 };
@@ -45,12 +45,12 @@ struct RecoveryInput {
 
 struct RecoveryStep {
   enum class Kind {
-    reattach,   // container running: monitor it again, do not re-run
-    finalize,   // container exited while we were away: read its exit code, finish the job
-    stop,       // container running but cancelled or past its deadline: stop, then finalize
-    requeue,    // claimed job with no usable container: give it back to the queue
-    remove,     // container that no job needs
-    keep,       // orphan younger than the grace period: look again later
+    reattach,  // container running: monitor it again, do not re-run
+    finalize,  // container exited while we were away: read its exit code, finish the job
+    stop,      // container running but cancelled or past its deadline: stop, then finalize
+    requeue,   // claimed job with no usable container: give it back to the queue
+    remove,    // container that no job needs
+    keep,      // orphan younger than the grace period: look again later
   };
   Kind kind;
   std::string job_id;

@@ -37,7 +37,8 @@ TEST_CASE("recovery: cancelled or overdue running jobs are stopped", "[unit][rec
         "stop job=job-b container=c2 (timeout passed)\n");
 }
 
-TEST_CASE("recovery: container found by attempt when the record has no id yet", "[unit][recovery]") {
+TEST_CASE("recovery: container found by attempt when the record has no id yet",
+          "[unit][recovery]") {
   RecoveryInput in;
   in.now_unix_ms = now;
   // Crash between create and recording the container id: attempt 2's container

@@ -24,15 +24,25 @@ inline std::string required_env(const char* name) {
 }
 
 // redis://127.0.0.1:<port>/0 of the private redis-server.
-inline std::string redis_url() { return required_env("WARMSTART_TEST_REDIS_URL"); }
+inline std::string redis_url() {
+  return required_env("WARMSTART_TEST_REDIS_URL");
+}
 // Path of the private dockerd's unix socket.
-inline std::string docker_socket() { return required_env("WARMSTART_TEST_DOCKER_SOCKET"); }
+inline std::string docker_socket() {
+  return required_env("WARMSTART_TEST_DOCKER_SOCKET");
+}
 // The worker base image (busybox-static, imported by the scripts).
-inline std::string base_image() { return required_env("WARMSTART_TEST_BASE_IMAGE"); }
+inline std::string base_image() {
+  return required_env("WARMSTART_TEST_BASE_IMAGE");
+}
 // The built warmstart binary.
-inline std::string warmstart_binary() { return required_env("WARMSTART_TEST_BINARY"); }
+inline std::string warmstart_binary() {
+  return required_env("WARMSTART_TEST_BINARY");
+}
 // Scratch directory of the run (removed by the scripts).
-inline std::string run_dir() { return required_env("WARMSTART_TEST_RUN_DIR"); }
+inline std::string run_dir() {
+  return required_env("WARMSTART_TEST_RUN_DIR");
+}
 
 // Runs `make()`'s coroutine on a fresh io_context until it completes, rethrowing
 // its exception. Fails the test if it does not finish within `limit`.

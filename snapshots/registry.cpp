@@ -1,0 +1,176 @@
+#include "snapshots/registry.hpp"
+
+#include <algorithm>
+#include <charconv>
+
+namespace warmstart::snapshots {
+namespace {
+
+// KEYS: entry hash, index set. ARGV: expected image id ("" = absent), key,
+// field/value pairs of the new entry. Returns {won, entry hash before}.
+constexpr const char* kRegisterScript = R"lua(
+local cur = redis.call('HGET', KEYS[1], 'image_id')
+if not cur then cur = '' end
+local before = redis.call('HGETALL', KEYS[1])
+if cur ~= ARGV[1] then return {0, before} end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+redis.call('SADD', KEYS[2], ARGV[2])
+return {1, before}
+)lua";
+
+// KEYS: entry hash, index set. ARGV: key, only-if image id ("" = any).
+// Returns the removed entry hash, or an empty array.
+constexpr const char* kRemoveScript = R"lua(
+local cur = redis.call('HGET', KEYS[1], 'image_id')
+if not cur then
+  redis.call('SREM', KEYS[2], ARGV[1])
+  return {}
+end
+if ARGV[2] ~= '' and cur ~= ARGV[2] then return {} end
+local h = redis.call('HGETALL', KEYS[1])
+redis.call('DEL', KEYS[1])
+redis.call('SREM', KEYS[2], ARGV[1])
+return h
+)lua";
+
+// KEYS: entry hash. ARGV: image id, now ms.
+constexpr const char* kRecordUseScript = R"lua(
+if redis.call('HGET', KEYS[1], 'image_id') ~= ARGV[1] then return 0 end
+redis.call('HINCRBY', KEYS[1], 'uses', 1)
+redis.call('HSET', KEYS[1], 'last_used_ms', ARGV[2])
+return 1
+)lua";
+
+std::int64_t to_int(const std::string& s) {
+  std::int64_t v = 0;
+  auto [ptr, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  return ec == std::errc() && ptr == s.data() + s.size() ? v : 0;
+}
+
+std::vector<std::string> flatten_reply(const redis::Reply& reply) {
+  std::vector<std::string> flat;
+  for (const auto& element : reply.as_array()) flat.push_back(element.as_string());
+  return flat;
+}
+
+}  // namespace
+
+std::vector<std::string> entry_to_fields(const SnapshotEntry& e) {
+  return {"key",           e.key,
+          "image",         e.image,
+          "image_id",      e.image_id,
+          "base_image_id", e.base_image_id,
+          "source_job",    e.source_job,
+          "created_ms",    std::to_string(e.created_ms),
+          "last_used_ms",  std::to_string(e.last_used_ms),
+          "uses",          std::to_string(e.uses),
+          "size_bytes",    std::to_string(e.size_bytes),
+          "layer_depth",   std::to_string(e.layer_depth),
+          "generation",    std::to_string(e.generation),
+          "ttl_ms",        std::to_string(e.ttl_ms)};
+}
+
+std::optional<SnapshotEntry> entry_from_fields(const std::vector<std::string>& flat) {
+  SnapshotEntry e;
+  for (std::size_t i = 0; i + 1 < flat.size(); i += 2) {
+    const auto& f = flat[i];
+    const auto& v = flat[i + 1];
+    if (f == "key")
+      e.key = v;
+    else if (f == "image")
+      e.image = v;
+    else if (f == "image_id")
+      e.image_id = v;
+    else if (f == "base_image_id")
+      e.base_image_id = v;
+    else if (f == "source_job")
+      e.source_job = v;
+    else if (f == "created_ms")
+      e.created_ms = to_int(v);
+    else if (f == "last_used_ms")
+      e.last_used_ms = to_int(v);
+    else if (f == "uses")
+      e.uses = to_int(v);
+    else if (f == "size_bytes")
+      e.size_bytes = to_int(v);
+    else if (f == "layer_depth")
+      e.layer_depth = to_int(v);
+    else if (f == "generation")
+      e.generation = to_int(v);
+    else if (f == "ttl_ms")
+      e.ttl_ms = to_int(v);
+  }
+  // Without these the entry names no image: treat it as absent.
+  if (e.key.empty() || e.image.empty() || e.image_id.empty()) return std::nullopt;
+  return e;
+}
+
+SnapshotRegistry::SnapshotRegistry(redis::ClientPtr client, std::string engine_id,
+                                   RegistryOptions options)
+    : client_(std::move(client)), engine_id_(std::move(engine_id)), options_(std::move(options)) {}
+
+awaitable<std::optional<SnapshotEntry>> SnapshotRegistry::lookup(std::string key) {
+  // Named argument vectors: g++ 12 miscompiles string-literal init lists
+  // inside a co_await expression ("array used as initializer").
+  std::vector<std::string> args{"HGETALL", entry_key(key)};
+  auto reply = co_await client_->command(std::move(args));
+  co_return entry_from_fields(flatten_reply(reply));
+}
+
+awaitable<bool> SnapshotRegistry::record_use(std::string key, std::string image_id,
+                                             std::int64_t now_ms) {
+  std::vector<std::string> keys{entry_key(key)};
+  std::vector<std::string> args{std::move(image_id), std::to_string(now_ms)};
+  auto reply = co_await client_->eval(kRecordUseScript, std::move(keys), std::move(args));
+  co_return reply.as_integer() == 1;
+}
+
+awaitable<std::int64_t> SnapshotRegistry::next_generation(std::string key) {
+  std::vector<std::string> args{"HINCRBY", generations_key(), key, "1"};
+  auto reply = co_await client_->command(std::move(args));
+  co_return reply.as_integer();
+}
+
+awaitable<RegisterResult> SnapshotRegistry::register_cas(SnapshotEntry entry,
+                                                         std::string expected_image_id) {
+  std::vector<std::string> args{std::move(expected_image_id), entry.key};
+  for (auto& field : entry_to_fields(entry)) args.push_back(std::move(field));
+  std::vector<std::string> keys{entry_key(entry.key), index_key()};
+  auto reply = co_await client_->eval(kRegisterScript, std::move(keys), std::move(args));
+  const auto& parts = reply.as_array();
+  if (parts.size() != 2) {
+    throw redis::ProtocolError("EVALSHA", "snapshot register script: unexpected reply shape");
+  }
+  RegisterResult result;
+  result.won = parts[0].as_integer() == 1;
+  auto before = entry_from_fields(flatten_reply(parts[1]));
+  if (result.won) {
+    result.previous = std::move(before);
+  } else {
+    result.current = std::move(before);
+  }
+  co_return result;
+}
+
+awaitable<std::optional<SnapshotEntry>> SnapshotRegistry::remove(std::string key,
+                                                                 std::string only_if_image_id) {
+  std::vector<std::string> keys{entry_key(key), index_key()};
+  std::vector<std::string> args{key, std::move(only_if_image_id)};
+  auto reply = co_await client_->eval(kRemoveScript, std::move(keys), std::move(args));
+  co_return entry_from_fields(flatten_reply(reply));
+}
+
+awaitable<std::vector<SnapshotEntry>> SnapshotRegistry::list() {
+  std::vector<std::string> args{"SMEMBERS", index_key()};
+  auto members = co_await client_->command(std::move(args));
+  std::vector<std::string> keys = flatten_reply(members);
+  std::sort(keys.begin(), keys.end());
+  std::vector<SnapshotEntry> entries;
+  for (const auto& key : keys) {
+    if (auto entry = co_await lookup(key)) entries.push_back(std::move(*entry));
+  }
+  co_return entries;
+}
+
+}  // namespace warmstart::snapshots

@@ -1,0 +1,454 @@
+#include "snapshots/snapshot_cache.hpp"
+
+#include "common/log.hpp"
+#include "common/time.hpp"
+#include "snapshots/naming.hpp"
+
+#include <random>
+#include <stdexcept>
+
+namespace warmstart::snapshots {
+namespace {
+
+// The flatten tarball is as large as the container's filesystem: it must not
+// outlive the commit, whether it succeeds, throws or is cancelled.
+class TempFile {
+ public:
+  explicit TempFile(std::filesystem::path path) : path_(std::move(path)) {}
+  TempFile(const TempFile&) = delete;
+  TempFile& operator=(const TempFile&) = delete;
+  ~TempFile() {
+    std::error_code ignored;
+    std::filesystem::remove(path_, ignored);
+  }
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+std::string random_hex(std::size_t n) {
+  static thread_local std::mt19937_64 rng{std::random_device{}()};
+  static constexpr char hex[] = "0123456789abcdef";
+  std::string out;
+  for (std::size_t i = 0; i < n; ++i) out.push_back(hex[rng() & 0x0f]);
+  return out;
+}
+
+// Builds a JSON object from alternating keys and values. g++ 12 rejects
+// braced JSON initializer lists inside coroutines, so they are built here.
+inline void put_fields(nlohmann::json&) {}
+template <typename V, typename... Rest>
+void put_fields(nlohmann::json& j, const char* key, V&& value, Rest&&... rest) {
+  j[key] = std::forward<V>(value);
+  put_fields(j, std::forward<Rest>(rest)...);
+}
+template <typename... Args>
+nlohmann::json fields(Args&&... args) {
+  nlohmann::json j = nlohmann::json::object();
+  put_fields(j, std::forward<Args>(args)...);
+  return j;
+}
+
+}  // namespace
+
+std::string_view to_string(CommitResult::Status status) {
+  switch (status) {
+    case CommitResult::Status::committed:
+      return "committed";
+    case CommitResult::Status::lost_race:
+      return "lost_race";
+    case CommitResult::Status::failed:
+      return "failed";
+  }
+  return "unknown";
+}
+
+// What a commit has made so far, visible to commit() even when the steps
+// threw or were cancelled by the deadline.
+struct SnapshotCache::CommitProgress {
+  std::string image_ref;  // known before the engine creates the image
+  std::string image_id;   // set once the engine made it
+  bool registered = false;
+};
+
+SnapshotCache::SnapshotCache(container::RuntimePtr runtime, redis::ClientPtr redis,
+                             SnapshotCacheOptions options)
+    : runtime_(std::move(runtime)), redis_(std::move(redis)), options_(std::move(options)) {}
+
+SnapshotRegistry& SnapshotCache::registry() {
+  if (!registry_) throw std::logic_error("SnapshotCache::registry() before start()");
+  return *registry_;
+}
+
+CacheMetrics SnapshotCache::metrics() const {
+  CacheMetrics m;
+  m.commits = counters_.commits;
+  m.commit_failures = counters_.commit_failures;
+  m.commit_races_lost = counters_.commit_races_lost;
+  m.flattens = counters_.flattens;
+  m.hits = counters_.hits;
+  m.misses = counters_.misses;
+  m.invalidations = counters_.invalidations;
+  m.evictions = counters_.evictions;
+  m.bytes_cached = counters_.bytes_cached;
+  m.last_commit_ms = counters_.last_commit_ms;
+  m.total_commit_ms = counters_.total_commit_ms;
+  return m;
+}
+
+void SnapshotCache::emit(nlohmann::json event) {
+  event["ts"] = rfc3339_now();
+  log::info(event.value("type", "snapshot event"), event);
+  if (!options_.on_event) return;
+  try {
+    options_.on_event(std::move(event));
+  } catch (const std::exception& e) {
+    // An event lost is a gap on the dashboard, not a reason to fail a cache operation.
+    log::warn("snapshot event sink failed", fields("error", e.what()));
+  }
+}
+
+awaitable<SnapshotRegistry*> SnapshotCache::ensure_registry() {
+  if (!registry_) {
+    auto info = co_await runtime_->info();
+    if (info.id.empty()) throw std::runtime_error("docker /info returned no engine ID");
+    if (!registry_) registry_.emplace(redis_, info.id, options_.registry);
+  }
+  co_return &*registry_;
+}
+
+awaitable<ReconcilePlan> SnapshotCache::start() {
+  co_await ensure_registry();
+  // At start nothing of this router is between commit and registration.
+  co_return co_await reconcile(Duration{0});
+}
+
+awaitable<std::vector<SnapshotEntry>> SnapshotCache::list() {
+  auto* reg = co_await ensure_registry();
+  co_return co_await reg->list();
+}
+
+awaitable<Choice> SnapshotCache::choose_image(std::string key, std::string base_image, bool reuse) {
+  Choice choice;
+  choice.image = base_image;
+  auto base = co_await runtime_->inspect_image(base_image);
+  choice.base_image_id = base.id;
+
+  std::optional<SnapshotEntry> entry;
+  std::string registry_error;
+  try {
+    auto* reg = co_await ensure_registry();
+    entry = co_await reg->lookup(key);
+  } catch (const redis::Error& e) {
+    registry_error = e.what();
+  }
+  if (!registry_error.empty()) {
+    // Without the registry the job still runs, cold.
+    log::warn("snapshot lookup failed, starting from the base image",
+              fields("key", key, "error", registry_error));
+    ++counters_.misses;
+    choice.reason = "registry_error";
+    co_return choice;
+  }
+
+  const auto decision = decide_lookup(entry, base.id, reuse);
+  choice.outcome = decision.outcome;
+  choice.reason = std::string(decision.reason);
+  switch (decision.outcome) {
+    case LookupOutcome::hit:
+      ++counters_.hits;
+      choice.image = entry->image;
+      choice.observed_image_id = entry->image_id;
+      co_await registry_->record_use(key, entry->image_id, unix_ms_now());
+      choice.entry = std::move(entry);
+      break;
+    case LookupOutcome::base_changed:
+      ++counters_.misses;
+      co_await invalidate(key, "base_changed", entry->image_id);
+      break;
+    case LookupOutcome::miss:
+      ++counters_.misses;
+      if (entry) choice.observed_image_id = entry->image_id;
+      break;
+  }
+  co_return choice;
+}
+
+awaitable<CommitResult> SnapshotCache::commit(CommitRequest request) {
+  const auto started = Clock::now();
+  CommitProgress progress;
+  CommitResult result;
+  std::string error;
+  try {
+    result = co_await with_deadline(commit_steps(request, progress), options_.commit_timeout,
+                                    "snapshot commit");
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  if (!error.empty()) {
+    result = CommitResult{};
+    result.status = CommitResult::Status::failed;
+    result.error = error;
+    ++counters_.commit_failures;
+    log::error("snapshot commit failed",
+               fields("job", request.job_id, "container", request.container_id, "key", request.key,
+                      "error", error));
+    // An image the registry never got would only wait for the next gc.
+    if (!progress.image_id.empty() && !progress.registered) {
+      co_await remove_image_unless_running(progress.image_id, "", request.key, "commit_failed");
+    }
+  }
+  pending_.erase(progress.image_ref);
+  pending_.erase(progress.image_id);
+  result.took = std::chrono::duration_cast<Duration>(Clock::now() - started);
+  if (result.status == CommitResult::Status::committed) {
+    counters_.last_commit_ms = result.took.count();
+    counters_.total_commit_ms += result.took.count();
+  }
+  co_return result;
+}
+
+awaitable<CommitResult> SnapshotCache::commit_steps(CommitRequest request,
+                                                    CommitProgress& progress) {
+  auto* reg = co_await ensure_registry();
+  auto base = co_await runtime_->inspect_image(request.base_image);
+
+  std::string expected;
+  if (request.expected_image_id) {
+    expected = *request.expected_image_id;
+  } else if (auto current = co_await reg->lookup(request.key)) {
+    expected = current->image_id;
+  }
+
+  auto container = co_await runtime_->inspect_container(request.container_id);
+  if (container.state.running || container.state.exit_code != 0) {
+    throw std::runtime_error("container " + request.container_id +
+                             " has not exited with 0 (status " + container.state.status +
+                             ", exit " + std::to_string(container.state.exit_code) + ")");
+  }
+  auto source = co_await runtime_->inspect_image(container.image_id);
+  const auto decision = decide_commit(source.layer_count, options_.depth);
+
+  const auto generation = co_await reg->next_generation(request.key);
+  const auto name =
+      snapshot_image_name(options_.image_repo, reg->key_prefix(), request.key, generation);
+  progress.image_ref = name.ref();
+  pending_.insert(progress.image_ref);
+
+  // The base's config, never the container's: the job's env and cmd stay out.
+  container::ImageConfig config = base.config;
+  SnapshotLabelValues label_values;
+  label_values.key = request.key;
+  label_values.base_image_id = base.id;
+  label_values.engine_id = reg->engine_id();
+  label_values.registry_namespace = reg->key_prefix();
+  label_values.generation = generation;
+  label_values.job = request.job_id;
+  for (auto& [k, v] : snapshot_labels(label_values)) {
+    config.labels[k] = v;
+  }
+
+  CommitResult result;
+  result.mode = decision.mode;
+  if (decision.mode == CommitMode::layered) {
+    container::CommitOptions commit_options;
+    commit_options.repo = name.repo;
+    commit_options.tag = name.tag;
+    commit_options.comment = "warmstart snapshot of job " + request.job_id;
+    commit_options.pause = false;  // the container has exited
+    commit_options.config = config;
+    commit_options.scrub_container_config = false;  // layered is the point; see DepthPolicy
+    progress.image_id = co_await runtime_->commit_container(request.container_id, commit_options);
+  } else {
+    std::filesystem::create_directories(options_.work_dir);
+    TempFile tar(options_.work_dir / ("warmstart-flatten-" + random_hex(16) + ".tar"));
+    co_await runtime_->export_container(request.container_id, tar.path().string());
+    progress.image_id = co_await runtime_->import_image(tar.path().string(), name.repo, name.tag,
+                                                        import_changes(config));
+    ++counters_.flattens;
+  }
+  pending_.insert(progress.image_id);
+  auto image = co_await runtime_->inspect_image(progress.image_id);
+
+  SnapshotEntry entry;
+  entry.key = request.key;
+  entry.image = name.ref();
+  entry.image_id = image.id;
+  entry.base_image_id = base.id;
+  entry.source_job = request.job_id;
+  entry.created_ms = unix_ms_now();
+  entry.last_used_ms = entry.created_ms;
+  entry.size_bytes = image.size_bytes;
+  entry.layer_depth = static_cast<std::int64_t>(image.layer_count);
+  entry.generation = generation;
+  entry.ttl_ms = request.ttl.count();
+
+  result.image = entry.image;
+  result.image_id = entry.image_id;
+  result.size_bytes = entry.size_bytes;
+  result.layer_depth = entry.layer_depth;
+  result.generation = generation;
+
+  auto cas = co_await reg->register_cas(entry, expected);
+  if (!cas.won) {
+    // Another commit of this key registered first: exactly one image per key
+    // survives, so this one goes.
+    ++counters_.commit_races_lost;
+    log::info("snapshot commit lost the race",
+              fields("job", request.job_id, "key", request.key, "image", entry.image, "winner",
+                     cas.current ? cas.current->image : std::string()));
+    co_await remove_image_unless_running(progress.image_id, "", request.key, "lost_race");
+    progress.image_id.clear();
+    result.status = CommitResult::Status::lost_race;
+    co_return result;
+  }
+  progress.registered = true;
+  result.status = CommitResult::Status::committed;
+  ++counters_.commits;
+  counters_.bytes_cached += entry.size_bytes - (cas.previous ? cas.previous->size_bytes : 0);
+  emit(fields("type", "snapshot.committed", "job", request.job_id, "key", request.key, "image",
+              entry.image, "size", entry.size_bytes, "generation", generation, "layers",
+              entry.layer_depth, "mode", to_string(decision.mode)));
+  if (cas.previous && cas.previous->image_id != entry.image_id) {
+    co_await remove_image_unless_running(cas.previous->image_id, cas.previous->image, request.key,
+                                         "superseded");
+  }
+  co_return result;
+}
+
+awaitable<std::set<std::string>> SnapshotCache::running_image_ids() {
+  std::set<std::string> ids;
+  std::vector<std::string> any_labels;
+  for (const auto& c : co_await runtime_->list_containers(std::move(any_labels), false)) {
+    ids.insert(c.image_id);
+  }
+  co_return ids;
+}
+
+awaitable<bool> SnapshotCache::remove_image_unless_running(const std::string& image_id,
+                                                           const std::string& ref,
+                                                           const std::string& key,
+                                                           const std::string& why) {
+  std::string error;
+  bool removed = false;
+  try {
+    auto running = co_await running_image_ids();
+    if (running.count(image_id) > 0) {
+      // Deleting it would only untag it under the running job; gc removes it
+      // as unregistered once the container is gone.
+      log::info("snapshot image in use, left for gc",
+                fields("key", key, "image", image_id, "why", why));
+      co_return false;
+    }
+    // force: a stopped container (the job just committed) must not pin it.
+    co_await runtime_->remove_image(ref.empty() ? image_id : ref, true);
+    removed = true;
+  } catch (const container::ApiError& e) {
+    if (e.is_not_found()) {
+      removed = true;  // already gone: the goal is reached
+    } else {
+      error = e.what();
+    }
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  if (!error.empty()) {
+    log::warn("snapshot image removal failed",
+              fields("key", key, "image", image_id, "why", why, "error", error));
+  }
+  co_return removed;
+}
+
+awaitable<bool> SnapshotCache::invalidate(std::string key, std::string reason,
+                                          std::string only_if_image_id) {
+  auto* reg = co_await ensure_registry();
+  auto removed = co_await reg->remove(key, only_if_image_id);
+  if (!removed) co_return false;
+  ++counters_.invalidations;
+  counters_.bytes_cached -= removed->size_bytes;
+  emit(fields("type", "snapshot.invalidated", "key", key, "reason", reason, "image",
+              removed->image));
+  co_await remove_image_unless_running(removed->image_id, removed->image, key, reason);
+  co_return true;
+}
+
+awaitable<GcReport> SnapshotCache::gc() {
+  auto* reg = co_await ensure_registry();
+  GcReport report;
+  auto entries = co_await reg->list();
+  auto running = co_await running_image_ids();
+  report.eviction = plan_evictions(entries, running, options_.eviction, unix_ms_now());
+  for (const auto& eviction : report.eviction.evictions) {
+    // Only the generation that was planned: a commit may have replaced it since.
+    auto removed = co_await reg->remove(eviction.key, eviction.image_id);
+    if (!removed) continue;
+    ++counters_.evictions;
+    counters_.bytes_cached -= removed->size_bytes;
+    emit(fields("type", "snapshot.evicted", "key", eviction.key, "image", eviction.image, "reason",
+                to_string(eviction.reason)));
+    if (co_await remove_image_unless_running(eviction.image_id, eviction.image, eviction.key,
+                                             "evicted")) {
+      ++report.images_removed;
+    } else {
+      ++report.failures;
+    }
+  }
+  report.reconcile = co_await reconcile(options_.orphan_grace);
+  co_return report;
+}
+
+awaitable<ReconcilePlan> SnapshotCache::reconcile(Duration orphan_grace) {
+  auto* reg = co_await ensure_registry();
+  ReconcileInput input;
+  input.entries = co_await reg->list();
+  std::vector<std::string> filter{std::string(label::registry) + "=" + reg->key_prefix(),
+                                  std::string(label::engine) + "=" + reg->engine_id()};
+  std::set<std::string> listed;
+  for (const auto& image : co_await runtime_->list_images(filter)) {
+    ObservedImage observed;
+    observed.id = image.id;
+    observed.ref = image.repo_tags.empty() ? "<none>" : image.repo_tags.front();
+    auto key = image.labels.find(std::string(label::key));
+    if (key != image.labels.end()) observed.key = key->second;
+    observed.created_unix = image.created_unix;
+    listed.insert(image.id);
+    input.images.push_back(std::move(observed));
+  }
+  // The engine does not list an image that has children; ask before dropping.
+  for (const auto& entry : input.entries) {
+    if (listed.count(entry.image_id) > 0) continue;
+    bool present = true;  // in doubt, keep the entry: a 404 fallback will catch it
+    try {
+      co_await runtime_->inspect_image(entry.image_id);
+    } catch (const container::ApiError& e) {
+      if (e.is_not_found()) present = false;
+    } catch (const container::TransportError&) {
+    }
+    if (present) input.also_present_ids.insert(entry.image_id);
+  }
+  input.in_use_image_ids = co_await running_image_ids();
+  input.pending = pending_;
+  input.now_ms = unix_ms_now();
+  input.orphan_grace = orphan_grace;
+  auto plan = plan_reconcile(input);
+  if (!plan.ops.empty()) log::info("snapshot reconcile plan", fields("plan", plan.to_text()));
+
+  for (const auto& op : plan.ops) {
+    if (op.kind == ReconcileOp::Kind::drop_entry) {
+      if (auto removed = co_await reg->remove(op.key, op.image_id)) {
+        ++counters_.invalidations;
+        emit(fields("type", "snapshot.invalidated", "key", op.key, "reason", op.reason, "image",
+                    removed->image));
+      }
+    } else if (op.kind == ReconcileOp::Kind::remove_image) {
+      co_await remove_image_unless_running(op.image_id, "", op.key, op.reason);
+    }
+  }
+  std::int64_t bytes = 0;
+  for (const auto& entry : co_await reg->list()) bytes += entry.size_bytes;
+  counters_.bytes_cached = bytes;
+  co_return plan;
+}
+
+}  // namespace warmstart::snapshots

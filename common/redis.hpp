@@ -11,6 +11,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <vector>
 
 namespace warmstart::redis {
@@ -49,6 +50,25 @@ struct Reply {
   const std::vector<Reply>& as_array() const;
 };
 
+// Builds a command's arguments: make_args("XADD", key, "*", "n", 42). Numbers
+// become decimal strings. Use it instead of a braced list inside a co_await
+// expression: g++ 12 rejects std::initializer_list<std::string> temporaries
+// in coroutines ("array used as initializer").
+template <typename... Args>
+std::vector<std::string> make_args(Args&&... parts) {
+  std::vector<std::string> out;
+  out.reserve(sizeof...(parts));
+  [[maybe_unused]] auto add = [&out](auto&& part) {
+    if constexpr (std::is_arithmetic_v<std::decay_t<decltype(part)>>) {
+      out.push_back(std::to_string(part));
+    } else {
+      out.emplace_back(std::forward<decltype(part)>(part));
+    }
+  };
+  (add(std::forward<Args>(parts)), ...);
+  return out;
+}
+
 // Base of client errors; `command()` names the command ("XADD", "EVALSHA").
 class Error : public std::runtime_error {
  public:
@@ -73,12 +93,12 @@ struct ProtocolError : Error {
 };
 
 struct ClientOptions {
-  Url url;                                     // where to connect
-  Duration connect_timeout = 3s;               // per connection attempt
-  Duration command_timeout = 5s;               // default per-command deadline
-  Duration reconnect_min_backoff = 100ms;      // first retry delay after a loss
-  Duration reconnect_max_backoff = 5s;         // backoff cap
-  std::string client_name = "warmstart";       // CLIENT SETNAME
+  Url url;                                 // where to connect
+  Duration connect_timeout = 3s;           // per connection attempt
+  Duration command_timeout = 5s;           // default per-command deadline
+  Duration reconnect_min_backoff = 100ms;  // first retry delay after a loss
+  Duration reconnect_max_backoff = 5s;     // backoff cap
+  std::string client_name = "warmstart";   // CLIENT SETNAME
 };
 
 class Client;
@@ -111,6 +131,10 @@ class Subscriber {
   static std::unique_ptr<Subscriber> create(net::any_io_executor executor, ClientOptions options,
                                             std::vector<std::string> channels, Handler handler);
   virtual void stop() = 0;
+  // Waits until every channel is subscribed on the current connection (true),
+  // or `timeout` passes / stop() is called (false). Messages published before
+  // that are not delivered: tests and callers that must not miss one wait here.
+  virtual awaitable<bool> wait_subscribed(Duration timeout) = 0;
 };
 
 }  // namespace warmstart::redis

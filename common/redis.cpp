@@ -1,0 +1,855 @@
+// Redis client on hiredis 0.14's async API, driven by Asio.
+//
+// Layout: Url/Reply helpers; Event (one-shot notification with per-waiter
+// deadlines); Adapter (hiredis ev hooks -> stream_descriptor readiness waits);
+// Connection (one redisAsyncContext: connect, handshake, send); ClientImpl
+// (reconnect with backoff, deadlines, EVALSHA); SubscriberImpl (pub/sub loop).
+//
+// Threading: a client is used from one executor that runs on one thread at a
+// time (an io_context run by one thread, or a strand). hiredis is not
+// thread-safe and nothing here locks.
+#include "common/redis.hpp"
+
+#include "common/log.hpp"
+
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+#include <openssl/evp.h>
+
+#include <algorithm>
+#include <cctype>
+#include <charconv>
+#include <limits>
+#include <unordered_map>
+
+namespace warmstart::redis {
+
+// ---------------------------------------------------------------------------
+// Url
+
+namespace {
+
+std::string percent_decode(std::string_view in, std::string_view what) {
+  std::string out;
+  out.reserve(in.size());
+  for (std::size_t i = 0; i < in.size(); ++i) {
+    if (in[i] != '%') {
+      out.push_back(in[i]);
+      continue;
+    }
+    auto hex = [](char c) -> int {
+      if (c >= '0' && c <= '9') return c - '0';
+      if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+      if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+      return -1;
+    };
+    if (i + 2 >= in.size()) {
+      throw std::invalid_argument("redis URL: truncated percent-escape in " + std::string(what));
+    }
+    int hi = hex(in[i + 1]);
+    int lo = hex(in[i + 2]);
+    if (hi < 0 || lo < 0) {
+      throw std::invalid_argument("redis URL: bad percent-escape in " + std::string(what));
+    }
+    out.push_back(static_cast<char>(hi * 16 + lo));
+    i += 2;
+  }
+  return out;
+}
+
+int parse_int(std::string_view text, int min, int max, const char* what) {
+  int value = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (text.empty() || ec != std::errc() || end != text.data() + text.size() || value < min ||
+      value > max) {
+    throw std::invalid_argument("redis URL: " + std::string(what) + " must be an integer in " +
+                                std::to_string(min) + ".." + std::to_string(max) + ", got \"" +
+                                std::string(text) + "\"");
+  }
+  return value;
+}
+
+}  // namespace
+
+Url Url::parse(std::string_view text) {
+  Url url;
+  std::string_view rest;
+  if (text.rfind("redis://", 0) == 0) {
+    rest = text.substr(8);
+  } else if (text.rfind("rediss://", 0) == 0) {
+    rest = text.substr(9);
+    url.tls = true;
+  } else {
+    throw std::invalid_argument("redis URL must start with redis:// or rediss://, got \"" +
+                                std::string(text.substr(0, 64)) + "\"");
+  }
+  if (rest.find_first_of("?#") != std::string_view::npos) {
+    throw std::invalid_argument("redis URL: query strings and fragments are not supported");
+  }
+  // Userinfo ends at the LAST '@' so that a raw '@' in a password still works.
+  if (auto at = rest.rfind('@'); at != std::string_view::npos) {
+    std::string_view userinfo = rest.substr(0, at);
+    rest = rest.substr(at + 1);
+    if (auto colon = userinfo.find(':'); colon != std::string_view::npos) {
+      url.user = percent_decode(userinfo.substr(0, colon), "user");
+      url.password = percent_decode(userinfo.substr(colon + 1), "password");
+    } else {
+      // redis://secret@host: a lone userinfo token is the legacy AUTH password
+      // (AUTH with a user but no password does not exist).
+      url.password = percent_decode(userinfo, "password");
+    }
+  }
+  std::string_view hostport = rest;
+  if (auto slash = rest.find('/'); slash != std::string_view::npos) {
+    hostport = rest.substr(0, slash);
+    std::string_view db = rest.substr(slash + 1);
+    if (!db.empty()) url.db = parse_int(db, 0, std::numeric_limits<int>::max(), "db index");
+  }
+  std::string_view host = hostport;
+  std::string_view port;
+  if (!hostport.empty() && hostport.front() == '[') {
+    auto close = hostport.find(']');
+    if (close == std::string_view::npos) {
+      throw std::invalid_argument("redis URL: unterminated [IPv6] host");
+    }
+    host = hostport.substr(1, close - 1);
+    std::string_view after = hostport.substr(close + 1);
+    if (!after.empty()) {
+      if (after.front() != ':') throw std::invalid_argument("redis URL: junk after [IPv6] host");
+      port = after.substr(1);
+      if (port.empty()) throw std::invalid_argument("redis URL: empty port");
+    }
+  } else if (auto colon = hostport.rfind(':'); colon != std::string_view::npos) {
+    host = hostport.substr(0, colon);
+    port = hostport.substr(colon + 1);
+    if (port.empty()) throw std::invalid_argument("redis URL: empty port");
+  }
+  if (host.empty()) throw std::invalid_argument("redis URL: missing host");
+  url.host = std::string(host);
+  if (!port.empty()) url.port = parse_int(port, 1, 65535, "port");
+  return url;
+}
+
+std::string Url::redacted() const {
+  std::string out = tls ? "rediss://" : "redis://";
+  if (!user.empty() || !password.empty()) {
+    out += user;
+    if (!password.empty()) out += ":***";
+    out += "@";
+  }
+  out += host.find(':') != std::string::npos ? "[" + host + "]" : host;
+  out += ":" + std::to_string(port) + "/" + std::to_string(db);
+  return out;
+}
+
+// ---------------------------------------------------------------------------
+// Reply
+
+namespace {
+const char* type_name(Reply::Type t) {
+  switch (t) {
+    case Reply::Type::nil:
+      return "nil";
+    case Reply::Type::integer:
+      return "integer";
+    case Reply::Type::string:
+      return "string";
+    case Reply::Type::status:
+      return "status";
+    case Reply::Type::error:
+      return "error";
+    case Reply::Type::array:
+      return "array";
+  }
+  return "?";
+}
+}  // namespace
+
+std::int64_t Reply::as_integer() const {
+  if (type == Type::integer) return integer;
+  throw ProtocolError("", std::string("expected an integer reply, got ") + type_name(type));
+}
+
+const std::string& Reply::as_string() const {
+  if (type == Type::string || type == Type::status) return str;
+  throw ProtocolError("", std::string("expected a string reply, got ") + type_name(type));
+}
+
+std::optional<std::string> Reply::as_optional_string() const {
+  if (type == Type::nil) return std::nullopt;
+  return as_string();
+}
+
+const std::vector<Reply>& Reply::as_array() const {
+  if (type == Type::array) return elements;
+  throw ProtocolError("", std::string("expected an array reply, got ") + type_name(type));
+}
+
+namespace {
+
+Reply convert(const redisReply* r) {
+  Reply out;
+  switch (r->type) {
+    case REDIS_REPLY_STRING:
+      out.type = Reply::Type::string;
+      out.str.assign(r->str, r->len);
+      break;
+    case REDIS_REPLY_STATUS:
+      out.type = Reply::Type::status;
+      out.str.assign(r->str, r->len);
+      break;
+    case REDIS_REPLY_ERROR:
+      out.type = Reply::Type::error;
+      out.str.assign(r->str, r->len);
+      break;
+    case REDIS_REPLY_INTEGER:
+      out.type = Reply::Type::integer;
+      out.integer = r->integer;
+      break;
+    case REDIS_REPLY_ARRAY:
+      out.type = Reply::Type::array;
+      out.elements.reserve(r->elements);
+      for (std::size_t i = 0; i < r->elements; ++i) out.elements.push_back(convert(r->element[i]));
+      break;
+    default:
+      out.type = Reply::Type::nil;
+      break;
+  }
+  return out;
+}
+
+std::string command_name(const std::vector<std::string>& args) {
+  std::string name = args.empty() ? std::string() : args.front();
+  for (char& c : name) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return name;
+}
+
+std::string sha1_hex(const std::string& text) {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  if (EVP_Digest(text.data(), text.size(), md, &len, EVP_sha1(), nullptr) != 1) {
+    throw std::runtime_error("SHA1 of a Lua script failed");
+  }
+  static constexpr char digits[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned int i = 0; i < len; ++i) {
+    out.push_back(digits[md[i] >> 4]);
+    out.push_back(digits[md[i] & 0xf]);
+  }
+  return out;
+}
+
+Duration backoff_for(const ClientOptions& o, int failures) {
+  Duration d = o.reconnect_min_backoff;
+  for (int i = 1; i < failures && d < o.reconnect_max_backoff; ++i) d *= 2;
+  return std::min(d, o.reconnect_max_backoff);
+}
+
+// Far enough in the future to mean "no deadline" without overflowing Asio's
+// time arithmetic.
+Clock::time_point far_future() {
+  return Clock::now() + std::chrono::hours(24 * 365);
+}
+
+// ---------------------------------------------------------------------------
+// Event: a one-shot notification that coroutines wait for with a deadline.
+// Each waiter has its own timer; notify() cancels them all.
+
+class Event {
+ public:
+  bool is_set() const { return set_; }
+  void notify() {
+    set_ = true;
+    for (auto* t : waiters_) t->cancel();
+    waiters_.clear();
+  }
+  // True when notified; false on deadline or cancellation of the waiter.
+  awaitable<bool> wait_until(Clock::time_point until) {
+    if (set_) co_return true;
+    net::steady_timer timer(co_await net::this_coro::executor, until);
+    waiters_.push_back(&timer);
+    co_await timer.async_wait(net::as_tuple(use_awaitable));
+    std::erase(waiters_, &timer);
+    co_return set_;
+  }
+
+ private:
+  bool set_ = false;
+  std::vector<net::steady_timer*> waiters_;
+};
+using EventPtr = std::shared_ptr<Event>;
+
+// ---------------------------------------------------------------------------
+// One in-flight command. hiredis holds a heap shared_ptr to it as privdata and
+// invokes the callback exactly once (with NULL when the context goes away).
+
+struct Request {
+  explicit Request(net::any_io_executor ex) : timer(ex) {}
+  net::steady_timer timer;  // the waiter's deadline; cancelled on completion
+  bool done = false;
+  bool lost = false;  // no reply: the connection went away
+  std::string lost_reason;
+  Reply reply;
+
+  void complete() {
+    done = true;
+    timer.cancel();
+  }
+};
+using RequestPtr = std::shared_ptr<Request>;
+
+void on_reply(redisAsyncContext* ac, void* r, void* privdata) {
+  std::unique_ptr<RequestPtr> holder(static_cast<RequestPtr*>(privdata));
+  Request& req = **holder;
+  if (r == nullptr) {
+    req.lost = true;
+    req.lost_reason = (ac != nullptr && ac->err != 0 && ac->errstr != nullptr)
+                          ? std::string(ac->errstr)
+                          : std::string("connection closed");
+  } else {
+    req.reply = convert(static_cast<const redisReply*>(r));
+  }
+  req.complete();
+}
+
+// ---------------------------------------------------------------------------
+// Adapter: hiredis's event hooks on an Asio stream_descriptor. hiredis owns
+// the fd (redisFree closes it), so cleanup() releases it from Asio instead of
+// closing it. Pending waits keep the adapter alive through shared_from_this.
+
+class Adapter : public std::enable_shared_from_this<Adapter> {
+ public:
+  explicit Adapter(net::any_io_executor ex) : sd_(std::move(ex)) {}
+
+  void attach(redisAsyncContext* ac) {
+    ac_ = ac;
+    self_ = shared_from_this();
+    sd_.assign(ac->c.fd);
+    ac->ev.data = this;
+    ac->ev.addRead = [](void* p) { static_cast<Adapter*>(p)->add_read(); };
+    ac->ev.delRead = [](void* p) { static_cast<Adapter*>(p)->want_read_ = false; };
+    ac->ev.addWrite = [](void* p) { static_cast<Adapter*>(p)->add_write(); };
+    ac->ev.delWrite = [](void* p) { static_cast<Adapter*>(p)->want_write_ = false; };
+    ac->ev.cleanup = [](void* p) { static_cast<Adapter*>(p)->cleanup(); };
+  }
+
+  redisAsyncContext* context() const { return ac_; }
+
+  void add_read() {
+    want_read_ = true;
+    if (read_armed_ || ac_ == nullptr) return;
+    read_armed_ = true;
+    sd_.async_wait(net::posix::stream_descriptor::wait_read,
+                   [self = shared_from_this()](boost::system::error_code ec) {
+                     self->read_armed_ = false;
+                     if (ec || self->ac_ == nullptr || !self->want_read_) return;
+                     // May free the context on EOF/error; cleanup() then clears ac_.
+                     redisAsyncHandleRead(self->ac_);
+                     if (self->ac_ != nullptr && self->want_read_) self->add_read();
+                   });
+  }
+
+  void add_write() {
+    want_write_ = true;
+    if (write_armed_ || ac_ == nullptr) return;
+    write_armed_ = true;
+    // Waiting for writability (rather than writing inline) also batches every
+    // command issued in the current handler into one write: free pipelining.
+    sd_.async_wait(net::posix::stream_descriptor::wait_write,
+                   [self = shared_from_this()](boost::system::error_code ec) {
+                     self->write_armed_ = false;
+                     if (ec || self->ac_ == nullptr || !self->want_write_) return;
+                     redisAsyncHandleWrite(self->ac_);
+                     if (self->ac_ != nullptr && self->want_write_) self->add_write();
+                   });
+  }
+
+ private:
+  void cleanup() {
+    ac_ = nullptr;
+    want_read_ = want_write_ = false;
+    if (sd_.is_open()) sd_.release();  // cancels pending waits; hiredis closes the fd
+    auto keep_until_return = std::move(self_);
+  }
+
+  net::posix::stream_descriptor sd_;
+  redisAsyncContext* ac_ = nullptr;
+  std::shared_ptr<Adapter> self_;  // hiredis's reference (ev.data), dropped in cleanup
+  bool want_read_ = false;
+  bool want_write_ = false;
+  bool read_armed_ = false;
+  bool write_armed_ = false;
+};
+
+// ---------------------------------------------------------------------------
+// Connection: one hiredis async context.
+
+class Connection {
+ public:
+  using PushHandler = std::function<void(Reply)>;
+
+  explicit Connection(net::any_io_executor ex) : ex_(std::move(ex)) {}
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+  ~Connection() { close(); }
+
+  const EventPtr& lost() const { return lost_; }
+  const std::string& last_error() const { return last_error_; }
+
+  bool alive() const {
+    redisAsyncContext* ac = adapter_ ? adapter_->context() : nullptr;
+    return connected_ && ac != nullptr &&
+           (ac->c.flags & (REDIS_DISCONNECTING | REDIS_FREEING)) == 0;
+  }
+
+  // Connects, then AUTH / SELECT / CLIENT SETNAME. Throws ConnectionError.
+  awaitable<void> open(const ClientOptions& o, std::string client_name, Clock::time_point until) {
+    const std::string where = o.url.redacted();
+    redisAsyncContext* ac = redisAsyncConnect(o.url.host.c_str(), o.url.port);
+    if (ac == nullptr) throw ConnectionError("CONNECT", "connect to " + where + ": out of memory");
+    if (ac->err != 0) {
+      std::string reason = ac->errstr;
+      redisAsyncFree(ac);
+      throw ConnectionError("CONNECT", "connect to " + where + ": " + reason);
+    }
+    ac->data = this;
+    adapter_ = std::make_shared<Adapter>(ex_);
+    try {
+      adapter_->attach(ac);
+    } catch (const std::exception& e) {
+      ac->data = nullptr;
+      redisAsyncFree(ac);
+      throw ConnectionError("CONNECT", "connect to " + where + ": " + e.what());
+    }
+    redisAsyncSetConnectCallback(ac, &Connection::on_connect);
+    redisAsyncSetDisconnectCallback(ac, &Connection::on_disconnect);
+    // hiredis 0.14 only notices the finished connect(2) on a write event.
+    adapter_->add_write();
+
+    Clock::time_point connect_until = std::min(until, Clock::now() + o.connect_timeout);
+    auto connected_event = connected_event_;
+    bool signalled = co_await connected_event->wait_until(connect_until);
+    if (!signalled || !connected_) {
+      std::string reason = signalled ? last_error_ : "timed out";
+      close();
+      throw ConnectionError("CONNECT", "connect to " + where + ": " + reason);
+    }
+    redisEnableKeepAlive(&adapter_->context()->c);
+
+    // The handshake is pipelined; each reply is checked in order.
+    std::vector<std::pair<std::string, RequestPtr>> steps;
+    if (!o.url.password.empty()) {
+      std::vector<std::string> auth{"AUTH"};
+      if (!o.url.user.empty()) auth.push_back(o.url.user);
+      auth.push_back(o.url.password);
+      steps.emplace_back("AUTH", send(auth));
+    }
+    if (o.url.db != 0) steps.emplace_back("SELECT", send({"SELECT", std::to_string(o.url.db)}));
+    if (!client_name.empty()) {
+      steps.emplace_back("CLIENT SETNAME", send({"CLIENT", "SETNAME", client_name}));
+    }
+    for (auto& [name, req] : steps) {
+      if (!req->done) {
+        req->timer.expires_at(connect_until);
+        co_await req->timer.async_wait(net::as_tuple(use_awaitable));
+      }
+      std::string failure;
+      if (!req->done)
+        failure = "timed out";
+      else if (req->lost)
+        failure = req->lost_reason;
+      else if (req->reply.is_error())
+        failure = req->reply.str;
+      if (!failure.empty()) {
+        close();
+        throw ConnectionError(name, name + " on " + where + " failed: " + failure);
+      }
+    }
+  }
+
+  // Queues a command; the returned request completes with a reply or `lost`.
+  RequestPtr send(const std::vector<std::string>& args) {
+    auto req = std::make_shared<Request>(ex_);
+    redisAsyncContext* ac = adapter_ ? adapter_->context() : nullptr;
+    if (!alive()) {
+      req->lost = true;
+      req->lost_reason = "not connected";
+      req->done = true;
+      return req;
+    }
+    std::vector<const char*> argv(args.size());
+    std::vector<std::size_t> lens(args.size());
+    for (std::size_t i = 0; i < args.size(); ++i) {
+      argv[i] = args[i].data();
+      lens[i] = args[i].size();
+    }
+    auto* holder = new RequestPtr(req);
+    if (redisAsyncCommandArgv(ac, &on_reply, holder, static_cast<int>(args.size()), argv.data(),
+                              lens.data()) != REDIS_OK) {
+      delete holder;
+      req->lost = true;
+      req->lost_reason = "connection is closing";
+      req->done = true;
+    }
+    return req;
+  }
+
+  // SUBSCRIBE whose messages go to `handler` (called from hiredis's callback:
+  // it must only post work).
+  bool subscribe(const std::vector<std::string>& channels, PushHandler handler) {
+    redisAsyncContext* ac = adapter_ ? adapter_->context() : nullptr;
+    if (!alive()) return false;
+    push_handler_ = std::move(handler);
+    std::vector<std::string> args{"SUBSCRIBE"};
+    args.insert(args.end(), channels.begin(), channels.end());
+    std::vector<const char*> argv(args.size());
+    std::vector<std::size_t> lens(args.size());
+    for (std::size_t i = 0; i < args.size(); ++i) {
+      argv[i] = args[i].data();
+      lens[i] = args[i].size();
+    }
+    return redisAsyncCommandArgv(ac, &Connection::on_push, this, static_cast<int>(args.size()),
+                                 argv.data(), lens.data()) == REDIS_OK;
+  }
+
+  // Frees the context: every pending request completes as lost.
+  void close() {
+    redisAsyncContext* ac = adapter_ ? adapter_->context() : nullptr;
+    if (ac != nullptr) {
+      ac->data = nullptr;  // our callbacks must not see a half-closed Connection
+      redisAsyncFree(ac);
+    }
+    mark_lost("closed");
+  }
+
+ private:
+  void mark_lost(const std::string& reason) {
+    if (connected_ && last_error_.empty()) last_error_ = reason;
+    connected_ = false;
+    if (!connected_event_->is_set()) {
+      if (last_error_.empty()) last_error_ = reason;
+      connected_event_->notify();
+    }
+    lost_->notify();
+  }
+
+  static void on_connect(const redisAsyncContext* ac, int status) {
+    auto* self = static_cast<Connection*>(ac->data);
+    if (self == nullptr) return;
+    if (status == REDIS_OK) {
+      self->connected_ = true;
+    } else {
+      self->last_error_ = ac->errstr != nullptr ? ac->errstr : "connect failed";
+    }
+    self->connected_event_->notify();
+  }
+
+  static void on_disconnect(const redisAsyncContext* ac, int /*status*/) {
+    auto* self = static_cast<Connection*>(ac->data);
+    if (self == nullptr) return;
+    self->mark_lost(ac->err != 0 && ac->errstr != nullptr ? ac->errstr
+                                                          : "server closed the connection");
+  }
+
+  static void on_push(redisAsyncContext* ac, void* r, void* privdata) {
+    // r is NULL while the context is being freed: nothing to deliver then.
+    if (r == nullptr || ac->data == nullptr) return;
+    auto* self = static_cast<Connection*>(privdata);
+    if (self->push_handler_) self->push_handler_(convert(static_cast<const redisReply*>(r)));
+  }
+
+  net::any_io_executor ex_;
+  std::shared_ptr<Adapter> adapter_;
+  bool connected_ = false;
+  std::string last_error_;
+  EventPtr connected_event_ = std::make_shared<Event>();
+  EventPtr lost_ = std::make_shared<Event>();
+  PushHandler push_handler_;
+};
+using ConnectionPtr = std::shared_ptr<Connection>;
+
+std::string sanitized_client_name(std::string name) {
+  // CLIENT SETNAME refuses spaces and newlines.
+  for (char& c : name) {
+    if (c <= ' ' || c > '~') c = '-';
+  }
+  return name;
+}
+
+const char* const kTlsUnsupported = "TLS (rediss://) is not supported: hiredis 0.14 has no TLS";
+
+// ---------------------------------------------------------------------------
+// ClientImpl
+
+class ClientImpl final : public Client {
+ public:
+  ClientImpl(net::any_io_executor ex, ClientOptions o) : ex_(std::move(ex)), opt_(std::move(o)) {}
+  ~ClientImpl() override { close(); }
+
+  awaitable<void> connect() override {
+    auto self = shared_from_this();
+    co_await ensure_connected("CONNECT", Clock::now() + opt_.connect_timeout);
+  }
+
+  awaitable<Reply> command(std::vector<std::string> args) override {
+    return command(std::move(args), opt_.command_timeout);
+  }
+
+  awaitable<Reply> command(std::vector<std::string> args, Duration deadline) override {
+    auto self = shared_from_this();
+    if (args.empty()) throw std::invalid_argument("redis command without a name");
+    std::string name = command_name(args);
+    Clock::time_point until = Clock::now() + deadline;
+    ConnectionPtr conn = co_await ensure_connected(name, until);
+    RequestPtr req = conn->send(args);
+    if (!req->done) {
+      req->timer.expires_at(until);
+      auto [ec] = co_await req->timer.async_wait(net::as_tuple(use_awaitable));
+      if (!req->done) {
+        if (ec == net::error::operation_aborted) {
+          // The caller cancelled us (e.g. an outer with_deadline); the reply,
+          // when it comes, lands in the abandoned request.
+          throw boost::system::system_error(ec, name);
+        }
+        // Replies are strictly ordered: everything behind this command is stuck
+        // too, and a silent peer is only detected this way. Drop the link so
+        // the next command reconnects.
+        if (conn_ == conn) drop_connection();
+        conn->close();
+        throw ConnectionError(name, name + ": deadline of " + std::to_string(deadline.count()) +
+                                        " ms exceeded (" + opt_.url.redacted() + ")");
+      }
+    }
+    if (req->lost) {
+      throw ConnectionError(
+          name, name + ": connection to " + opt_.url.redacted() + " lost: " + req->lost_reason);
+    }
+    if (req->reply.is_error()) throw ReplyError(name, name + ": " + req->reply.str);
+    co_return std::move(req->reply);
+  }
+
+  awaitable<Reply> eval(const std::string& script, std::vector<std::string> keys,
+                        std::vector<std::string> args) override {
+    auto self = shared_from_this();
+    auto it = sha_cache_.find(script);
+    if (it == sha_cache_.end()) it = sha_cache_.emplace(script, sha1_hex(script)).first;
+    std::vector<std::string> cmd;
+    cmd.reserve(3 + keys.size() + args.size());
+    cmd.push_back("EVALSHA");
+    cmd.push_back(it->second);
+    cmd.push_back(std::to_string(keys.size()));
+    for (auto& k : keys) cmd.push_back(k);
+    for (auto& a : args) cmd.push_back(a);
+    try {
+      co_return co_await command(cmd);
+    } catch (const ReplyError& e) {
+      // NOSCRIPT: first use on this server, or after SCRIPT FLUSH / a restart.
+      if (std::string_view(e.what()).rfind("EVALSHA: NOSCRIPT", 0) != 0) throw;
+    }
+    cmd[0] = "EVAL";
+    cmd[1] = script;  // EVAL also caches the script for the next EVALSHA
+    co_return co_await command(std::move(cmd));
+  }
+
+  bool connected() const override { return conn_ && conn_->alive(); }
+
+  void close() override {
+    closed_ = true;
+    if (conn_) {
+      auto c = std::move(conn_);
+      c->close();
+    }
+  }
+
+ private:
+  void drop_connection() {
+    conn_.reset();
+    // A lost link counts as a failure: reconnecting waits out the first backoff
+    // step so a server that accepts and drops at once is not hammered.
+    failures_ = std::max(failures_, 1);
+    next_attempt_ = Clock::now() + backoff_for(opt_, failures_);
+  }
+
+  awaitable<ConnectionPtr> ensure_connected(const std::string& name, Clock::time_point until) {
+    for (;;) {
+      if (opt_.url.tls) throw ConnectionError(name, kTlsUnsupported);
+      if (closed_) throw ConnectionError(name, name + ": the client is closed");
+      if (conn_ && conn_->alive()) co_return conn_;
+      if (conn_) {
+        last_error_ = conn_->last_error();
+        drop_connection();
+      }
+      if (connecting_) {
+        // Someone else is connecting: share the outcome instead of racing.
+        EventPtr attempt = connecting_;
+        if (!co_await attempt->wait_until(until)) {
+          throw ConnectionError(
+              name, name + ": deadline exceeded while connecting to " + opt_.url.redacted());
+        }
+        if (conn_ && conn_->alive()) co_return conn_;
+        throw ConnectionError(
+            name, name + ": cannot connect to " + opt_.url.redacted() + ": " + last_error_);
+      }
+      Clock::time_point now = Clock::now();
+      if (now < next_attempt_) {
+        if (next_attempt_ >= until) {
+          throw ConnectionError(name, name + ": cannot connect to " + opt_.url.redacted() +
+                                          " (reconnect backoff): " + last_error_);
+        }
+        net::steady_timer wait(ex_, next_attempt_);
+        co_await wait.async_wait(use_awaitable);
+        continue;  // state may have changed while we slept
+      }
+      EventPtr attempt = std::make_shared<Event>();
+      connecting_ = attempt;
+      auto conn = std::make_shared<Connection>(ex_);
+      std::exception_ptr failure;
+      try {
+        co_await conn->open(opt_, sanitized_client_name(opt_.client_name), until);
+      } catch (const Error& e) {
+        failure = std::current_exception();
+        last_error_ = e.what();
+      }
+      connecting_.reset();
+      if (failure || closed_) {
+        ++failures_;
+        next_attempt_ = Clock::now() + backoff_for(opt_, failures_);
+        attempt->notify();
+        if (closed_) conn->close();
+        if (failure) std::rethrow_exception(failure);
+        throw ConnectionError(name, name + ": the client is closed");
+      }
+      if (failures_ > 0) log::info("redis reconnected", {{"redis", opt_.url.redacted()}});
+      failures_ = 0;
+      conn_ = conn;
+      attempt->notify();
+      co_return conn;
+    }
+  }
+
+  net::any_io_executor ex_;
+  ClientOptions opt_;
+  ConnectionPtr conn_;
+  EventPtr connecting_;
+  int failures_ = 0;
+  Clock::time_point next_attempt_{};
+  std::string last_error_;
+  bool closed_ = false;
+  std::unordered_map<std::string, std::string> sha_cache_;  // script text -> SHA1
+};
+
+// ---------------------------------------------------------------------------
+// SubscriberImpl: a loop that connects, subscribes, waits for the link to go
+// down, backs off and does it again, until stop().
+
+class SubscriberImpl final : public Subscriber {
+ public:
+  struct State : std::enable_shared_from_this<State> {
+    net::any_io_executor ex;
+    ClientOptions opt;
+    std::vector<std::string> channels;
+    Handler handler;
+    bool stopped = false;
+    bool subscribed = false;
+    ConnectionPtr conn;
+    EventPtr wake = std::make_shared<Event>();           // stop() interrupts backoff sleeps
+    EventPtr subscribed_ev = std::make_shared<Event>();  // renewed per connection
+  };
+
+  explicit SubscriberImpl(std::shared_ptr<State> st) : st_(std::move(st)) {}
+  ~SubscriberImpl() override { stop(); }
+
+  void stop() override {
+    if (st_->stopped) return;
+    st_->stopped = true;
+    if (st_->conn) st_->conn->close();
+    st_->wake->notify();
+  }
+
+  awaitable<bool> wait_subscribed(Duration timeout) override {
+    auto st = st_;
+    Clock::time_point until = Clock::now() + timeout;
+    while (!st->subscribed && !st->stopped && Clock::now() < until) {
+      EventPtr ev = st->subscribed_ev;
+      co_await ev->wait_until(until);
+    }
+    co_return st->subscribed;
+  }
+
+  static awaitable<void> run(std::shared_ptr<State> st) {
+    int failures = 0;
+    while (!st->stopped) {
+      if (st->opt.url.tls) {
+        log::error("redis subscriber cannot start", {{"error", kTlsUnsupported}});
+        co_return;
+      }
+      auto conn = std::make_shared<Connection>(st->ex);
+      st->conn = conn;
+      try {
+        co_await conn->open(st->opt, sanitized_client_name(st->opt.client_name + "-sub"),
+                            far_future());
+        std::weak_ptr<State> weak = st;
+        auto ex = st->ex;
+        bool ok = conn->subscribe(st->channels, [weak, ex](Reply r) {
+          auto s = weak.lock();
+          if (!s || s->stopped || !r.is_array() || r.elements.size() < 3) return;
+          const std::string& kind = r.elements[0].str;
+          if (kind == "subscribe") {
+            if (r.elements[2].integer == static_cast<std::int64_t>(s->channels.size())) {
+              s->subscribed = true;
+              s->subscribed_ev->notify();
+            }
+          } else if (kind == "message") {
+            // Run the user's handler outside hiredis's callback: it may stop us.
+            net::post(ex, [weak, ch = r.elements[1].str, msg = r.elements[2].str] {
+              if (auto s2 = weak.lock(); s2 && !s2->stopped) s2->handler(ch, msg);
+            });
+          }
+        });
+        if (!ok) throw ConnectionError("SUBSCRIBE", "SUBSCRIBE could not be sent");
+        EventPtr lost = conn->lost();
+        while (!st->stopped && !lost->is_set()) co_await lost->wait_until(far_future());
+        if (st->subscribed) failures = 0;
+        if (!st->stopped) {
+          log::warn("redis subscriber lost its connection; resubscribing",
+                    {{"redis", st->opt.url.redacted()}, {"error", conn->last_error()}});
+        }
+      } catch (const std::exception& e) {
+        if (!st->stopped) {
+          log::warn("redis subscriber cannot connect",
+                    {{"redis", st->opt.url.redacted()}, {"error", e.what()}});
+        }
+      }
+      conn->close();
+      st->conn.reset();
+      st->subscribed = false;
+      st->subscribed_ev = std::make_shared<Event>();
+      if (st->stopped) break;
+      ++failures;
+      co_await st->wake->wait_until(Clock::now() + backoff_for(st->opt, failures));
+    }
+  }
+
+ private:
+  std::shared_ptr<State> st_;
+};
+
+}  // namespace
+
+ClientPtr Client::create(net::any_io_executor executor, ClientOptions options) {
+  return std::make_shared<ClientImpl>(std::move(executor), std::move(options));
+}
+
+std::unique_ptr<Subscriber> Subscriber::create(net::any_io_executor executor, ClientOptions options,
+                                               std::vector<std::string> channels, Handler handler) {
+  if (channels.empty()) throw std::invalid_argument("Subscriber needs at least one channel");
+  auto st = std::make_shared<SubscriberImpl::State>();
+  st->ex = executor;
+  st->opt = std::move(options);
+  st->channels = std::move(channels);
+  st->handler = std::move(handler);
+  net::co_spawn(executor, SubscriberImpl::run(st), net::detached);
+  return std::make_unique<SubscriberImpl>(st);
+}
+
+}  // namespace warmstart::redis

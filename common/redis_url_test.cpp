@@ -1,0 +1,83 @@
+#include "common/redis.hpp"
+
+#include <catch2/catch.hpp>
+
+using warmstart::redis::Url;
+
+TEST_CASE("Url::parse reads host, port and db", "[unit][redis]") {
+  Url u = Url::parse("redis://127.0.0.1:6380/3");
+  CHECK(u.host == "127.0.0.1");
+  CHECK(u.port == 6380);
+  CHECK(u.db == 3);
+  CHECK_FALSE(u.tls);
+  CHECK(u.user.empty());
+  CHECK(u.password.empty());
+}
+
+TEST_CASE("Url::parse fills defaults", "[unit][redis]") {
+  Url u = Url::parse("redis://localhost");
+  CHECK(u.host == "localhost");
+  CHECK(u.port == 6379);
+  CHECK(u.db == 0);
+  CHECK(Url::parse("redis://localhost/").db == 0);
+}
+
+TEST_CASE("Url::parse reads user and password, percent-decoded", "[unit][redis]") {
+  Url u = Url::parse("redis://alice:p%40ss%3Aw@host:7000/1");
+  CHECK(u.user == "alice");
+  CHECK(u.password == "p@ss:w");
+  CHECK(u.host == "host");
+  CHECK(u.port == 7000);
+  CHECK(u.db == 1);
+
+  Url only_password = Url::parse("redis://:secret@host");
+  CHECK(only_password.user.empty());
+  CHECK(only_password.password == "secret");
+
+  Url legacy = Url::parse("redis://secret@host");
+  CHECK(legacy.user.empty());
+  CHECK(legacy.password == "secret");
+
+  // A raw '@' in the password: the last '@' ends the userinfo.
+  CHECK(Url::parse("redis://u:a@b@host").password == "a@b");
+}
+
+TEST_CASE("Url::parse marks rediss:// as TLS and brackets IPv6", "[unit][redis]") {
+  CHECK(Url::parse("rediss://h:1").tls);
+  Url v6 = Url::parse("redis://[::1]:6390/2");
+  CHECK(v6.host == "::1");
+  CHECK(v6.port == 6390);
+  CHECK(v6.db == 2);
+  CHECK(Url::parse("redis://[::1]").port == 6379);
+}
+
+TEST_CASE("Url::parse rejects malformed input with a reason", "[unit][redis]") {
+  auto reason = [](const char* text) {
+    try {
+      Url::parse(text);
+    } catch (const std::invalid_argument& e) {
+      return std::string(e.what());
+    }
+    return std::string("accepted");
+  };
+  CHECK_THAT(reason("http://h"), Catch::Contains("redis://"));
+  CHECK_THAT(reason("h:6379"), Catch::Contains("redis://"));
+  CHECK_THAT(reason("redis://"), Catch::Contains("missing host"));
+  CHECK_THAT(reason("redis://h:0"), Catch::Contains("port"));
+  CHECK_THAT(reason("redis://h:65536"), Catch::Contains("port"));
+  CHECK_THAT(reason("redis://h:12ab"), Catch::Contains("port"));
+  CHECK_THAT(reason("redis://h:"), Catch::Contains("empty port"));
+  CHECK_THAT(reason("redis://h/x"), Catch::Contains("db index"));
+  CHECK_THAT(reason("redis://h/-1"), Catch::Contains("db index"));
+  CHECK_THAT(reason("redis://h?timeout=1"), Catch::Contains("query"));
+  CHECK_THAT(reason("redis://u:%zz@h"), Catch::Contains("percent"));
+  CHECK_THAT(reason("redis://u:%4@h"), Catch::Contains("percent"));
+  CHECK_THAT(reason("redis://[::1"), Catch::Contains("IPv6"));
+}
+
+TEST_CASE("Url::redacted hides the password", "[unit][redis]") {
+  CHECK(Url::parse("redis://alice:hunter2@h:1/2").redacted() == "redis://alice:***@h:1/2");
+  CHECK(Url::parse("redis://:hunter2@h").redacted() == "redis://:***@h:6379/0");
+  CHECK(Url::parse("rediss://h").redacted() == "rediss://h:6379/0");
+  CHECK(Url::parse("redis://[::1]:5").redacted() == "redis://[::1]:5/0");
+}

@@ -27,7 +27,7 @@ struct EngineInfo {
 
 // The parts of an image config that a snapshot must carry over from its base.
 struct ImageConfig {
-  std::vector<std::string> env;         // "K=V"
+  std::vector<std::string> env;  // "K=V"
   std::vector<std::string> cmd;
   std::vector<std::string> entrypoint;
   std::string user;
@@ -79,7 +79,7 @@ struct ContainerState {
   int exit_code = 0;
   int pid = 0;
   std::string error;
-  std::string started_at;   // RFC 3339 from the engine
+  std::string started_at;  // RFC 3339 from the engine
   std::string finished_at;
 };
 
@@ -111,6 +111,12 @@ struct CommitOptions {
   // The config of the new image. Set it to the base image's config so the job's
   // env and secrets never end up in the image.
   std::optional<ImageConfig> config;
+  // With `config`: build the image by export + import so that nothing of the
+  // container's own config (the job's env and secrets) is recorded. POST /commit
+  // always records it: in ContainerConfig, and its Env merged into Config. The
+  // price: the image is flattened to one layer (no sharing with its base).
+  // false = POST /commit with `config` as the override (keeps layers, leaks env).
+  bool scrub_container_config = true;
 };
 
 // Demultiplexed log tail.

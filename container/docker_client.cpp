@@ -1,0 +1,477 @@
+#include "container/docker_client.hpp"
+
+#include "common/log.hpp"
+
+#include <stdlib.h>  // mkstemps
+#include <unistd.h>
+
+#include <cstdio>
+#include <deque>
+#include <fstream>
+
+namespace warmstart::container {
+namespace {
+
+using nlohmann::json;
+
+// Image refs ("repo/name:tag", "sha256:...") and container ids stay readable;
+// anything else in a path segment is percent-encoded.
+std::string path_part(std::string_view text) {
+  std::string out;
+  for (char c : text) {
+    if (c == '/' || c == ':' || c == '@') {
+      out += c;
+    } else {
+      out += url_encode(std::string_view(&c, 1));
+    }
+  }
+  return out;
+}
+
+HttpRequest request(std::string method, std::string target) {
+  HttpRequest r;
+  r.method = std::move(method);
+  r.target = std::move(target);
+  return r;
+}
+
+HttpRequest json_request(std::string method, std::string target, const json& body) {
+  HttpRequest r = request(std::move(method), std::move(target));
+  r.headers.emplace_back("Content-Type: application/json");
+  r.body = body.dump();
+  return r;
+}
+
+std::string short_id(std::string_view id) {
+  return std::string(id.substr(0, 12));
+}
+
+// Removes a scratch file however the scope is left.
+struct ScratchFile {
+  std::string path;
+  ~ScratchFile() {
+    if (!path.empty()) ::unlink(path.c_str());
+  }
+};
+
+}  // namespace
+
+// One events subscription: a long-lived GET /events that reconnects with backoff
+// and resumes from its EventCursor. Events parsed inside curl's write callback
+// are queued and delivered by a posted drain, so the handler never runs inside
+// curl and may stop or destroy the subscription.
+class DockerEventStream : public std::enable_shared_from_this<DockerEventStream> {
+ public:
+  DockerEventStream(DockerClientPtr client, EventFilter filter, std::int64_t since_unix_nano,
+                    EventHandler handler)
+      : client_(std::move(client)),
+        filters_(event_filters_json(filter)),
+        cursor_(since_unix_nano, client_->options().events_resume_window.count() * 1'000'000),
+        handler_(std::move(handler)) {}
+
+  void start() {
+    net::co_spawn(client_->executor_, run(),
+                  net::bind_cancellation_slot(cancel_.slot(), net::detached));
+  }
+
+  void stop() {
+    if (stopped_) return;
+    stopped_ = true;
+    pending_.clear();
+    cancel_.emit(net::cancellation_type::terminal);
+  }
+
+ private:
+  awaitable<void> run() {
+    auto self = shared_from_this();
+    Duration backoff = client_->options().events_min_backoff;
+    while (!stopped_) {
+      std::string problem;
+      try {
+        co_await client_->ensure_version();
+        HttpRequest r = request("GET", client_->version_prefix_ + "/events?since=" +
+                                           format_unix_nano(cursor_.resume_since()));
+        if (!filters_.empty()) r.target += "&filters=" + url_encode(filters_);
+        splitter_ = JsonLineSplitter();  // a partial line of a dropped stream is garbage
+        r.on_body = [this](std::string_view chunk) { on_chunk(chunk); };
+        HttpResult result = co_await client_->multi_->perform(std::move(r));
+        if (stopped_) break;
+        if (result.code == CURLE_OK && result.status == 200) {
+          problem = "stream ended by the engine";
+        } else if (result.code != CURLE_OK) {
+          problem = result.error;
+        } else {
+          problem =
+              "HTTP " + std::to_string(result.status) + ": " + error_message_from_body(result.body);
+        }
+        // The stream was up: the engine is fine, reconnect quickly.
+        if (result.status == 200) backoff = client_->options().events_min_backoff;
+      } catch (const boost::system::system_error& e) {
+        if (e.code() == net::error::operation_aborted) break;
+        problem = e.what();
+      } catch (const std::exception& e) {
+        problem = e.what();
+      }
+      if (stopped_) break;
+      log::warn("docker events stream lost; resuming",
+                {{"error", problem},
+                 {"retry_ms", backoff.count()},
+                 {"since", format_unix_nano(cursor_.resume_since())}});
+      try {
+        co_await sleep_for(backoff);
+      } catch (const boost::system::system_error&) {
+        break;  // stopped while waiting
+      }
+      backoff = std::min(backoff * 2, client_->options().events_max_backoff);
+    }
+  }
+
+  void on_chunk(std::string_view chunk) {
+    splitter_.feed(chunk, [this](std::string_view line) {
+      auto event = parse_event_line(line);
+      if (!event) {
+        log::warn("docker events: unreadable line skipped",
+                  {{"line", std::string(line.substr(0, 200))}});
+        return;
+      }
+      if (cursor_.admit(*event)) pending_.push_back(std::move(*event));
+    });
+    if (!pending_.empty() && !drain_posted_) {
+      drain_posted_ = true;
+      net::post(client_->executor_, [self = shared_from_this()] { self->drain(); });
+    }
+  }
+
+  void drain() {
+    drain_posted_ = false;
+    while (!stopped_ && !pending_.empty()) {
+      Event event = std::move(pending_.front());
+      pending_.pop_front();
+      try {
+        handler_(event);
+      } catch (const std::exception& e) {
+        log::error("docker events handler threw", {{"error", e.what()}, {"action", event.action}});
+      }
+    }
+  }
+
+  DockerClientPtr client_;
+  std::string filters_;
+  EventCursor cursor_;
+  EventHandler handler_;
+  JsonLineSplitter splitter_;
+  std::deque<Event> pending_;
+  bool drain_posted_ = false;
+  bool stopped_ = false;
+  net::cancellation_signal cancel_;
+};
+
+namespace {
+
+class DockerEventSubscription : public EventSubscription {
+ public:
+  explicit DockerEventSubscription(std::shared_ptr<DockerEventStream> stream)
+      : stream_(std::move(stream)) {}
+  ~DockerEventSubscription() override { stop(); }
+  void stop() override { stream_->stop(); }
+
+ private:
+  std::shared_ptr<DockerEventStream> stream_;
+};
+
+}  // namespace
+
+std::shared_ptr<DockerClient> DockerClient::create(net::any_io_executor executor,
+                                                   DockerClientOptions options) {
+  return std::shared_ptr<DockerClient>(new DockerClient(std::move(executor), std::move(options)));
+}
+
+DockerClient::DockerClient(net::any_io_executor executor, DockerClientOptions options)
+    : executor_(std::move(executor)), options_(std::move(options)) {
+  CurlMultiOptions transport;
+  transport.socket_path = options_.socket_path;
+  transport.connect_timeout = options_.connect_timeout;
+  transport.max_cached_connections = options_.max_cached_connections;
+  multi_ = CurlMulti::create(executor_, std::move(transport));
+}
+
+HttpResult DockerClient::check(const char* operation, HttpResult result, Duration timeout) const {
+  if (result.sink_error) std::rethrow_exception(result.sink_error);
+  if (result.code != CURLE_OK) {
+    auto kind = transport_error_kind(result.code);
+    std::string detail = result.error;
+    if (kind == TransportError::Kind::timeout) {
+      detail = "deadline of " + std::to_string(timeout.count()) + " ms exceeded (" + detail + ")";
+    } else if (kind == TransportError::Kind::connect) {
+      detail = "cannot connect to the Docker engine at unix://" + options_.socket_path + " (" +
+               detail + ")";
+    }
+    throw TransportError(operation, kind, detail);
+  }
+  if (result.status >= 400) {
+    throw ApiError(operation, static_cast<int>(result.status),
+                   error_message_from_body(result.body));
+  }
+  return result;
+}
+
+awaitable<void> DockerClient::ensure_version() {
+  if (version_prefix_.empty()) co_await ping();
+}
+
+awaitable<HttpResult> DockerClient::call(const char* operation, HttpRequest r) {
+  auto self = shared_from_this();  // the client outlives every call in flight
+  co_await ensure_version();
+  r.target = version_prefix_ + r.target;
+  if (r.timeout.count() == 0) r.timeout = options_.request_timeout;
+  Duration timeout = r.timeout;
+  co_return check(operation, co_await multi_->perform(std::move(r)), timeout);
+}
+
+awaitable<json> DockerClient::call_json(const char* operation, HttpRequest r) {
+  HttpResult result = co_await call(operation, std::move(r));
+  auto parsed = json::parse(result.body, nullptr, /*allow_exceptions=*/false);
+  if (parsed.is_discarded()) {
+    throw TransportError(operation, TransportError::Kind::protocol,
+                         "unreadable JSON in the engine's answer: " + result.body.substr(0, 200));
+  }
+  co_return parsed;
+}
+
+awaitable<std::string> DockerClient::ping() {
+  auto self = shared_from_this();
+  HttpRequest r = request("GET", "/_ping");
+  r.timeout = options_.request_timeout;
+  HttpResult result =
+      check("ping", co_await multi_->perform(std::move(r)), options_.request_timeout);
+  auto it = result.headers.find("api-version");
+  ApiVersion version = negotiate_api_version(it == result.headers.end() ? "" : it->second,
+                                             options_.min_api_version, options_.max_api_version);
+  api_version_ = version.str();
+  version_prefix_ = "/v" + api_version_;
+  co_return api_version_;
+}
+
+awaitable<EngineInfo> DockerClient::info() {
+  json j = co_await call_json("info", request("GET", "/info"));
+  EngineInfo info;
+  info.id = j.value("ID", "");
+  info.server_version = j.value("ServerVersion", "");
+  info.storage_driver = j.value("Driver", "");
+  info.api_version = api_version_;
+  co_return info;
+}
+
+awaitable<json> DockerClient::inspect_image_raw(std::string ref) {
+  co_return co_await call_json("image inspect",
+                               request("GET", "/images/" + path_part(ref) + "/json"));
+}
+
+awaitable<ImageInfo> DockerClient::inspect_image(std::string ref) {
+  co_return parse_image_inspect(co_await inspect_image_raw(std::move(ref)));
+}
+
+awaitable<void> DockerClient::remove_image(std::string ref, bool force) {
+  co_await call("image remove",
+                request("DELETE", "/images/" + path_part(ref) + "?force=" + (force ? "1" : "0")));
+}
+
+awaitable<std::vector<ImageSummary>> DockerClient::list_images(std::vector<std::string> labels) {
+  std::string target = "/images/json";
+  if (auto f = label_filters_json(labels); !f.empty()) target += "?filters=" + url_encode(f);
+  json j = co_await call_json("image list", request("GET", target));
+  std::vector<ImageSummary> out;
+  for (const auto& item : j) out.push_back(parse_image_summary(item));
+  co_return out;
+}
+
+awaitable<std::string> DockerClient::create_container(ContainerSpec spec) {
+  std::string target = "/containers/create";
+  if (!spec.name.empty()) target += "?name=" + url_encode(spec.name);
+  json j = co_await call_json("container create",
+                              json_request("POST", target, container_create_body(spec)));
+  for (const auto& warning : j.value("Warnings", json::array())) {
+    if (warning.is_string()) {
+      log::warn("docker: container create warning", {{"warning", warning.get<std::string>()}});
+    }
+  }
+  co_return j.value("Id", "");
+}
+
+awaitable<void> DockerClient::start_container(std::string id) {
+  // 304 (already started) is not an error: start is idempotent for the router.
+  co_await call("container start", request("POST", "/containers/" + path_part(id) + "/start"));
+}
+
+awaitable<void> DockerClient::stop_container(std::string id, std::chrono::seconds grace) {
+  HttpRequest r =
+      request("POST", "/containers/" + path_part(id) + "/stop?t=" + std::to_string(grace.count()));
+  // The engine answers after the grace period at worst.
+  r.timeout = options_.request_timeout + std::chrono::duration_cast<Duration>(grace);
+  co_await call("container stop", std::move(r));
+}
+
+awaitable<void> DockerClient::kill_container(std::string id, std::string signal) {
+  co_await call("container kill", request("POST", "/containers/" + path_part(id) +
+                                                      "/kill?signal=" + url_encode(signal)));
+}
+
+awaitable<int> DockerClient::wait_container(std::string id, Duration deadline) {
+  HttpRequest r = request("POST", "/containers/" + path_part(id) + "/wait");
+  r.timeout = deadline;
+  json j = co_await call_json("container wait", std::move(r));
+  if (const auto& error = j.value("Error", json()); error.is_object()) {
+    std::string message = error.value("Message", "");
+    if (!message.empty()) {
+      log::warn("docker: container wait reported an error",
+                {{"container", short_id(id)}, {"error", message}});
+    }
+  }
+  co_return j.value("StatusCode", -1);
+}
+
+awaitable<ContainerInfo> DockerClient::inspect_container(std::string id) {
+  co_return parse_container_inspect(co_await call_json(
+      "container inspect", request("GET", "/containers/" + path_part(id) + "/json")));
+}
+
+awaitable<Logs> DockerClient::container_logs(std::string id, std::size_t max_bytes) {
+  // Every line has at least one byte, so max_bytes + 1 lines hold more than
+  // max_bytes whenever the engine cut lines off: `truncated` stays exact.
+  HttpRequest r = request("GET", "/containers/" + path_part(id) + "/logs?stdout=1&stderr=1&tail=" +
+                                     std::to_string(max_bytes + 1));
+  auto demuxer = std::make_shared<LogDemuxer>(max_bytes);
+  r.on_body = [demuxer](std::string_view chunk) { demuxer->feed(chunk); };
+  co_await call("container logs", std::move(r));
+  co_return demuxer->finish();
+}
+
+awaitable<void> DockerClient::remove_container(std::string id, bool force) {
+  co_await call("container remove", request("DELETE", "/containers/" + path_part(id) +
+                                                          "?v=1&force=" + (force ? "1" : "0")));
+}
+
+awaitable<std::vector<ContainerSummary>> DockerClient::list_containers(
+    std::vector<std::string> labels, bool all) {
+  std::string target = std::string("/containers/json?all=") + (all ? "1" : "0");
+  if (auto f = label_filters_json(labels); !f.empty()) target += "&filters=" + url_encode(f);
+  json j = co_await call_json("container list", request("GET", target));
+  std::vector<ContainerSummary> out;
+  for (const auto& item : j) out.push_back(parse_container_summary(item));
+  co_return out;
+}
+
+awaitable<std::string> DockerClient::commit_container(std::string id, CommitOptions options) {
+  if (options.config && options.scrub_container_config) {
+    // Export + import: the new image's config is exactly `config`, and no
+    // ContainerConfig (with the job's env) is ever written; see CommitOptions.
+    ScratchFile scratch{options_.scratch_dir + "/warmstart-commit-XXXXXX.tar"};
+    int fd = ::mkstemps(scratch.path.data(), 4);
+    if (fd < 0) {
+      scratch.path.clear();
+      throw DockerError("container commit", "container commit: cannot create a scratch file in " +
+                                                options_.scratch_dir);
+    }
+    ::close(fd);
+    bool paused = false;
+    if (options.pause) {
+      ContainerInfo info = co_await inspect_container(id);
+      if (info.state.running) {
+        co_await call("container pause",
+                      request("POST", "/containers/" + path_part(id) + "/pause"));
+        paused = true;
+      }
+    }
+    std::exception_ptr export_error;
+    try {
+      co_await export_container(id, scratch.path);
+    } catch (...) {
+      export_error = std::current_exception();
+    }
+    if (paused) {
+      co_await call("container unpause",
+                    request("POST", "/containers/" + path_part(id) + "/unpause"));
+    }
+    if (export_error) std::rethrow_exception(export_error);
+    std::vector<std::string> changes = image_config_changes(*options.config);
+    co_return co_await import_image(scratch.path, options.repo, options.tag, std::move(changes));
+  }
+
+  std::string target = "/commit?container=" + url_encode(id) + "&repo=" + url_encode(options.repo) +
+                       "&tag=" + url_encode(options.tag) + "&pause=" + (options.pause ? "1" : "0");
+  if (!options.comment.empty()) target += "&comment=" + url_encode(options.comment);
+  HttpRequest r = options.config ? json_request("POST", target, image_config_body(*options.config))
+                                 : request("POST", target);
+  r.timeout = options_.transfer_timeout;
+  json j = co_await call_json("container commit", std::move(r));
+  co_return j.value("Id", "");
+}
+
+awaitable<void> DockerClient::export_container(std::string id, std::string path) {
+  auto out = std::make_shared<std::ofstream>(path, std::ios::binary | std::ios::trunc);
+  if (!*out) {
+    throw DockerError("container export", "container export: cannot write " + path);
+  }
+  HttpRequest r = request("GET", "/containers/" + path_part(id) + "/export");
+  r.timeout = options_.transfer_timeout;
+  r.on_body = [out, path](std::string_view chunk) {
+    out->write(chunk.data(), static_cast<std::streamsize>(chunk.size()));
+    if (!*out)
+      throw DockerError("container export", "container export: write to " + path + " failed");
+  };
+  std::exception_ptr error;
+  try {
+    co_await call("container export", std::move(r));
+    out->close();
+    if (!*out)
+      throw DockerError("container export", "container export: closing " + path + " failed");
+  } catch (...) {
+    error = std::current_exception();
+  }
+  if (error) {
+    out->close();
+    ::unlink(path.c_str());  // never leave a partial tar that looks complete
+    std::rethrow_exception(error);
+  }
+}
+
+awaitable<std::string> DockerClient::import_image(std::string path, std::string repo,
+                                                  std::string tag,
+                                                  std::vector<std::string> changes) {
+  std::string target = "/images/create?fromSrc=-&repo=" + url_encode(repo);
+  if (!tag.empty()) target += "&tag=" + url_encode(tag);
+  for (const auto& change : changes) target += "&changes=" + url_encode(change);
+  HttpRequest r = request("POST", target);
+  r.body_file = std::move(path);
+  r.headers.emplace_back("Content-Type: application/x-tar");
+  r.timeout = options_.transfer_timeout;
+  HttpResult result = co_await call("image import", std::move(r));
+  ImportOutcome outcome = parse_import_progress(result.body);
+  // The engine reports failures inside a 200 progress stream.
+  if (!outcome.error.empty()) {
+    throw ApiError("image import", static_cast<int>(result.status), outcome.error);
+  }
+  if (outcome.image_id.empty()) {
+    throw TransportError("image import", TransportError::Kind::protocol,
+                         "no image id in the progress stream: " + result.body.substr(0, 200));
+  }
+  co_return outcome.image_id;
+}
+
+EventSubscriptionPtr DockerClient::subscribe_events(EventFilter filter,
+                                                    std::int64_t since_unix_nano,
+                                                    EventHandler handler) {
+  if (since_unix_nano == 0) {
+    // "Now", pinned at subscribe time: a reconnect before the first event must
+    // still replay what happened since then. The engine is local: same clock.
+    since_unix_nano = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                          std::chrono::system_clock::now().time_since_epoch())
+                          .count();
+  }
+  auto stream = std::make_shared<DockerEventStream>(shared_from_this(), std::move(filter),
+                                                    since_unix_nano, std::move(handler));
+  stream->start();
+  return std::make_unique<DockerEventSubscription>(std::move(stream));
+}
+
+}  // namespace warmstart::container

@@ -159,9 +159,11 @@ TEST_CASE("plan_evictions: ttl, per-key ttl, count, bytes, LRU order, in-use kep
           "keep old-used (ttl) in_use\n"
           "keep old-used (bytes) in_use\n");
   }
-  SECTION("within every budget: nothing") {
+  SECTION("within every budget: only the per-key ttl applies") {
     auto plan = plan_evictions(entries, {}, EvictionPolicy{1000h, 10, 1 << 20}, now);
-    CHECK(plan.to_text().empty());
+    CHECK(plan.to_text() == "evict short snap/short:g1 reason=ttl\n");
+    entries[2].ttl_ms = 0;
+    CHECK(plan_evictions(entries, {}, EvictionPolicy{1000h, 10, 1 << 20}, now).to_text().empty());
   }
 }
 

@@ -93,7 +93,9 @@ void CurlMulti::start(HttpRequest request, net::any_completion_handler<Signature
   auto t = std::make_unique<Transfer>();
   t->id = ++next_transfer_id_;
   t->request = std::move(request);
-  t->handler = std::move(handler);
+  // swap, not move-assignment: Boost 1.81's any_completion_handler::operator=(&&)
+  // wraps the handler in itself and recurses without end.
+  t->handler.swap(handler);
   t->error_body_limit = options_.max_error_body_bytes;
   t->easy = curl_easy_init();
 

@@ -330,9 +330,13 @@ awaitable<int> DockerClient::wait_container(std::string id, Duration deadline) {
   co_return j.value("StatusCode", -1);
 }
 
+awaitable<json> DockerClient::inspect_container_raw(std::string id) {
+  co_return co_await call_json("container inspect",
+                               request("GET", "/containers/" + path_part(id) + "/json"));
+}
+
 awaitable<ContainerInfo> DockerClient::inspect_container(std::string id) {
-  co_return parse_container_inspect(co_await call_json(
-      "container inspect", request("GET", "/containers/" + path_part(id) + "/json")));
+  co_return parse_container_inspect(co_await inspect_container_raw(std::move(id)));
 }
 
 awaitable<Logs> DockerClient::container_logs(std::string id, std::size_t max_bytes) {

@@ -67,6 +67,8 @@ class DockerClient : public Runtime, public std::enable_shared_from_this<DockerC
   // The raw JSON of GET /images/{ref}/json (for audits and tests: it shows
   // everything the engine stores about an image, e.g. ContainerConfig).
   awaitable<nlohmann::json> inspect_image_raw(std::string ref);
+  // The raw JSON of GET /containers/{id}/json (HostConfig as the engine applied it).
+  awaitable<nlohmann::json> inspect_container_raw(std::string id);
   // "1.41" once negotiated, else empty.
   const std::string& api_version() const { return api_version_; }
   const DockerClientOptions& options() const { return options_; }

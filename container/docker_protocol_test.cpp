@@ -214,6 +214,9 @@ TEST_CASE("error bodies: the engine's message, else the text", "[unit][container
   CHECK(error_message_from_body("") == "(empty body)");
   CHECK(ApiError("container create", 404, "No such image: x:latest").is_image_not_found());
   CHECK_FALSE(ApiError("container inspect", 404, "No such container: x").is_image_not_found());
+  CHECK(ApiError("image inspect", 404, "no such image: x: No such image: x").is_image_not_found());
+  CHECK_FALSE(ApiError("image remove", 409, "No such image: x").is_image_not_found());
+  CHECK_FALSE(ApiError("image inspect", 404, "No such imag").is_image_not_found());
   CHECK(transport_error_kind(CURLE_COULDNT_CONNECT) == TransportError::Kind::connect);
   CHECK(transport_error_kind(CURLE_OPERATION_TIMEDOUT) == TransportError::Kind::timeout);
   CHECK(transport_error_kind(CURLE_RECV_ERROR) == TransportError::Kind::io);

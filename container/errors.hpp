@@ -30,9 +30,16 @@ class ApiError : public DockerError {
   bool is_not_found() const { return status_ == 404; }
   bool is_conflict() const { return status_ == 409; }
   // True only for a 404 whose message starts with "No such image": not for a
-  // missing container, network or volume.
+  // missing container, network or volume. Case-insensitive: create answers
+  // "No such image: x", image inspect "no such image: x: No such image: x".
   bool is_image_not_found() const {
-    return status_ == 404 && message_.rfind("No such image", 0) == 0;
+    static constexpr char prefix[] = "no such image";
+    if (status_ != 404 || message_.size() < sizeof prefix - 1) return false;
+    for (std::size_t i = 0; i + 1 < sizeof prefix; ++i) {
+      char c = message_[i];
+      if ((c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c) != prefix[i]) return false;
+    }
+    return true;
   }
 
  private:

@@ -181,8 +181,9 @@ awaitable<CommitResult> SnapshotCache::commit(CommitRequest request) {
   CommitResult result;
   std::string error;
   try {
-    result = co_await with_deadline(commit_steps(request, progress), options_.commit_timeout,
-                                    "snapshot commit");
+    // Every step is bounded by its adapter's deadline (DockerClient's request
+    // and transfer timeouts, the Redis client's command timeout).
+    result = co_await commit_steps(request, progress);
   } catch (const std::exception& e) {
     error = e.what();
   }

@@ -40,9 +40,8 @@ struct SnapshotCacheOptions {
   DepthPolicy depth;                              // commit strategy and layer-depth limit
   EvictionPolicy eviction;                        // ttl 24 h, count and byte budgets
   std::filesystem::path work_dir = std::filesystem::temp_directory_path();  // flatten tarballs
-  Duration commit_timeout = std::chrono::minutes(15);  // a whole commit, flatten included
-  Duration orphan_grace = std::chrono::minutes(10);    // gc spares younger unregistered images
-  EventSink on_event;                                  // empty = events only logged
+  Duration orphan_grace = std::chrono::minutes(10);  // gc spares younger unregistered images
+  EventSink on_event;                                // empty = events only logged
 };
 
 struct Choice {

@@ -1,0 +1,111 @@
+#include "api/metrics.hpp"
+
+#include <prometheus/text_serializer.h>
+
+namespace warmstart::api {
+namespace {
+
+using prometheus::Histogram;
+
+// Docker calls and dispatch range from milliseconds (warm, local) to minutes
+// (cold image, busy engine); commits of large snapshots take longer still.
+const Histogram::BucketBoundaries& latency_buckets() {
+  static const Histogram::BucketBoundaries buckets = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                                                      1,     2.5,  5,     10,   30,  60,   300};
+  return buckets;
+}
+const Histogram::BucketBoundaries& commit_buckets() {
+  static const Histogram::BucketBoundaries buckets = {0.1, 0.5, 1,   2.5, 5,  10,
+                                                      30,  60,  120, 300, 600};
+  return buckets;
+}
+
+constexpr const char* job_states[] = {"queued", "scheduled", "running",  "succeeded",
+                                      "failed", "timed_out", "cancelled"};
+
+}  // namespace
+
+Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
+  auto& reg = *registry_;
+  jobs_family_ = &prometheus::BuildGauge()
+                      .Name("warmstart_jobs")
+                      .Help("Jobs currently in each state")
+                      .Register(reg);
+  for (const char* state : job_states) jobs_family_->Add({{"state", state}});
+  queue_depth_ = &prometheus::BuildGauge()
+                      .Name("warmstart_queue_depth")
+                      .Help("Jobs waiting to be claimed")
+                      .Register(reg)
+                      .Add({});
+  dispatch_latency_ = &prometheus::BuildHistogram()
+                           .Name("warmstart_dispatch_latency_seconds")
+                           .Help("Time from queued to started")
+                           .Register(reg)
+                           .Add({}, latency_buckets());
+  container_create_ = &prometheus::BuildHistogram()
+                           .Name("warmstart_container_create_seconds")
+                           .Help("Docker container create latency")
+                           .Register(reg)
+                           .Add({}, latency_buckets());
+  container_start_ = &prometheus::BuildHistogram()
+                          .Name("warmstart_container_start_seconds")
+                          .Help("Docker container start latency")
+                          .Register(reg)
+                          .Add({}, latency_buckets());
+  running_containers_ = &prometheus::BuildGauge()
+                             .Name("warmstart_running_containers")
+                             .Help("Job containers currently running")
+                             .Register(reg)
+                             .Add({});
+  auto counter = [&reg](const char* name, const char* help) {
+    return &prometheus::BuildCounter().Name(name).Help(help).Register(reg).Add({});
+  };
+  snapshot_hits_ = counter("warmstart_snapshot_hits_total", "Jobs started from a cached snapshot");
+  snapshot_misses_ =
+      counter("warmstart_snapshot_misses_total", "Jobs with a snapshot key and no usable snapshot");
+  snapshot_fallbacks_ =
+      counter("warmstart_snapshot_fallbacks_total",
+              "Snapshot images found missing (404) and retried on the base image");
+  snapshot_commits_ = counter("warmstart_snapshot_commits_total", "Snapshots committed");
+  snapshot_commit_failures_ =
+      counter("warmstart_snapshot_commit_failures_total", "Snapshot commits that failed");
+  snapshot_evictions_ = counter("warmstart_snapshot_evictions_total", "Snapshot images evicted");
+  commit_duration_ = &prometheus::BuildHistogram()
+                          .Name("warmstart_snapshot_commit_seconds")
+                          .Help("Duration of a snapshot commit")
+                          .Register(reg)
+                          .Add({}, commit_buckets());
+  bytes_cached_ = &prometheus::BuildGauge()
+                       .Name("warmstart_snapshot_bytes_cached")
+                       .Help("Bytes of snapshot images in the cache")
+                       .Register(reg)
+                       .Add({});
+  sse_clients_ = &prometheus::BuildGauge()
+                      .Name("warmstart_sse_clients")
+                      .Help("Connected event-stream clients")
+                      .Register(reg)
+                      .Add({});
+  sse_dropped_ = counter("warmstart_sse_slow_clients_dropped_total",
+                         "Event-stream clients disconnected for falling behind");
+  http_family_ = &prometheus::BuildCounter()
+                      .Name("warmstart_http_requests_total")
+                      .Help("HTTP requests answered, by method and status code")
+                      .Register(reg);
+}
+
+std::string Metrics::serialize() const {
+  return prometheus::TextSerializer().Serialize(registry_->Collect());
+}
+
+prometheus::Gauge& Metrics::jobs(std::string_view state) {
+  return jobs_family_->Add({{"state", std::string(state)}});
+}
+
+prometheus::Counter& Metrics::http_requests(std::string_view method, int code) {
+  std::string folded = (method == "GET" || method == "POST" || method == "DELETE")
+                           ? std::string(method)
+                           : std::string("OTHER");
+  return http_family_->Add({{"method", std::move(folded)}, {"code", std::to_string(code)}});
+}
+
+}  // namespace warmstart::api

@@ -1,0 +1,76 @@
+// Prometheus metrics of the router and the HTTP front. One Metrics object owns
+// the registry; the router updates the families, GET /metrics serializes them
+// (prometheus-cpp's Registry + TextSerializer, served by our own Beast server).
+// Every member is thread-safe (prometheus-cpp metrics are atomics).
+#pragma once
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include <memory>
+#include <string>
+#include <string_view>
+
+namespace warmstart::api {
+
+// Content type of the text exposition format served on /metrics.
+inline constexpr std::string_view metrics_content_type = "text/plain; version=0.0.4";
+
+class Metrics {
+ public:
+  Metrics();
+  Metrics(const Metrics&) = delete;
+  Metrics& operator=(const Metrics&) = delete;
+
+  prometheus::Registry& registry() { return *registry_; }
+  // The whole registry in the text exposition format.
+  std::string serialize() const;
+
+  // Jobs per state (queued, scheduled, running, succeeded, failed, timed_out,
+  // cancelled); every state is pre-created at 0 so dashboards see all series.
+  prometheus::Gauge& jobs(std::string_view state);
+  prometheus::Gauge& queue_depth() { return *queue_depth_; }
+  prometheus::Histogram& dispatch_latency() { return *dispatch_latency_; }  // queued -> started, s
+  prometheus::Histogram& container_create_latency() { return *container_create_; }  // s
+  prometheus::Histogram& container_start_latency() { return *container_start_; }    // s
+  prometheus::Gauge& running_containers() { return *running_containers_; }
+
+  prometheus::Counter& snapshot_hits() { return *snapshot_hits_; }
+  prometheus::Counter& snapshot_misses() { return *snapshot_misses_; }
+  prometheus::Counter& snapshot_fallbacks() { return *snapshot_fallbacks_; }  // stale image, 404
+  prometheus::Counter& snapshot_commits() { return *snapshot_commits_; }
+  prometheus::Counter& snapshot_commit_failures() { return *snapshot_commit_failures_; }
+  prometheus::Counter& snapshot_evictions() { return *snapshot_evictions_; }
+  prometheus::Histogram& snapshot_commit_duration() { return *commit_duration_; }  // s
+  prometheus::Gauge& snapshot_bytes_cached() { return *bytes_cached_; }
+
+  prometheus::Gauge& sse_clients() { return *sse_clients_; }
+  prometheus::Counter& sse_slow_clients_dropped() { return *sse_dropped_; }
+  // method is folded to GET/POST/DELETE/OTHER so untrusted input cannot grow
+  // the label space.
+  prometheus::Counter& http_requests(std::string_view method, int code);
+
+ private:
+  std::shared_ptr<prometheus::Registry> registry_;
+  prometheus::Family<prometheus::Gauge>* jobs_family_;
+  prometheus::Family<prometheus::Counter>* http_family_;
+  prometheus::Gauge* queue_depth_;
+  prometheus::Histogram* dispatch_latency_;
+  prometheus::Histogram* container_create_;
+  prometheus::Histogram* container_start_;
+  prometheus::Gauge* running_containers_;
+  prometheus::Counter* snapshot_hits_;
+  prometheus::Counter* snapshot_misses_;
+  prometheus::Counter* snapshot_fallbacks_;
+  prometheus::Counter* snapshot_commits_;
+  prometheus::Counter* snapshot_commit_failures_;
+  prometheus::Counter* snapshot_evictions_;
+  prometheus::Histogram* commit_duration_;
+  prometheus::Gauge* bytes_cached_;
+  prometheus::Gauge* sse_clients_;
+  prometheus::Counter* sse_dropped_;
+};
+
+}  // namespace warmstart::api

@@ -35,7 +35,8 @@ TEST_CASE("sha256_hex matches the FIPS 180-2 vector", "[unit]") {
   CHECK(sha256_hex("abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
 }
 
-TEST_CASE("snapshot image names are docker-safe, per namespace and per generation", "[unit]") {
+TEST_CASE("snapshot image names are docker-safe and unique per namespace and generation",
+          "[unit]") {
   auto a =
       snapshot_image_name("warmstart-snapshot", "warmstart:snapshots:", "repo-42/Branch Main!", 7);
   CHECK(a.tag == "g7");
@@ -73,7 +74,7 @@ TEST_CASE("import_changes re-applies the base config with quoting", "[unit]") {
         "LABEL \"warmstart.snapshot.key\"=\"repo-42/branch main\"\n");
 }
 
-TEST_CASE("snapshot labels carry key, base, engine, namespace, generation, job", "[unit]") {
+TEST_CASE("snapshot labels carry key base engine namespace generation and job", "[unit]") {
   auto labels = snapshot_labels({"k/1", "sha256:b", "ENG:1", "ns:", 3, "job-9"});
   CHECK(labels == container::Labels{{"warmstart.snapshot.key", "k/1"},
                                     {"warmstart.snapshot.base", "sha256:b"},
@@ -83,7 +84,7 @@ TEST_CASE("snapshot labels carry key, base, engine, namespace, generation, job",
                                     {"warmstart.snapshot.job", "job-9"}});
 }
 
-TEST_CASE("decide_lookup: hit, miss, base_changed, reuse disabled", "[unit]") {
+TEST_CASE("decide_lookup covers hit miss base_changed and reuse disabled", "[unit]") {
   auto e = entry("k", "sha256:s1", 0);
   CHECK(decide_lookup(std::nullopt, "sha256:base").outcome == LookupOutcome::miss);
   CHECK(decide_lookup(std::nullopt, "sha256:base").reason == "no_entry");
@@ -116,7 +117,8 @@ TEST_CASE("decide_commit flattens past the depth limit or when layered is off", 
   CHECK(max_seen == 10);
 }
 
-TEST_CASE("plan_evictions: ttl, per-key ttl, count, bytes, LRU order, in-use kept", "[unit]") {
+TEST_CASE("plan_evictions orders ttl then LRU by count and bytes and keeps images in use",
+          "[unit]") {
   const std::int64_t now = 100 * kHourMs;
   std::vector<SnapshotEntry> entries{
       entry("old", "sha256:old", now - 30 * kHourMs),        // past the 24 h ttl
@@ -167,7 +169,7 @@ TEST_CASE("plan_evictions: ttl, per-key ttl, count, bytes, LRU order, in-use kep
   }
 }
 
-TEST_CASE("plan_reconcile: missing images dropped, unregistered images removed", "[unit]") {
+TEST_CASE("plan_reconcile drops entries without image and removes unregistered images", "[unit]") {
   ReconcileInput in;
   in.now_ms = 1000 * 1000;
   in.orphan_grace = std::chrono::minutes(5);
@@ -200,7 +202,7 @@ TEST_CASE("plan_reconcile: missing images dropped, unregistered images removed",
         "remove-image crash sha256:9 reason=unregistered\n");
 }
 
-TEST_CASE("registry hash fields round-trip; entries without an image are absent", "[unit]") {
+TEST_CASE("registry hash fields round-trip and entries without an image are absent", "[unit]") {
   auto e = entry("repo-42/branch-main", "sha256:abc", 1700000000123, 123456789012);
   e.uses = 3;
   e.layer_depth = 12;

@@ -54,7 +54,8 @@ SnapshotEntry make_entry(std::string key, std::string image_id, std::int64_t gen
 
 }  // namespace
 
-TEST_CASE("registry: compare-and-set registration, lookup, use, remove", "[snapshots][redis]") {
+TEST_CASE("registry compare-and-set registration with lookup use and remove",
+          "[snapshots][redis]") {
   testing::run_coro([]() -> awaitable<void> {
     auto client = co_await connect_redis();
     const auto prefix = unique_prefix();
@@ -118,8 +119,7 @@ TEST_CASE("registry: compare-and-set registration, lookup, use, remove", "[snaps
   });
 }
 
-TEST_CASE("registry: two engine IDs sharing one Redis see separate registries",
-          "[snapshots][redis]") {
+TEST_CASE("registry of two engine IDs sharing one Redis are separate", "[snapshots][redis]") {
   testing::run_coro([]() -> awaitable<void> {
     auto client = co_await connect_redis();
     const auto prefix = unique_prefix();

@@ -404,7 +404,7 @@ TEST_CASE("a vanished snapshot image (404) is invalidated with reason image_miss
   });
 }
 
-TEST_CASE("eviction by ttl, count and bytes deletes images; an image in use survives",
+TEST_CASE("eviction by ttl count and bytes deletes images and an image in use survives",
           "[snapshots][docker]") {
   run_world_test([](WorldPtr w) -> awaitable<void> {
     auto cache = w->cache(w->options());

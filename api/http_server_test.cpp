@@ -478,3 +478,54 @@ TEST_CASE("connections past max_connections get 503") {
   CHECK(http_call(f.port, verb::get, "/healthz").status == 200);
   CHECK(f.stop());
 }
+
+TEST_CASE("silent and idle keep-alive connections are closed on their deadlines") {
+  ServerOptions options;
+  options.read_timeout = std::chrono::milliseconds(200);
+  options.keep_alive_timeout = std::chrono::milliseconds(300);
+  ServerFixture f(options);
+  net::io_context io;
+  auto wait_eof = [&io](net::ip::tcp::socket& socket, std::string& received) {
+    std::array<char, 4096> buf;
+    bool eof = false;
+    std::function<void()> read = [&] {
+      socket.async_read_some(net::buffer(buf), [&](boost::system::error_code ec, std::size_t n) {
+        received.append(buf.data(), n);
+        if (ec) {
+          eof = true;
+        } else {
+          read();
+        }
+      });
+    };
+    read();
+    io.restart();
+    io.run_for(std::chrono::seconds(3));
+    if (!eof) {
+      socket.cancel();
+      io.restart();
+      io.run();
+    }
+    return eof;
+  };
+
+  // Connected, never sends a byte: closed after read_timeout.
+  net::ip::tcp::socket silent(io);
+  silent.connect({net::ip::address_v4::loopback(), f.port});
+  std::string nothing;
+  const auto t0 = std::chrono::steady_clock::now();
+  CHECK(wait_eof(silent, nothing));
+  CHECK(nothing.empty());
+  CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(2));
+
+  // One keep-alive request answered, then idle: closed after keep_alive_timeout.
+  net::ip::tcp::socket idle(io);
+  idle.connect({net::ip::address_v4::loopback(), f.port});
+  net::write(idle, net::buffer(std::string("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")));
+  std::string response;
+  CHECK(wait_eof(idle, response));
+  CHECK(response.starts_with("HTTP/1.1 200 OK"));
+  CHECK(response.find("Connection: close") == std::string::npos);  // it was kept alive
+  REQUIRE(eventually([&] { return f.server->connection_count() == 0; }));
+  CHECK(f.stop());
+}

@@ -268,7 +268,7 @@ TEST_CASE("webhook: bad or missing signature is 401 and enqueues nothing") {
   CHECK(f.stop());
 }
 
-TEST_CASE("webhook: a signed push becomes the templated job; the same delivery twice is one job") {
+TEST_CASE("webhook: a signed push becomes the templated job and a redelivery is no second job") {
   ServerFixture f(webhook_options("api-token"));  // webhooks do not need the bearer token
   auto first =
       http_call(f.port, verb::post, "/v1/webhooks/github", push, github_headers(push, "d-42"));
@@ -377,7 +377,7 @@ TEST_CASE("SSE: keepalive comments flow while idle") {
   CHECK(f.stop());
 }
 
-TEST_CASE("SSE: a client that falls behind is dropped and counted; others are unaffected") {
+TEST_CASE("SSE: a client that falls behind is dropped and counted and the server goes on") {
   ServerOptions options;
   options.sse.max_queue = 8;
   ServerFixture f(options);

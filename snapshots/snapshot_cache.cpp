@@ -160,12 +160,22 @@ awaitable<Choice> SnapshotCache::choose_image(std::string key, std::string base_
       ++counters_.hits;
       choice.image = entry->image;
       choice.observed_image_id = entry->image_id;
-      co_await registry_->record_use(key, entry->image_id, unix_ms_now());
+      try {
+        co_await registry_->record_use(key, entry->image_id, unix_ms_now());
+      } catch (const redis::Error& e) {
+        // Only the LRU order suffers; the job starts warm all the same.
+        log::warn("snapshot use not recorded", fields("key", key, "error", e.what()));
+      }
       choice.entry = std::move(entry);
       break;
     case LookupOutcome::base_changed:
       ++counters_.misses;
-      co_await invalidate(key, "base_changed", entry->image_id);
+      try {
+        co_await invalidate(key, "base_changed", entry->image_id);
+      } catch (const std::exception& e) {
+        // The job starts from the base either way; the next lookup retries.
+        log::warn("stale snapshot not invalidated", fields("key", key, "error", e.what()));
+      }
       break;
     case LookupOutcome::miss:
       ++counters_.misses;

@@ -293,6 +293,11 @@ TEST_CASE("150 successive generations of one key stay under the layer-depth limi
         CHECK(image.layer_count <= 64);
         CHECK(cache->metrics().flattens == 2);  // at generations 64 and 127
         CHECK(cache->metrics().commits == 150);
+        // Superseded generations are gone (or untagged parents inside the chain).
+        auto tagged =
+            co_await w->docker->list_images(strs(std::string(label::registry) + "=" + w->prefix));
+        REQUIRE(tagged.size() == 1);
+        CHECK(tagged[0].id == last.image_id);
         auto awaited_1 = co_await cache->list();
         CHECK(awaited_1.size() == 1);
         // Every generation's write survived the flattens.
@@ -508,5 +513,62 @@ TEST_CASE("start drops entries whose image is gone and removes unregistered snap
     CHECK(awaited_20.has_value());
     auto awaited_21 = co_await w->image_exists(kept.image_id);
     CHECK(awaited_21);
+  });
+}
+
+TEST_CASE("a superseded generation in use is left for gc and removed once free",
+          "[snapshots][docker]") {
+  run_world_test([](WorldPtr w) -> awaitable<void> {
+    auto options = w->options();
+    options.orphan_grace = Duration{0};
+    auto cache = w->cache(options);
+    co_await cache->start();
+    const std::string key = "superseded";
+    auto first = co_await commit_generation(w, *cache, key, "echo 1 > /work/v");
+    auto runner = co_await w->create(first.image, strs("sleep", "120"), {});
+    co_await w->docker->start_container(runner);
+    auto second = co_await commit_generation(w, *cache, key, "echo 2 > /work/v");
+    REQUIRE(second.generation == first.generation + 1);
+    auto first_kept = co_await w->image_exists(first.image_id);
+    CHECK(first_kept);
+
+    // While it runs, gc keeps it and says why.
+    auto report = co_await cache->gc();
+    CHECK(has_line(report.reconcile.to_text(),
+                   "keep-image superseded " + first.image_id + " reason=in_use"));
+    co_await w->remove_container(runner);
+    report = co_await cache->gc();
+    CHECK(has_line(report.reconcile.to_text(),
+                   "remove-image superseded " + first.image_id + " reason=unregistered"));
+    auto first_left = co_await w->image_exists(first.image_id);
+    CHECK_FALSE(first_left);
+    auto second_left = co_await w->image_exists(second.image_id);
+    CHECK(second_left);
+  });
+}
+
+TEST_CASE("a failed commit is returned and counted and never thrown", "[snapshots][docker]") {
+  run_world_test([](WorldPtr w) -> awaitable<void> {
+    auto cache = w->cache(w->options());
+    co_await cache->start();
+    auto gone = co_await cache->commit(
+        commit_request("no-such-container-" + random_token(), "job-gone", "k", w->base, ""));
+    CHECK(gone.status == CommitResult::Status::failed);
+    CHECK(gone.error.find("No such container") != std::string::npos);
+
+    // A job that failed is never committed, even if asked.
+    auto job = co_await w->create(w->base, strs("sh", "-c", "exit 3"), {});
+    co_await w->docker->start_container(job);
+    auto code = co_await w->docker->wait_container(job, std::chrono::seconds(60));
+    REQUIRE(code == 3);
+    auto failed = co_await cache->commit(commit_request(job, "job-3", "k", w->base, ""));
+    CHECK(failed.status == CommitResult::Status::failed);
+    CHECK(cache->metrics().commit_failures == 2);
+    CHECK(cache->metrics().commits == 0);
+    auto entries = co_await cache->list();
+    CHECK(entries.empty());
+    auto images =
+        co_await w->docker->list_images(strs(std::string(label::registry) + "=" + w->prefix));
+    CHECK(images.empty());
   });
 }

@@ -306,9 +306,11 @@ awaitable<CommitResult> SnapshotCache::commit_steps(CommitRequest request,
     // Another commit of this key registered first: exactly one image per key
     // survives, so this one goes.
     ++counters_.commit_races_lost;
+    std::string winner;  // (no ?: with class operands in coroutines: g++ 12 bug)
+    if (cas.current) winner = cas.current->image;
     log::info("snapshot commit lost the race",
               fields("job", request.job_id, "key", request.key, "image", entry.image, "winner",
-                     cas.current ? cas.current->image : std::string()));
+                     winner));
     co_await remove_image_unless_running(progress.image_id, "", request.key, "lost_race");
     progress.image_id.clear();
     result.status = CommitResult::Status::lost_race;
@@ -353,7 +355,9 @@ awaitable<bool> SnapshotCache::remove_image_unless_running(const std::string& im
       co_return false;
     }
     // force: a stopped container (the job just committed) must not pin it.
-    co_await runtime_->remove_image(ref.empty() ? image_id : ref, true);
+    std::string target = ref;  // (no ?: with class operands in coroutines: g++ 12 bug)
+    if (target.empty()) target = image_id;
+    co_await runtime_->remove_image(target, true);
     removed = true;
   } catch (const container::ApiError& e) {
     if (e.is_not_found()) {
@@ -419,7 +423,8 @@ awaitable<ReconcilePlan> SnapshotCache::reconcile(Duration orphan_grace) {
   for (const auto& image : co_await runtime_->list_images(filter)) {
     ObservedImage observed;
     observed.id = image.id;
-    observed.ref = image.repo_tags.empty() ? "<none>" : image.repo_tags.front();
+    observed.ref = "<none>";
+    if (!image.repo_tags.empty()) observed.ref = image.repo_tags.front();
     auto key = image.labels.find(std::string(label::key));
     if (key != image.labels.end()) observed.key = key->second;
     observed.created_unix = image.created_unix;

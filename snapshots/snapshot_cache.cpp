@@ -308,9 +308,8 @@ awaitable<CommitResult> SnapshotCache::commit_steps(CommitRequest request,
     ++counters_.commit_races_lost;
     std::string winner;  // (no ?: with class operands in coroutines: g++ 12 bug)
     if (cas.current) winner = cas.current->image;
-    log::info("snapshot commit lost the race",
-              fields("job", request.job_id, "key", request.key, "image", entry.image, "winner",
-                     winner));
+    log::info("snapshot commit lost the race", fields("job", request.job_id, "key", request.key,
+                                                      "image", entry.image, "winner", winner));
     co_await remove_image_unless_running(progress.image_id, "", request.key, "lost_race");
     progress.image_id.clear();
     result.status = CommitResult::Status::lost_race;

@@ -640,15 +640,22 @@ class ClientImpl final : public Client {
     cmd.push_back(std::to_string(keys.size()));
     for (auto& k : keys) cmd.push_back(k);
     for (auto& a : args) cmd.push_back(a);
+    // g++ 12 mishandles temporaries with destructors in co_await expressions
+    // (double destruction): awaitables are built in their own statements and
+    // nothing is co_returned from inside the try.
+    std::optional<Reply> reply;
+    auto first = command(cmd);
     try {
-      co_return co_await command(cmd);
+      reply = co_await std::move(first);
     } catch (const ReplyError& e) {
       // NOSCRIPT: first use on this server, or after SCRIPT FLUSH / a restart.
       if (std::string_view(e.what()).rfind("EVALSHA: NOSCRIPT", 0) != 0) throw;
     }
+    if (reply) co_return std::move(*reply);
     cmd[0] = "EVAL";
     cmd[1] = script;  // EVAL also caches the script for the next EVALSHA
-    co_return co_await command(std::move(cmd));
+    auto second = command(std::move(cmd));
+    co_return co_await std::move(second);
   }
 
   bool connected() const override { return conn_ && conn_->alive(); }
@@ -705,7 +712,8 @@ class ClientImpl final : public Client {
       auto conn = std::make_shared<Connection>(ex_);
       std::exception_ptr failure;
       try {
-        co_await conn->open(opt_, sanitized_client_name(opt_.client_name), until);
+        auto opening = conn->open(opt_, sanitized_client_name(opt_.client_name), until);
+        co_await std::move(opening);
       } catch (const Error& e) {
         failure = std::current_exception();
         last_error_ = e.what();
@@ -786,8 +794,9 @@ class SubscriberImpl final : public Subscriber {
       auto conn = std::make_shared<Connection>(st->ex);
       st->conn = conn;
       try {
-        co_await conn->open(st->opt, sanitized_client_name(st->opt.client_name + "-sub"),
-                            far_future());
+        auto opening =
+            conn->open(st->opt, sanitized_client_name(st->opt.client_name + "-sub"), far_future());
+        co_await std::move(opening);
         std::weak_ptr<State> weak = st;
         auto ex = st->ex;
         bool ok = conn->subscribe(st->channels, [weak, ex](Reply r) {

@@ -176,7 +176,7 @@ TEST_CASE("a refused connection is a ConnectionError naming the command", "[redi
   });
 }
 
-TEST_CASE("a command deadline fires against a frozen server, then the client recovers", "[redis]") {
+TEST_CASE("a command deadline fires against a frozen server and the client recovers", "[redis]") {
   RedisServerProcess server(run_dir_sub("frozen"), {});
   server.start();
   run_coro([&]() -> awaitable<void> {
@@ -220,7 +220,7 @@ TEST_CASE("a command deadline fires against a frozen server, then the client rec
   server.stop();
 }
 
-TEST_CASE("a restarted server is reconnected to; in-flight commands fail", "[redis]") {
+TEST_CASE("a restarted server is reconnected to and in-flight commands fail", "[redis]") {
   RedisServerProcess server(run_dir_sub("restart"), {"--appendonly", "yes"});
   server.start();
   run_coro([&]() -> awaitable<void> {
@@ -257,7 +257,7 @@ TEST_CASE("a restarted server is reconnected to; in-flight commands fail", "[red
   server.stop();
 }
 
-TEST_CASE("AUTH with user or password, SELECT and CLIENT SETNAME on connect", "[redis]") {
+TEST_CASE("AUTH with user or password plus SELECT and CLIENT SETNAME on connect", "[redis]") {
   RedisServerProcess server(run_dir_sub("auth"), {"--requirepass", "s3cret"});
   server.start();
   const std::string base = "127.0.0.1:" + std::to_string(server.port());

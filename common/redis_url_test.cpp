@@ -4,7 +4,7 @@
 
 using warmstart::redis::Url;
 
-TEST_CASE("Url::parse reads host, port and db", "[unit][redis]") {
+TEST_CASE("Url::parse reads host and port and db", "[unit][redis]") {
   Url u = Url::parse("redis://127.0.0.1:6380/3");
   CHECK(u.host == "127.0.0.1");
   CHECK(u.port == 6380);
@@ -22,7 +22,7 @@ TEST_CASE("Url::parse fills defaults", "[unit][redis]") {
   CHECK(Url::parse("redis://localhost/").db == 0);
 }
 
-TEST_CASE("Url::parse reads user and password, percent-decoded", "[unit][redis]") {
+TEST_CASE("Url::parse reads user and password percent-decoded", "[unit][redis]") {
   Url u = Url::parse("redis://alice:p%40ss%3Aw@host:7000/1");
   CHECK(u.user == "alice");
   CHECK(u.password == "p@ss:w");

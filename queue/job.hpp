@@ -1,0 +1,89 @@
+// The job as users submit it (JobSpec), its lifecycle state (JobState) and the
+// record the queue keeps (JobRecord). The JSON forms are the public contract of
+// DESIGN.md ("Job", "status --json").
+#pragma once
+#include <nlohmann/json.hpp>
+
+#include <array>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace warmstart::queue {
+
+enum class JobState { queued, scheduled, running, succeeded, failed, timed_out, cancelled };
+
+inline constexpr std::array<JobState, 7> kAllStates = {
+    JobState::queued, JobState::scheduled, JobState::running,  JobState::succeeded,
+    JobState::failed, JobState::timed_out, JobState::cancelled};
+
+std::string_view to_string(JobState state);
+std::optional<JobState> parse_state(std::string_view text);
+// succeeded, failed, timed_out, cancelled: nothing moves a job out of these.
+bool is_terminal(JobState state);
+
+struct SnapshotSpec {
+  std::string key;     // e.g. "repo-42/branch-main"
+  bool reuse = true;   // start from the cached snapshot image when there is one
+  bool commit = true;  // commit the container after a success
+  bool operator==(const SnapshotSpec&) const = default;
+};
+
+struct ResourceSpec {
+  std::int64_t memory_mb = 1024;  // container memory limit
+  double cpus = 1.0;              // CPU quota in cores
+  std::int64_t pids = 512;        // pids limit
+  bool operator==(const ResourceSpec&) const = default;
+};
+
+struct JobSpec {
+  std::string id;                             // idempotency key; generated when absent
+  std::string queue = "default";              // stream the job is queued on
+  std::string image;                          // empty: the router's base image
+  std::vector<std::string> cmd;               // argv, never empty
+  std::map<std::string, std::string> env;     // worker environment (secrets: never logged)
+  std::optional<SnapshotSpec> snapshot;       // none: a cold run, nothing committed
+  std::int64_t timeout_s = 1800;              // wall-clock limit of one attempt
+  int max_attempts = 1;                       // 1..100; retries = max_attempts - 1
+  std::string concurrency_key;                // empty: no mutual exclusion
+  ResourceSpec resources;                     // container limits
+  std::map<std::string, std::string> labels;  // user labels (not warmstart.*)
+
+  bool operator==(const JobSpec&) const = default;
+
+  // DESIGN.md's job JSON; empty optionals are left out.
+  nlohmann::json to_json() const;
+  // Strict: runs validate_job() and throws std::invalid_argument with its reason.
+  static JobSpec from_json(const nlohmann::json& j);
+};
+
+struct JobRecord {
+  std::string id;
+  JobState state = JobState::queued;
+  int attempts = 0;                         // attempts started so far
+  std::int64_t created_at = 0;              // Unix ms
+  std::optional<std::int64_t> started_at;   // Unix ms of the current/last attempt
+  std::optional<std::int64_t> finished_at;  // Unix ms; set in terminal states
+  std::optional<int> exit_code;
+  std::string error;               // empty: null
+  std::string image;               // image the container was created from
+  bool from_snapshot = false;      // the container started from a snapshot image
+  bool snapshot_fallback = false;  // the snapshot had vanished: ran on the base image
+  std::string container_id;
+  std::string router_id;
+  JobSpec spec;
+  std::string log_tail;
+  std::optional<std::int64_t> due_at;  // scheduled: when the retry becomes due (Unix ms)
+
+  bool operator==(const JobRecord&) const = default;
+
+  // Exactly DESIGN.md's top-level fields (timestamps RFC 3339 or null) plus
+  // "spec" and "log_tail".
+  nlohmann::json to_json() const;
+  static JobRecord from_json(const nlohmann::json& j);
+};
+
+}  // namespace warmstart::queue

@@ -1,0 +1,169 @@
+// queue::Queue: the port through which the router, the API and the CLI use the
+// durable job queue. RedisQueue (redis_queue.hpp) is the real adapter.
+//
+// Lifecycle seen from a router:
+//   claim() -> mark_running() -> finish() | fail_attempt()
+// with renew_leases() every lease/3 while a job runs, reclaim_expired() to take
+// over the jobs of a router that died, and promote_due() to bring retries back.
+#pragma once
+#include "common/net.hpp"
+#include "queue/job.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace warmstart::queue {
+
+// Base of queue errors (Redis failures surface as redis::Error).
+class QueueError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+// The job is not (or no longer) held by this consumer: another router
+// reclaimed it after the lease expired. The caller must stop touching it.
+class LeaseLost : public QueueError {
+ public:
+  using QueueError::QueueError;
+};
+// enqueue() of a spec that does not validate.
+class InvalidJob : public QueueError {
+ public:
+  using QueueError::QueueError;
+};
+
+// Proof of a claim: what finish()/fail_attempt()/renew_leases() need.
+struct LeaseHandle {
+  std::string job_id;
+  std::string queue;     // stream the entry lives on
+  std::string entry_id;  // stream entry id (in the consumer group's pending list)
+  std::string consumer;  // who holds it
+  int attempt = 0;       // 1-based attempt this claim runs
+  bool operator==(const LeaseHandle&) const = default;
+};
+
+struct ClaimedJob {
+  JobRecord record;
+  LeaseHandle lease;
+};
+
+struct EnqueueResult {
+  JobRecord record;
+  bool created = false;  // false: the id existed, `record` is the existing job
+};
+
+// What the router fills in once the container runs.
+struct RunInfo {
+  std::string image;
+  bool from_snapshot = false;
+  bool snapshot_fallback = false;
+  std::string container_id;
+  std::string router_id;
+};
+
+struct JobResult {
+  JobState state = JobState::succeeded;  // succeeded | failed | timed_out | cancelled
+  std::optional<int> exit_code;
+  std::string error;  // empty for success
+};
+
+enum class CancelOutcome {
+  cancelled,         // was queued or scheduled: it will never dispatch
+  router_notified,   // was running: its router was told to stop the container
+  already_finished,  // terminal already; nothing changed
+  not_found,
+};
+
+struct CancelResult {
+  CancelOutcome outcome = CancelOutcome::not_found;
+  std::optional<JobState> previous_state;
+};
+
+struct QueueCounts {
+  std::map<JobState, std::int64_t> by_state;  // every state, zeros included
+  std::map<std::string, std::int64_t> depth;  // per queue: stream entries not yet finished
+  std::int64_t scheduled_due = 0;             // scheduled retries already due
+};
+
+struct QueueEvent {
+  std::string id;       // event stream id, usable as SSE Last-Event-ID
+  nlohmann::json body;  // {"id", "ts", "type", "job", ...}
+};
+
+// Keeps a cancellation subscription alive; destroying it unsubscribes.
+class CancelSubscription {
+ public:
+  virtual ~CancelSubscription() = default;
+  // True once the subscription is active (a cancel published before is missed).
+  virtual awaitable<bool> wait_ready(Duration timeout) = 0;
+};
+
+class Queue {
+ public:
+  // job id, router id of the router that runs it.
+  using CancelHandler =
+      std::function<void(const std::string& job_id, const std::string& router_id)>;
+
+  virtual ~Queue() = default;
+
+  // Idempotent by spec.id (generated when empty): the same id twice gives one
+  // record and one stream entry. Writes a job.queued event. Throws InvalidJob.
+  virtual awaitable<EnqueueResult> enqueue(JobSpec spec) = 0;
+
+  // Up to `max_jobs` jobs for `consumer`, waiting up to `block` when none is
+  // ready (0: do not wait). Raw malformed stream entries end `failed` with a
+  // reason and are acknowledged; cancelled jobs are acknowledged and skipped.
+  virtual awaitable<std::vector<ClaimedJob>> claim(std::string consumer, std::size_t max_jobs,
+                                                   Duration block) = 0;
+  // Resets the idle time of held jobs (heartbeat every lease/3). Returns the
+  // ids whose lease was lost (reclaimed by someone else, or finished).
+  virtual awaitable<std::vector<std::string>> renew_leases(std::string consumer,
+                                                           std::vector<LeaseHandle> leases) = 0;
+  // The jobs `consumer` holds right now (its pending entries), unchanged: what a
+  // restarted router with the same id must re-attach, finalize or run.
+  virtual awaitable<std::vector<ClaimedJob>> held_by(std::string consumer) = 0;
+  // Takes over jobs whose lease expired (their router stopped heartbeating).
+  virtual awaitable<std::vector<ClaimedJob>> reclaim_expired(std::string consumer,
+                                                             std::size_t max_jobs) = 0;
+
+  // The container runs: records image/container/router, writes job.started.
+  // The returned record's state is `cancelled` when a cancel won the race: the
+  // router must then stop the container and finish() with cancelled.
+  // Throws LeaseLost.
+  virtual awaitable<JobRecord> mark_running(const LeaseHandle& lease, RunInfo info) = 0;
+  // Terminal state + ack + event + retention. Throws LeaseLost.
+  virtual awaitable<JobRecord> finish(const LeaseHandle& lease, JobResult result) = 0;
+  // A failed attempt: `scheduled` for a retry after a backoff when retryable
+  // and attempts remain, else terminal `failed`. Throws LeaseLost.
+  virtual awaitable<JobRecord> fail_attempt(const LeaseHandle& lease, std::string reason,
+                                            bool retryable) = 0;
+  // Moves due scheduled retries back onto their streams; returns how many.
+  virtual awaitable<std::size_t> promote_due() = 0;
+
+  virtual awaitable<CancelResult> cancel(std::string job_id) = 0;
+  virtual awaitable<std::optional<JobRecord>> get(std::string job_id) = 0;
+  // Newest first.
+  virtual awaitable<std::vector<JobRecord>> list(JobState state, std::size_t limit) = 0;
+  virtual awaitable<QueueCounts> counts() = 0;
+  // Jobs that ended `failed` (attempts spent, not retryable, or invalid), newest first.
+  virtual awaitable<std::vector<JobRecord>> dead_letters(std::size_t limit) = 0;
+  virtual awaitable<void> set_log_tail(std::string job_id, std::string tail) = 0;
+
+  // Adds "id" and "ts" and appends to the capped event stream; returns the id.
+  virtual awaitable<std::string> append_event(nlohmann::json event) = 0;
+  // Events after `after_id` ("" or "0": from the oldest retained), oldest first.
+  virtual awaitable<std::vector<QueueEvent>> read_events(std::string after_id,
+                                                         std::size_t count) = 0;
+  virtual std::unique_ptr<CancelSubscription> subscribe_cancellations(CancelHandler handler) = 0;
+};
+
+using QueuePtr = std::shared_ptr<Queue>;
+
+}  // namespace warmstart::queue

@@ -1,0 +1,575 @@
+#include "queue/redis_queue.hpp"
+
+#include "common/log.hpp"
+#include "common/time.hpp"
+#include "queue/redis_queue_scripts.hpp"
+#include "queue/state_machine.hpp"
+
+#include <charconv>
+#include <unordered_map>
+
+namespace warmstart::queue {
+
+using redis::make_args;
+using redis::Reply;
+
+namespace {
+
+// Prelude + body, built once (thread-safe static init): the text, and so the
+// EVALSHA digest, is stable for the life of the process.
+const std::string& script(const char* body) {
+  static const std::unordered_map<const char*, std::string> all = [] {
+    std::unordered_map<const char*, std::string> m;
+    for (const char* b :
+         {scripts::kEnqueue, scripts::kClaim, scripts::kRenew, scripts::kMarkRunning,
+          scripts::kFinish, scripts::kFailAttempt, scripts::kPromote, scripts::kCancel,
+          scripts::kList, scripts::kCounts, scripts::kSetLogTail}) {
+      m.emplace(b, lua_transition_table() + scripts::kPrelude + b);
+    }
+    return m;
+  }();
+  return all.at(body);
+}
+
+std::optional<std::int64_t> to_int(const std::string& s) {
+  std::int64_t v = 0;
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (s.empty() || ec != std::errc() || end != s.data() + s.size()) return std::nullopt;
+  return v;
+}
+
+// A job hash (HGETALL's flat field/value array) -> JobRecord.
+JobRecord record_from_hash(const Reply& reply) {
+  const auto& items = reply.as_array();
+  std::unordered_map<std::string, const std::string*> f;
+  for (std::size_t i = 0; i + 1 < items.size(); i += 2) {
+    f.emplace(items[i].as_string(), &items[i + 1].as_string());
+  }
+  auto get = [&](const char* key) -> std::string {
+    auto it = f.find(key);
+    return it == f.end() ? std::string() : *it->second;
+  };
+  JobRecord r;
+  r.id = get("id");
+  r.state = parse_state(get("state")).value_or(JobState::failed);
+  r.attempts = static_cast<int>(to_int(get("attempts")).value_or(0));
+  r.created_at = to_int(get("created_at")).value_or(0);
+  r.started_at = to_int(get("started_at"));
+  r.finished_at = to_int(get("finished_at"));
+  if (auto code = to_int(get("exit_code"))) r.exit_code = static_cast<int>(*code);
+  r.error = get("error");
+  r.image = get("image");
+  r.from_snapshot = get("from_snapshot") == "1";
+  r.snapshot_fallback = get("snapshot_fallback") == "1";
+  r.container_id = get("container_id");
+  r.router_id = get("router_id");
+  r.log_tail = get("log_tail");
+  r.due_at = to_int(get("due_at"));
+  std::string spec = get("spec");
+  if (!spec.empty()) {
+    // Written by us after validation; a parse failure means a corrupted record.
+    try {
+      r.spec = JobSpec::from_json(nlohmann::json::parse(spec));
+    } catch (const std::exception& e) {
+      log::error("job record has an unreadable spec", {{"job", r.id}, {"error", e.what()}});
+    }
+  }
+  if (r.spec.id.empty()) r.spec.id = r.id;
+  std::string queue = get("queue");
+  if (!queue.empty()) r.spec.queue = queue;
+  return r;
+}
+
+// The {'ok', record} | {'lost'} | {'illegal', state} | {'missing'} replies.
+JobRecord expect_record(const Reply& reply, const LeaseHandle& lease, const char* op) {
+  const auto& parts = reply.as_array();
+  const std::string& status = parts.at(0).as_string();
+  if (status == "ok") return record_from_hash(parts.at(1));
+  if (status == "lost") {
+    throw LeaseLost(std::string(op) + ": job " + lease.job_id + " is no longer held by " +
+                    lease.consumer + " (lease expired and reclaimed)");
+  }
+  if (status == "missing") {
+    throw QueueError(std::string(op) + ": job " + lease.job_id + " does not exist (expired?)");
+  }
+  throw QueueError(std::string(op) + ": job " + lease.job_id + " is " +
+                   (parts.size() > 1 ? parts[1].as_string() : std::string("?")) +
+                   ": transition not allowed");
+}
+
+std::string keep_tail(std::string text, std::size_t max_bytes) {
+  if (text.size() <= max_bytes) return text;
+  std::size_t start = text.size() - max_bytes;
+  // Do not start in the middle of a UTF-8 sequence.
+  while (start < text.size() && (static_cast<unsigned char>(text[start]) & 0xC0) == 0x80) ++start;
+  return text.substr(start);
+}
+
+class RedisCancelSubscription final : public CancelSubscription {
+ public:
+  explicit RedisCancelSubscription(std::unique_ptr<redis::Subscriber> sub) : sub_(std::move(sub)) {}
+  ~RedisCancelSubscription() override { sub_->stop(); }
+  awaitable<bool> wait_ready(Duration timeout) override { return sub_->wait_subscribed(timeout); }
+
+ private:
+  std::unique_ptr<redis::Subscriber> sub_;
+};
+
+}  // namespace
+
+RedisQueue::RedisQueue(net::any_io_executor executor, RedisQueueOptions options)
+    : executor_(executor), options_(std::move(options)), backoff_(options_.retry_backoff) {
+  client_ = redis::Client::create(executor_, options_.redis);
+  redis::ClientOptions blocking = options_.redis;
+  blocking.client_name += "-claim";
+  blocking_client_ = redis::Client::create(executor_, blocking);
+}
+
+RedisQueue::~RedisQueue() {
+  client_->close();
+  blocking_client_->close();
+}
+
+std::string RedisQueue::stream_key(const std::string& queue) const {
+  return options_.key_prefix + "stream:" + queue;
+}
+std::string RedisQueue::job_key(const std::string& id) const {
+  return options_.key_prefix + "job:" + id;
+}
+std::string RedisQueue::events_key() const {
+  return options_.key_prefix + "events";
+}
+std::string RedisQueue::cancel_channel() const {
+  return options_.key_prefix + "cancel";
+}
+
+awaitable<Reply> RedisQueue::run_script(const std::string& body, std::vector<std::string> args) {
+  std::int64_t now = unix_ms_now();
+  std::vector<std::string> argv =
+      make_args(options_.key_prefix, now, rfc3339(now), options_.events_max,
+                static_cast<std::int64_t>(options_.retention.count()), options_.group);
+  argv.insert(argv.end(), std::make_move_iterator(args.begin()),
+              std::make_move_iterator(args.end()));
+  std::vector<std::string> no_keys;
+  auto call = client_->eval(body, std::move(no_keys), std::move(argv));
+  co_return co_await std::move(call);
+}
+
+awaitable<void> RedisQueue::ensure_groups() {
+  if (groups_ready_) co_return;
+  for (const auto& q : options_.queues) {
+    auto args_1 = make_args("XGROUP", "CREATE", stream_key(q), options_.group, "0", "MKSTREAM");
+    // The awaitable is built outside the try: g++ 12 destroys temporaries of a
+    // throwing co_await expression twice.
+    auto create = client_->command(std::move(args_1));
+    try {
+      co_await std::move(create);
+    } catch (const redis::ReplyError& e) {
+      if (std::string_view(e.what()).find("BUSYGROUP") == std::string_view::npos) throw;
+    }
+  }
+  groups_ready_ = true;
+}
+
+awaitable<EnqueueResult> RedisQueue::enqueue(JobSpec spec) {
+  if (spec.id.empty()) spec.id = generate_job_id();
+  // The spec may have been built in code: hold it to the same rules as JSON.
+  Validated v = validate_job(spec.to_json(), options_.validation);
+  if (!v.ok()) throw InvalidJob("invalid job " + spec.id + ": " + v.reason);
+  JobSpec checked = std::move(*v.spec);
+  std::string spec_json = checked.to_json().dump();
+  std::int64_t before = unix_ms_now();
+  auto args_2 = make_args(checked.id, checked.queue, spec_json, checked.max_attempts);
+  Reply r = co_await run_script(script(scripts::kEnqueue), std::move(args_2));
+  EnqueueResult out;
+  if (r.type == Reply::Type::integer) {
+    // Created: the record is what we just wrote (no second round trip).
+    out.created = true;
+    out.record.id = checked.id;
+    out.record.state = JobState::queued;
+    out.record.created_at = before;
+    out.record.spec = std::move(checked);
+  } else {
+    out.record = record_from_hash(r);
+  }
+  co_return out;
+}
+
+awaitable<std::vector<ClaimedJob>> RedisQueue::process_entries(const std::string& consumer,
+                                                               const Reply& streams, bool reclaim) {
+  // streams: [[stream key, [[entry id, [field, value, ...]], ...]], ...]
+  std::vector<std::string> args = make_args(consumer, reclaim ? "1" : "0", options_.max_reclaims);
+  const std::string stream_prefix = options_.key_prefix + "stream:";
+  ValidationOptions validation = options_.validation;
+  validation.generate_id = false;
+  std::size_t entries = 0;
+  for (const Reply& stream : streams.as_array()) {
+    const std::string& key = stream.as_array().at(0).as_string();
+    std::string queue = key.substr(stream_prefix.size());
+    for (const Reply& entry : stream.as_array().at(1).as_array()) {
+      const auto& parts = entry.as_array();
+      const std::string& entry_id = parts.at(0).as_string();
+      const std::string* payload = nullptr;
+      if (parts.size() > 1 && parts[1].is_array()) {
+        const auto& fields = parts[1].elements;
+        for (std::size_t i = 0; i + 1 < fields.size(); i += 2) {
+          if (fields[i].str == "job") payload = &fields[i + 1].str;
+        }
+      }
+      std::string mode = "bad";
+      std::string id;
+      std::string data;
+      if (payload == nullptr) {
+        data = "stream entry has no \"job\" field";
+      } else {
+        auto j = nlohmann::json::parse(*payload, nullptr, false);
+        if (j.is_discarded()) {
+          data = "job is not valid JSON";
+        } else {
+          // An id-less raw job gets an id derived from its entry, so a
+          // redelivery (reclaim) maps to the same record.
+          if (j.is_object() && !j.contains("id")) j["id"] = "s-" + queue + "-" + entry_id;
+          if (j.is_object() && !j.contains("queue")) j["queue"] = queue;
+          Validated v = validate_job(j, validation);
+          id = v.id;
+          if (v.ok()) {
+            v.spec->queue = queue;  // the stream it is on wins
+            mode = "ok";
+            data = v.spec->to_json().dump();
+          } else {
+            data = "invalid job: " + v.reason;
+          }
+        }
+      }
+      args.push_back(queue);
+      args.push_back(entry_id);
+      args.push_back(std::move(mode));
+      args.push_back(std::move(id));
+      args.push_back(std::move(data));
+      ++entries;
+    }
+  }
+  std::vector<ClaimedJob> out;
+  if (entries == 0) co_return out;
+  Reply r = co_await run_script(script(scripts::kClaim), std::move(args));
+  for (const Reply& item : r.as_array()) {
+    const auto& parts = item.as_array();
+    const std::string& entry_id = parts.at(0).as_string();
+    const std::string& outcome = parts.at(1).as_string();
+    const std::string& id = parts.at(2).as_string();
+    if (outcome == "claimed") {
+      ClaimedJob job;
+      job.record = record_from_hash(parts.at(3));
+      job.lease = LeaseHandle{id, job.record.spec.queue, entry_id, consumer, job.record.attempts};
+      if (reclaim)
+        log::info("job reclaimed after lease expiry", {{"job", id}, {"router", consumer}});
+      out.push_back(std::move(job));
+    } else if (outcome == "rejected") {
+      log::warn("job rejected from the stream",
+                {{"job", id}, {"entry", entry_id}, {"error", parts.at(3).as_string()}});
+    } else {
+      log::debug("stream entry skipped", {{"job", id}, {"entry", entry_id}});
+    }
+  }
+  co_return out;
+}
+
+awaitable<std::vector<ClaimedJob>> RedisQueue::claim(std::string consumer, std::size_t max_jobs,
+                                                     Duration block) {
+  co_await ensure_groups();
+  const Clock::time_point until = Clock::now() + block;
+  for (;;) {
+    Duration wait = std::chrono::duration_cast<Duration>(until - Clock::now());
+    if (wait.count() < 0) wait = Duration(0);
+    if (options_.promote_on_claim) {
+      auto promote_args = make_args(1000);
+      Reply p = co_await run_script(script(scripts::kPromote), std::move(promote_args));
+      auto next_due = to_int(p.as_array().at(1).as_string()).value_or(-1);
+      // Wake up when the next retry is due, to promote it and read it.
+      if (next_due >= 0 && wait.count() > 0) {
+        wait = std::min(wait, std::max(Duration(1), Duration(next_due - unix_ms_now())));
+      }
+    }
+    std::vector<std::string> cmd = make_args("XREADGROUP", "GROUP", options_.group, consumer,
+                                             "COUNT", std::max<std::size_t>(max_jobs, 1));
+    if (wait.count() > 0) {
+      cmd.push_back("BLOCK");
+      cmd.push_back(std::to_string(wait.count()));
+    }
+    cmd.push_back("STREAMS");
+    for (const auto& q : options_.queues) cmd.push_back(stream_key(q));
+    for (std::size_t i = 0; i < options_.queues.size(); ++i) cmd.push_back(">");
+    Reply streams;
+    for (int tries = 0;; ++tries) {
+      try {
+        // A blocked read would stall everything pipelined behind it.
+        auto read = wait.count() > 0
+                        ? blocking_client_->command(cmd, wait + options_.redis.command_timeout)
+                        : client_->command(cmd);
+        streams = co_await std::move(read);
+        break;
+      } catch (const redis::ReplyError& e) {
+        // The group vanished (a Redis without persistence restarted): recreate.
+        if (tries > 0 || std::string_view(e.what()).find("NOGROUP") == std::string_view::npos) {
+          throw;
+        }
+      }
+      groups_ready_ = false;
+      co_await ensure_groups();
+    }
+    if (!streams.is_nil()) {
+      auto jobs = co_await process_entries(consumer, streams, false);
+      // Entries that were all rejected or skipped do not end the wait.
+      if (!jobs.empty() || Clock::now() >= until) co_return jobs;
+    } else if (Clock::now() >= until) {
+      co_return std::vector<ClaimedJob>{};
+    }
+  }
+}
+
+awaitable<std::vector<std::string>> RedisQueue::renew_leases(std::string consumer,
+                                                             std::vector<LeaseHandle> leases) {
+  if (leases.empty()) co_return std::vector<std::string>{};
+  std::vector<std::string> args = make_args(consumer);
+  for (const auto& l : leases) {
+    args.push_back(l.queue);
+    args.push_back(l.entry_id);
+    args.push_back(l.job_id);
+  }
+  Reply r = co_await run_script(script(scripts::kRenew), std::move(args));
+  std::vector<std::string> lost;
+  for (const Reply& id : r.as_array()) lost.push_back(id.as_string());
+  co_return lost;
+}
+
+awaitable<std::vector<ClaimedJob>> RedisQueue::held_by(std::string consumer) {
+  co_await ensure_groups();
+  std::vector<ClaimedJob> out;
+  for (const auto& q : options_.queues) {
+    // XREADGROUP with id 0 returns this consumer's own pending entries without
+    // claiming anything new or touching attempts.
+    std::string after = "0";
+    while (true) {
+      auto args_4 = make_args("XREADGROUP", "GROUP", options_.group, consumer, "COUNT", 100,
+                              "STREAMS", stream_key(q), after);
+      Reply r = co_await client_->command(std::move(args_4));
+      if (r.is_nil() || r.as_array().empty()) break;
+      const auto& entries = r.as_array().at(0).as_array().at(1).as_array();
+      if (entries.empty()) break;
+      for (const Reply& entry : entries) {
+        const auto& parts = entry.as_array();
+        after = parts.at(0).as_string();
+        std::string job_id;
+        if (parts.size() > 1 && parts[1].is_array()) {
+          const auto& fields = parts[1].elements;
+          for (std::size_t i = 0; i + 1 < fields.size(); i += 2) {
+            if (fields[i].str != "job") continue;
+            auto j = nlohmann::json::parse(fields[i + 1].str, nullptr, false);
+            if (j.is_object() && j.contains("id") && j["id"].is_string()) {
+              job_id = j["id"].get<std::string>();
+            } else if (j.is_object()) {
+              job_id = "s-" + q + "-" + after;  // as process_entries names id-less jobs
+            }
+          }
+        }
+        if (job_id.empty()) continue;
+        auto rec = co_await get(job_id);
+        if (!rec || (is_terminal(rec->state) && rec->state != JobState::cancelled)) continue;
+        ClaimedJob job;
+        job.lease = LeaseHandle{job_id, q, after, consumer, rec->attempts};
+        job.record = std::move(*rec);
+        out.push_back(std::move(job));
+      }
+    }
+  }
+  co_return out;
+}
+
+awaitable<std::vector<ClaimedJob>> RedisQueue::reclaim_expired(std::string consumer,
+                                                               std::size_t max_jobs) {
+  co_await ensure_groups();
+  std::vector<ClaimedJob> out;
+  for (const auto& q : options_.queues) {
+    std::string& cursor = reclaim_cursor_[q];
+    if (cursor.empty()) cursor = "0-0";
+    Reply r;
+    auto autoclaim = client_->command(make_args("XAUTOCLAIM", stream_key(q), options_.group,
+                                                consumer, options_.lease_timeout.count(), cursor,
+                                                "COUNT", std::max<std::size_t>(max_jobs, 1)));
+    try {
+      r = co_await std::move(autoclaim);
+    } catch (const redis::ReplyError& e) {
+      if (std::string_view(e.what()).find("NOGROUP") == std::string_view::npos) throw;
+      groups_ready_ = false;
+      continue;
+    }
+    const auto& parts = r.as_array();
+    // Continue the PEL scan where it stopped; "0-0" means it wrapped around.
+    cursor = parts.at(0).as_string();
+    Reply streams;
+    streams.type = Reply::Type::array;
+    Reply stream;
+    stream.type = Reply::Type::array;
+    Reply key;
+    key.type = Reply::Type::string;
+    key.str = stream_key(q);
+    stream.elements.push_back(std::move(key));
+    stream.elements.push_back(parts.at(1));
+    streams.elements.push_back(std::move(stream));
+    auto jobs = co_await process_entries(consumer, streams, true);
+    for (auto& j : jobs) out.push_back(std::move(j));
+  }
+  co_return out;
+}
+
+awaitable<JobRecord> RedisQueue::mark_running(const LeaseHandle& lease, RunInfo info) {
+  auto args_5 = make_args(lease.job_id, lease.entry_id, lease.consumer, info.image,
+                          info.from_snapshot ? "1" : "0", info.snapshot_fallback ? "1" : "0",
+                          info.container_id, info.router_id);
+  Reply r = co_await run_script(script(scripts::kMarkRunning), std::move(args_5));
+  co_return expect_record(r, lease, "mark_running");
+}
+
+awaitable<JobRecord> RedisQueue::finish(const LeaseHandle& lease, JobResult result) {
+  if (!is_terminal(result.state)) {
+    throw std::invalid_argument("finish() needs a terminal state, got " +
+                                std::string(to_string(result.state)));
+  }
+  // No ?: with class-type operands in coroutines: g++ 12 miscompiles them
+  // (the temporary's storage is freed twice).
+  std::string exit_code;
+  if (result.exit_code) exit_code = std::to_string(*result.exit_code);
+  auto args_6 = make_args(lease.job_id, lease.entry_id, lease.consumer, lease.queue,
+                          std::string(to_string(result.state)), exit_code, result.error);
+  Reply r = co_await run_script(script(scripts::kFinish), std::move(args_6));
+  co_return expect_record(r, lease, "finish");
+}
+
+awaitable<JobRecord> RedisQueue::fail_attempt(const LeaseHandle& lease, std::string reason,
+                                              bool retryable) {
+  Duration delay = backoff_.delay(std::max(lease.attempt, 1));
+  auto args_7 = make_args(lease.job_id, lease.entry_id, lease.consumer, lease.queue, reason,
+                          retryable ? "1" : "0", delay.count());
+  Reply r = co_await run_script(script(scripts::kFailAttempt), std::move(args_7));
+  co_return expect_record(r, lease, "fail_attempt");
+}
+
+awaitable<std::size_t> RedisQueue::promote_due() {
+  auto args_8 = make_args(1000);
+  Reply r = co_await run_script(script(scripts::kPromote), std::move(args_8));
+  co_return static_cast<std::size_t>(r.as_array().at(0).as_integer());
+}
+
+awaitable<CancelResult> RedisQueue::cancel(std::string job_id) {
+  auto args_9 = make_args(job_id);
+  Reply r = co_await run_script(script(scripts::kCancel), std::move(args_9));
+  const auto& parts = r.as_array();
+  const std::string& outcome = parts.at(0).as_string();
+  CancelResult out;
+  if (parts.size() > 1) out.previous_state = parse_state(parts[1].as_string());
+  if (outcome == "cancelled")
+    out.outcome = CancelOutcome::cancelled;
+  else if (outcome == "router_notified")
+    out.outcome = CancelOutcome::router_notified;
+  else if (outcome == "already_finished")
+    out.outcome = CancelOutcome::already_finished;
+  else
+    out.outcome = CancelOutcome::not_found;
+  co_return out;
+}
+
+awaitable<std::optional<JobRecord>> RedisQueue::get(std::string job_id) {
+  auto args_10 = make_args("HGETALL", job_key(job_id));
+  Reply r = co_await client_->command(std::move(args_10));
+  if (r.as_array().empty()) co_return std::nullopt;
+  co_return record_from_hash(r);
+}
+
+awaitable<std::vector<JobRecord>> RedisQueue::list(JobState state, std::size_t limit) {
+  std::vector<JobRecord> out;
+  if (limit == 0) co_return out;
+  auto args_11 = make_args(std::string(to_string(state)), limit);
+  Reply r = co_await run_script(script(scripts::kList), std::move(args_11));
+  for (const Reply& h : r.as_array()) out.push_back(record_from_hash(h));
+  co_return out;
+}
+
+awaitable<QueueCounts> RedisQueue::counts() {
+  std::vector<std::string> states;
+  for (JobState s : kAllStates) states.emplace_back(to_string(s));
+  Reply r = co_await run_script(script(scripts::kCounts), std::move(states));
+  const auto& parts = r.as_array();
+  QueueCounts out;
+  for (std::size_t i = 0; i < kAllStates.size(); ++i) {
+    out.by_state[kAllStates[i]] = parts.at(i).as_integer();
+  }
+  const auto& depth = parts.at(kAllStates.size()).as_array();
+  for (std::size_t i = 0; i + 1 < depth.size(); i += 2) {
+    out.depth[depth[i].as_string()] = depth[i + 1].as_integer();
+  }
+  out.scheduled_due = parts.at(kAllStates.size() + 1).as_integer();
+  co_return out;
+}
+
+awaitable<std::vector<JobRecord>> RedisQueue::dead_letters(std::size_t limit) {
+  return list(JobState::failed, limit);
+}
+
+awaitable<void> RedisQueue::set_log_tail(std::string job_id, std::string tail) {
+  auto args_12 = make_args(job_id, keep_tail(std::move(tail), options_.log_tail_max_bytes));
+  co_await run_script(script(scripts::kSetLogTail), std::move(args_12));
+}
+
+awaitable<std::string> RedisQueue::append_event(nlohmann::json event) {
+  if (!event.is_object()) throw std::invalid_argument("an event must be a JSON object");
+  event.erase("id");  // the stream assigns it
+  event["ts"] = rfc3339_now();
+  auto args_13 =
+      make_args("XADD", events_key(), "MAXLEN", "~", options_.events_max, "*", "e", event.dump());
+  Reply r = co_await client_->command(std::move(args_13));
+  co_return r.as_string();
+}
+
+awaitable<std::vector<QueueEvent>> RedisQueue::read_events(std::string after_id,
+                                                           std::size_t count) {
+  std::string start = "-";
+  if (!after_id.empty() && after_id != "0") start = "(" + after_id;
+  auto args_14 =
+      make_args("XRANGE", events_key(), start, "+", "COUNT", std::max<std::size_t>(count, 1));
+  Reply r = co_await client_->command(std::move(args_14));
+  std::vector<QueueEvent> out;
+  for (const Reply& entry : r.as_array()) {
+    const auto& parts = entry.as_array();
+    QueueEvent ev;
+    ev.id = parts.at(0).as_string();
+    const auto& fields = parts.at(1).as_array();
+    for (std::size_t i = 0; i + 1 < fields.size(); i += 2) {
+      if (fields[i].str == "e") ev.body = nlohmann::json::parse(fields[i + 1].str, nullptr, false);
+    }
+    if (!ev.body.is_object()) ev.body = nlohmann::json::object();
+    ev.body["id"] = ev.id;
+    out.push_back(std::move(ev));
+  }
+  co_return out;
+}
+
+std::unique_ptr<CancelSubscription> RedisQueue::subscribe_cancellations(CancelHandler handler) {
+  redis::ClientOptions o = options_.redis;
+  o.client_name += "-cancel";
+  auto sub = redis::Subscriber::create(
+      executor_, o, {cancel_channel()},
+      [handler = std::move(handler)](const std::string&, const std::string& message) {
+        auto j = nlohmann::json::parse(message, nullptr, false);
+        if (!j.is_object() || !j.contains("job") || !j["job"].is_string()) {
+          log::warn("malformed cancel message ignored", {{"message", message.substr(0, 200)}});
+          return;
+        }
+        std::string router = j.value("router", nlohmann::json()).is_string()
+                                 ? j["router"].get<std::string>()
+                                 : std::string();
+        handler(j["job"].get<std::string>(), router);
+      });
+  return std::make_unique<RedisCancelSubscription>(std::move(sub));
+}
+
+}  // namespace warmstart::queue

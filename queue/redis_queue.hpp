@@ -1,0 +1,86 @@
+// RedisQueue: queue::Queue on Redis Streams. Key layout and scripts: docs/queue.md.
+// Every multi-key state change is one Lua script (atomic); transitions come
+// from state_machine.hpp's table.
+#pragma once
+#include "common/redis.hpp"
+#include "queue/backoff.hpp"
+#include "queue/queue.hpp"
+#include "queue/validation.hpp"
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace warmstart::queue {
+
+struct RedisQueueOptions {
+  redis::ClientOptions redis;                       // where Redis is
+  std::string key_prefix = "ws:";                   // every key starts with it (tests isolate)
+  std::vector<std::string> queues = {"default"};    // streams claim() reads
+  std::string group = "routers";                    // consumer group of every stream
+  Duration lease_timeout = 30s;                     // idle time after which a job is reclaimed
+  int max_reclaims = 3;                             // lease expiries before a job fails
+  Duration retention = std::chrono::hours(24 * 7);  // finished records expire after this
+  std::size_t events_max = 10000;                   // event stream cap (MAXLEN ~)
+  std::size_t log_tail_max_bytes = 64 * 1024;       // set_log_tail keeps the last bytes
+  BackoffOptions retry_backoff;                     // delay before retries
+  ValidationOptions validation;                     // for enqueue() and raw entries
+  bool promote_on_claim = true;                     // claim() first runs promote_due()
+};
+
+class RedisQueue final : public Queue {
+ public:
+  // Opens two connections lazily: one for commands (pipelined) and one for
+  // blocking claims (a blocked XREADGROUP would stall a pipelined connection).
+  RedisQueue(net::any_io_executor executor, RedisQueueOptions options);
+  ~RedisQueue() override;
+
+  awaitable<EnqueueResult> enqueue(JobSpec spec) override;
+  awaitable<std::vector<ClaimedJob>> claim(std::string consumer, std::size_t max_jobs,
+                                           Duration block) override;
+  awaitable<std::vector<std::string>> renew_leases(std::string consumer,
+                                                   std::vector<LeaseHandle> leases) override;
+  awaitable<std::vector<ClaimedJob>> held_by(std::string consumer) override;
+  awaitable<std::vector<ClaimedJob>> reclaim_expired(std::string consumer,
+                                                     std::size_t max_jobs) override;
+  awaitable<JobRecord> mark_running(const LeaseHandle& lease, RunInfo info) override;
+  awaitable<JobRecord> finish(const LeaseHandle& lease, JobResult result) override;
+  awaitable<JobRecord> fail_attempt(const LeaseHandle& lease, std::string reason,
+                                    bool retryable) override;
+  awaitable<std::size_t> promote_due() override;
+  awaitable<CancelResult> cancel(std::string job_id) override;
+  awaitable<std::optional<JobRecord>> get(std::string job_id) override;
+  awaitable<std::vector<JobRecord>> list(JobState state, std::size_t limit) override;
+  awaitable<QueueCounts> counts() override;
+  awaitable<std::vector<JobRecord>> dead_letters(std::size_t limit) override;
+  awaitable<void> set_log_tail(std::string job_id, std::string tail) override;
+  awaitable<std::string> append_event(nlohmann::json event) override;
+  awaitable<std::vector<QueueEvent>> read_events(std::string after_id, std::size_t count) override;
+  std::unique_ptr<CancelSubscription> subscribe_cancellations(CancelHandler handler) override;
+
+  // Key names (docs/queue.md).
+  std::string stream_key(const std::string& queue) const;
+  std::string job_key(const std::string& id) const;
+  std::string events_key() const;
+  std::string cancel_channel() const;
+  const RedisQueueOptions& options() const { return options_; }
+  // The command connection, for tools and tests that inspect keys.
+  const redis::ClientPtr& client() const { return client_; }
+
+ private:
+  awaitable<void> ensure_groups();
+  awaitable<std::vector<ClaimedJob>> process_entries(const std::string& consumer,
+                                                     const redis::Reply& streams, bool reclaim);
+  awaitable<redis::Reply> run_script(const std::string& script, std::vector<std::string> args);
+
+  net::any_io_executor executor_;
+  RedisQueueOptions options_;
+  redis::ClientPtr client_;
+  redis::ClientPtr blocking_client_;
+  Backoff backoff_;
+  bool groups_ready_ = false;
+  std::map<std::string, std::string> reclaim_cursor_;  // queue -> XAUTOCLAIM cursor
+};
+
+}  // namespace warmstart::queue

@@ -1,0 +1,321 @@
+// Lua scripts of RedisQueue (one per state change, each atomic). Every script
+// is prefixed with the prelude below, which embeds state_machine.hpp's
+// transition table: a transition the C++ table forbids, Lua forbids too.
+//
+// Common ARGV of every script (see RedisQueue::run_script):
+//   1 key prefix, 2 now (Unix ms), 3 now (RFC 3339), 4 events MAXLEN,
+//   5 retention (ms), 6 consumer group; script arguments start at ARGV[7].
+// Keys are derived from the prefix inside the scripts (docs/queue.md): fine
+// for a standalone Redis, not for Redis Cluster.
+#pragma once
+
+namespace warmstart::queue::scripts {
+
+inline constexpr const char* kPrelude = R"lua(
+local P = ARGV[1]
+local NOW = tonumber(ARGV[2])
+local TS = ARGV[3]
+local EVENTS_MAX = ARGV[4]
+local RETENTION_MS = tonumber(ARGV[5])
+local GROUP = ARGV[6]
+local TERMINAL = {succeeded = true, failed = true, timed_out = true, cancelled = true}
+local function next_state(from, event)
+  local row = TRANSITIONS[from]
+  if row == nil then return nil end
+  return row[event]
+end
+local function jk(id) return P .. 'job:' .. id end
+local function move_state(id, from, to)
+  if from then redis.call('ZREM', P .. 'state:' .. from, id) end
+  redis.call('ZADD', P .. 'state:' .. to, NOW, id)
+end
+local function emit(ev)
+  ev.ts = TS
+  redis.call('XADD', P .. 'events', 'MAXLEN', '~', EVENTS_MAX, '*', 'e', cjson.encode(ev))
+end
+-- Finished records live for the retention period; the state index forgets
+-- members older than that, so it never points at expired records for long.
+local function retire(id, state)
+  redis.call('PEXPIRE', jk(id), RETENTION_MS)
+  redis.call('ZREMRANGEBYSCORE', P .. 'state:' .. state, '-inf', '(' .. (NOW - RETENTION_MS))
+end
+local function ack(queue, entry)
+  local s = P .. 'stream:' .. queue
+  redis.call('XACK', s, GROUP, entry)
+  redis.call('XDEL', s, entry)
+end
+)lua";
+
+// ARGV[7..10]: id, queue, spec JSON, max_attempts.
+// Returns 1 when created, else the existing record (HGETALL).
+inline constexpr const char* kEnqueue = R"lua(
+local id, queue, spec, max = ARGV[7], ARGV[8], ARGV[9], ARGV[10]
+local k = jk(id)
+if redis.call('EXISTS', k) == 1 then return redis.call('HGETALL', k) end
+local entry = redis.call('XADD', P .. 'stream:' .. queue, '*', 'job', spec)
+redis.call('HSET', k, 'id', id, 'state', 'queued', 'attempts', 0, 'max_attempts', max,
+           'queue', queue, 'created_at', NOW, 'spec', spec, 'entry', entry)
+move_state(id, nil, 'queued')
+redis.call('SADD', P .. 'queues', queue)
+emit({type = 'job.queued', job = id, queue = queue})
+return 1
+)lua";
+
+// ARGV[7] consumer, ARGV[8] '1' when reclaiming, ARGV[9] max reclaims, then
+// per entry 5 values: queue, entry id, 'ok' | 'bad', job id, spec JSON | reason.
+// Returns per entry {entry, outcome, id, record | detail}; outcome is
+// claimed | rejected | skipped.
+inline constexpr const char* kClaim = R"lua(
+local consumer, reclaim, max_reclaims = ARGV[7], ARGV[8] == '1', tonumber(ARGV[9])
+local out = {}
+for i = 10, #ARGV, 5 do
+  local queue, entry, mode, id, data = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+  if mode == 'bad' then
+    -- A malformed entry never touches an existing record, whatever id it claims.
+    if id == '' or redis.call('EXISTS', jk(id)) == 1 then id = 'raw-' .. queue .. '-' .. entry end
+    redis.call('HSET', jk(id), 'id', id, 'state', 'failed', 'attempts', 0, 'max_attempts', 1,
+               'queue', queue, 'created_at', NOW, 'finished_at', NOW, 'error', data, 'entry', entry)
+    move_state(id, nil, 'failed')
+    emit({type = 'job.failed', job = id, error = data})
+    retire(id, 'failed')
+    ack(queue, entry)
+    out[#out + 1] = {entry, 'rejected', id, data}
+  else
+    local k = jk(id)
+    local f = redis.call('HMGET', k, 'state', 'entry', 'consumer')
+    local state = f[1]
+    if not state then
+      -- A valid job another producer XADDed directly: adopt it.
+      local spec = cjson.decode(data)
+      redis.call('HSET', k, 'id', id, 'state', 'queued', 'attempts', 0,
+                 'max_attempts', spec.max_attempts or 1, 'queue', queue, 'created_at', NOW,
+                 'spec', data, 'entry', entry)
+      move_state(id, nil, 'queued')
+      redis.call('SADD', P .. 'queues', queue)
+      emit({type = 'job.queued', job = id, queue = queue})
+      state = 'queued'
+    end
+    local to_claim = next_state(state, 'claimed')
+    if state == 'queued' and to_claim then
+      redis.call('HINCRBY', k, 'attempts', 1)
+      redis.call('HSET', k, 'state', to_claim, 'entry', entry, 'consumer', consumer,
+                 'router_id', consumer, 'image', '', 'container_id', '', 'exit_code', '',
+                 'from_snapshot', '0', 'snapshot_fallback', '0', 'started_at', '', 'due_at', '')
+      move_state(id, state, to_claim)
+      out[#out + 1] = {entry, 'claimed', id, redis.call('HGETALL', k)}
+    elseif reclaim and f[2] == entry and next_state(state, 'reclaimed') then
+      local n = redis.call('HINCRBY', k, 'reclaims', 1)
+      if n > max_reclaims then
+        local reason = 'lease expired ' .. n .. ' times: routers lost the job'
+        local to = next_state(state, 'failed')
+        redis.call('HSET', k, 'state', to, 'error', reason, 'finished_at', NOW)
+        move_state(id, state, to)
+        emit({type = 'job.failed', job = id, error = reason})
+        retire(id, to)
+        ack(queue, entry)
+        out[#out + 1] = {entry, 'rejected', id, reason}
+      else
+        redis.call('HSET', k, 'consumer', consumer, 'router_id', consumer)
+        out[#out + 1] = {entry, 'claimed', id, redis.call('HGETALL', k)}
+      end
+    else
+      -- Cancelled, finished, scheduled, or a stale duplicate: nothing to run.
+      ack(queue, entry)
+      out[#out + 1] = {entry, 'skipped', id, state}
+    end
+  end
+end
+return out
+)lua";
+
+// ARGV[7] consumer, then triples: queue, entry, id. Returns the ids whose lease is lost.
+inline constexpr const char* kRenew = R"lua(
+local consumer = ARGV[7]
+local lost = {}
+for i = 8, #ARGV, 3 do
+  local queue, entry, id = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local f = redis.call('HMGET', jk(id), 'consumer', 'entry', 'state')
+  local held = f[1] == consumer and f[2] == entry and (f[3] == 'running' or f[3] == 'cancelled')
+  if held then
+    -- JUSTID: resets the idle time without counting a delivery.
+    local r = redis.call('XCLAIM', P .. 'stream:' .. queue, GROUP, consumer, 0, entry, 'JUSTID')
+    held = #r == 1
+  end
+  if not held then lost[#lost + 1] = id end
+end
+return lost
+)lua";
+
+// ARGV[7..14]: id, entry, consumer, image, from_snapshot, snapshot_fallback,
+// container id, router id. Returns {'ok', record} | {'lost'} | {'illegal', state}.
+inline constexpr const char* kMarkRunning = R"lua(
+local id, entry, consumer = ARGV[7], ARGV[8], ARGV[9]
+local k = jk(id)
+local f = redis.call('HMGET', k, 'state', 'entry', 'consumer')
+if not f[1] or f[2] ~= entry or f[3] ~= consumer then return {'lost'} end
+if f[1] == 'cancelled' then return {'ok', redis.call('HGETALL', k)} end
+local to = next_state(f[1], 'started')
+if not to then return {'illegal', f[1]} end
+local router = ARGV[14] ~= '' and ARGV[14] or consumer
+redis.call('HSET', k, 'state', to, 'image', ARGV[10], 'from_snapshot', ARGV[11],
+           'snapshot_fallback', ARGV[12], 'container_id', ARGV[13], 'router_id', router,
+           'started_at', NOW)
+move_state(id, f[1], to)
+emit({type = 'job.started', job = id, image = ARGV[10], from_snapshot = ARGV[11] == '1',
+      container = ARGV[13], router = router,
+      attempt = tonumber(redis.call('HGET', k, 'attempts'))})
+return {'ok', redis.call('HGETALL', k)}
+)lua";
+
+// ARGV[7..13]: id, entry, consumer, queue, result state, exit code ('' none), error.
+inline constexpr const char* kFinish = R"lua(
+local id, entry, consumer, queue, result, code, err =
+  ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13]
+local k = jk(id)
+local f = redis.call('HMGET', k, 'state', 'entry', 'consumer')
+if not f[1] then
+  ack(queue, entry)
+  return {'missing'}
+end
+if f[2] ~= entry or f[3] ~= consumer then return {'lost'} end
+local event = result
+if result == 'cancelled' then event = 'cancel' end
+local to = next_state(f[1], event)
+if not to then
+  -- Cancelled while running: the router's report only releases the entry.
+  if TERMINAL[f[1]] then
+    ack(queue, entry)
+    return {'ok', redis.call('HGETALL', k)}
+  end
+  return {'illegal', f[1]}
+end
+redis.call('HSET', k, 'state', to, 'finished_at', NOW, 'exit_code', code, 'error', err)
+move_state(id, f[1], to)
+local ev = {type = 'job.' .. to, job = id}
+if code ~= '' then ev.exit_code = tonumber(code) end
+if err ~= '' then ev.error = err end
+emit(ev)
+ack(queue, entry)
+retire(id, to)
+return {'ok', redis.call('HGETALL', k)}
+)lua";
+
+// ARGV[7..13]: id, entry, consumer, queue, reason, retryable '1'/'0', delay ms.
+inline constexpr const char* kFailAttempt = R"lua(
+local id, entry, consumer, queue, reason, retryable, delay =
+  ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12] == '1', tonumber(ARGV[13])
+local k = jk(id)
+local f = redis.call('HMGET', k, 'state', 'entry', 'consumer', 'attempts', 'max_attempts')
+if not f[1] then
+  ack(queue, entry)
+  return {'missing'}
+end
+if f[2] ~= entry or f[3] ~= consumer then return {'lost'} end
+if TERMINAL[f[1]] then
+  ack(queue, entry)
+  return {'ok', redis.call('HGETALL', k)}
+end
+local attempts, max = tonumber(f[4]), tonumber(f[5])
+if retryable and attempts < max then
+  local to = next_state(f[1], 'retry_scheduled')
+  if not to then return {'illegal', f[1]} end
+  local due = NOW + delay
+  redis.call('HSET', k, 'state', to, 'error', reason, 'due_at', due)
+  redis.call('ZADD', P .. 'scheduled', due, id)
+  move_state(id, f[1], to)
+  ack(queue, entry)
+  emit({type = 'job.retry_scheduled', job = id, attempt = attempts, delay_s = delay / 1000,
+        error = reason})
+else
+  local to = next_state(f[1], 'failed')
+  if not to then return {'illegal', f[1]} end
+  local err = reason
+  if retryable then err = reason .. ' (attempts exhausted: ' .. attempts .. '/' .. max .. ')' end
+  redis.call('HSET', k, 'state', to, 'error', err, 'finished_at', NOW)
+  move_state(id, f[1], to)
+  emit({type = 'job.failed', job = id, error = err})
+  ack(queue, entry)
+  retire(id, to)
+end
+return {'ok', redis.call('HGETALL', k)}
+)lua";
+
+// ARGV[7] limit. Returns {promoted, next due (Unix ms) or -1}.
+inline constexpr const char* kPromote = R"lua(
+local ids = redis.call('ZRANGEBYSCORE', P .. 'scheduled', '-inf', NOW, 'LIMIT', 0, tonumber(ARGV[7]))
+local n = 0
+for _, id in ipairs(ids) do
+  redis.call('ZREM', P .. 'scheduled', id)
+  local k = jk(id)
+  local f = redis.call('HMGET', k, 'state', 'queue', 'spec')
+  local to = f[1] and next_state(f[1], 'retry_due')
+  if to then
+    local entry = redis.call('XADD', P .. 'stream:' .. f[2], '*', 'job', f[3])
+    redis.call('HSET', k, 'state', to, 'entry', entry, 'due_at', '')
+    move_state(id, f[1], to)
+    n = n + 1
+  end
+end
+local nxt = redis.call('ZRANGE', P .. 'scheduled', 0, 0, 'WITHSCORES')
+return {n, nxt[2] or '-1'}
+)lua";
+
+// ARGV[7] id. Returns {outcome, previous state}.
+inline constexpr const char* kCancel = R"lua(
+local id = ARGV[7]
+local k = jk(id)
+local f = redis.call('HMGET', k, 'state', 'queue', 'entry', 'router_id')
+if not f[1] then return {'not_found'} end
+local to = next_state(f[1], 'cancel')
+if not to then return {'already_finished', f[1]} end
+local outcome = 'cancelled'
+if f[1] == 'queued' then
+  -- Not delivered yet: it never will be. Delivered but not claimed: the
+  -- claim script sees `cancelled` and acknowledges it.
+  redis.call('XDEL', P .. 'stream:' .. f[2], f[3])
+elseif f[1] == 'scheduled' then
+  redis.call('ZREM', P .. 'scheduled', id)
+elseif f[1] == 'running' then
+  redis.call('PUBLISH', P .. 'cancel', cjson.encode({job = id, router = f[4]}))
+  outcome = 'router_notified'
+end
+redis.call('HSET', k, 'state', to, 'finished_at', NOW)
+move_state(id, f[1], to)
+emit({type = 'job.cancelled', job = id, previous_state = f[1]})
+retire(id, to)
+return {outcome, f[1]}
+)lua";
+
+// ARGV[7] state, ARGV[8] limit. Records newest first (missing ones skipped).
+inline constexpr const char* kList = R"lua(
+local ids = redis.call('ZREVRANGE', P .. 'state:' .. ARGV[7], 0, tonumber(ARGV[8]) - 1)
+local out = {}
+for _, id in ipairs(ids) do
+  local r = redis.call('HGETALL', jk(id))
+  if #r > 0 then out[#out + 1] = r end
+end
+return out
+)lua";
+
+// ARGV[7..]: state names. Returns {per-state counts..., {queue, depth}..., due}.
+inline constexpr const char* kCounts = R"lua(
+local out = {}
+for i = 7, #ARGV do out[#out + 1] = redis.call('ZCARD', P .. 'state:' .. ARGV[i]) end
+local depth = {}
+for _, q in ipairs(redis.call('SMEMBERS', P .. 'queues')) do
+  depth[#depth + 1] = q
+  depth[#depth + 1] = redis.call('XLEN', P .. 'stream:' .. q)
+end
+out[#out + 1] = depth
+out[#out + 1] = redis.call('ZCOUNT', P .. 'scheduled', '-inf', NOW)
+return out
+)lua";
+
+// ARGV[7] id, ARGV[8] tail. 1 when stored, 0 when the job does not exist.
+inline constexpr const char* kSetLogTail = R"lua(
+if redis.call('EXISTS', jk(ARGV[7])) == 0 then return 0 end
+redis.call('HSET', jk(ARGV[7]), 'log_tail', ARGV[8])
+return 1
+)lua";
+
+}  // namespace warmstart::queue::scripts

@@ -1,0 +1,563 @@
+// Integration tests of RedisQueue against real redis-server processes. Each
+// test uses its own key prefix on the shared server and deletes its keys.
+#include "queue/redis_queue.hpp"
+
+#include "common/redis_test_server.hpp"
+#include "support/test_env.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <fcntl.h>
+#include <poll.h>
+
+#include <random>
+
+using namespace warmstart;
+using namespace warmstart::queue;
+using redis::make_args;
+using warmstart::testing::RedisServerProcess;
+using warmstart::testing::run_coro;
+
+namespace {
+
+std::string random_suffix() {
+  static std::mt19937_64 rng{std::random_device{}()};
+  return std::to_string(rng());
+}
+
+// Deletes every key under `prefix` on `url` when the test ends (also on failure).
+struct KeyCleanup {
+  std::string url;
+  std::string prefix;
+  ~KeyCleanup() {
+    auto u = redis::Url::parse(url);
+    redisContext* c = redisConnect(u.host.c_str(), u.port);
+    if (c == nullptr || c->err != 0) {
+      if (c != nullptr) redisFree(c);
+      return;
+    }
+    std::string cursor = "0";
+    do {
+      auto* r = static_cast<redisReply*>(
+          redisCommand(c, "SCAN %s MATCH %s* COUNT 1000", cursor.c_str(), prefix.c_str()));
+      if (r == nullptr || r->type != REDIS_REPLY_ARRAY) break;
+      cursor = r->element[0]->str;
+      for (std::size_t i = 0; i < r->element[1]->elements; ++i) {
+        freeReplyObject(redisCommand(c, "DEL %s", r->element[1]->element[i]->str));
+      }
+      freeReplyObject(r);
+    } while (cursor != "0");
+    redisFree(c);
+  }
+};
+
+RedisQueueOptions options_for(const std::string& url, const std::string& prefix) {
+  RedisQueueOptions o;
+  o.redis.url = redis::Url::parse(url);
+  o.redis.reconnect_min_backoff = 20ms;
+  o.redis.reconnect_max_backoff = 200ms;
+  o.key_prefix = prefix;
+  o.queues = {"default"};
+  return o;
+}
+
+JobSpec job(const std::string& id, int max_attempts = 1) {
+  JobSpec s;
+  s.id = id;
+  s.cmd = {"true"};
+  s.max_attempts = max_attempts;
+  return s;
+}
+
+// Built by functions, not braces: g++ 12 destroys a braced aggregate
+// temporary twice when it appears in a co_await expression.
+JobResult result(JobState state, std::optional<int> exit_code, std::string error) {
+  return JobResult{state, exit_code, std::move(error)};
+}
+RunInfo run_info(std::string image, bool from_snapshot, bool fallback, std::string container,
+                 std::string router) {
+  return RunInfo{std::move(image), from_snapshot, fallback, std::move(container),
+                 std::move(router)};
+}
+
+std::string unique_prefix() {
+  return "test:q:" + random_suffix() + ":";
+}
+
+// Claims until `want` jobs arrived or `limit` passed.
+awaitable<std::vector<ClaimedJob>> claim_n(Queue& q, const std::string& consumer, std::size_t want,
+                                           Duration limit = 5s) {
+  std::vector<ClaimedJob> out;
+  auto until = Clock::now() + limit;
+  while (out.size() < want && Clock::now() < until) {
+    auto got = co_await q.claim(consumer, want - out.size(), 200ms);
+    for (auto& j : got) out.push_back(std::move(j));
+  }
+  co_return out;
+}
+
+}  // namespace
+
+TEST_CASE("enqueue is idempotent by id", "[queue]") {
+  const std::string prefix = unique_prefix();
+  KeyCleanup cleanup{testing::redis_url(), prefix};
+  run_coro([&]() -> awaitable<void> {
+    RedisQueue q(co_await net::this_coro::executor, options_for(testing::redis_url(), prefix));
+    auto first = co_await q.enqueue(job("same-id"));
+    CHECK(first.created);
+    CHECK(first.record.state == JobState::queued);
+    JobSpec changed = job("same-id");
+    changed.cmd = {"false"};
+    auto second = co_await q.enqueue(changed);
+    CHECK_FALSE(second.created);
+    CHECK(second.record.id == "same-id");
+    CHECK(second.record.spec.cmd == std::vector<std::string>{"true"});  // the original
+    auto len = co_await q.client()->command(make_args("XLEN", q.stream_key("default")));
+    CHECK(len.as_integer() == 1);
+    auto counts = co_await q.counts();
+    CHECK(counts.by_state[JobState::queued] == 1);
+    auto events = co_await q.read_events("", 10);
+    REQUIRE(events.size() == 1);
+    CHECK(events[0].body["type"] == "job.queued");
+    CHECK(events[0].body["job"] == "same-id");
+    CHECK(events[0].body["id"] == events[0].id);
+  });
+}
+
+TEST_CASE("claim then mark_running then finish acks the job and records the result", "[queue]") {
+  const std::string prefix = unique_prefix();
+  KeyCleanup cleanup{testing::redis_url(), prefix};
+  run_coro([&]() -> awaitable<void> {
+    RedisQueue q(co_await net::this_coro::executor, options_for(testing::redis_url(), prefix));
+    co_await q.enqueue(job("j1"));
+    auto claimed = co_await claim_n(q, "router-a", 1);
+    REQUIRE(claimed.size() == 1);
+    CHECK(claimed[0].record.id == "j1");
+    CHECK(claimed[0].record.state == JobState::running);
+    CHECK(claimed[0].record.attempts == 1);
+    CHECK(claimed[0].lease.attempt == 1);
+    auto none = co_await q.claim("router-b", 10, 0ms);
+    CHECK(none.empty());
+
+    auto info = run_info("worker:1", true, false, "c-123", "router-a");
+    auto running = co_await q.mark_running(claimed[0].lease, std::move(info));
+    CHECK(running.container_id == "c-123");
+    CHECK(running.from_snapshot);
+    CHECK(running.started_at.has_value());
+    co_await q.set_log_tail("j1", "line 1\nline 2\n");
+    auto arg1 = result(JobState::succeeded, 0, "");
+    auto done = co_await q.finish(claimed[0].lease, std::move(arg1));
+    CHECK(done.state == JobState::succeeded);
+    CHECK(done.exit_code == 0);
+    CHECK(done.finished_at.has_value());
+    CHECK(done.log_tail == "line 1\nline 2\n");
+
+    auto pending =
+        co_await q.client()->command(make_args("XPENDING", q.stream_key("default"), "routers"));
+    CHECK(pending.as_array().at(0).as_integer() == 0);
+    auto len = co_await q.client()->command(make_args("XLEN", q.stream_key("default")));
+    CHECK(len.as_integer() == 0);
+    auto ttl = co_await q.client()->command(make_args("TTL", q.job_key("j1")));
+    CHECK(ttl.as_integer() > 6 * 24 * 3600);
+    auto listed = co_await q.list(JobState::succeeded, 10);
+    REQUIRE(listed.size() == 1);
+    CHECK(listed[0].id == "j1");
+    auto counts = co_await q.counts();
+    CHECK(counts.by_state[JobState::succeeded] == 1);
+    CHECK(counts.by_state[JobState::running] == 0);
+    CHECK(counts.depth["default"] == 0);
+
+    std::vector<std::string> types;
+    for (auto& e : co_await q.read_events("0", 100)) types.push_back(e.body["type"]);
+    CHECK(types == std::vector<std::string>{"job.queued", "job.started", "job.succeeded"});
+    // Resume after the first event (SSE Last-Event-ID).
+    auto all = co_await q.read_events("", 100);
+    auto rest = co_await q.read_events(all[0].id, 100);
+    CHECK(rest.size() == 2);
+    // A second report after the ack changes nothing.
+    auto arg2 = result(JobState::failed, 1, "late");
+    auto again = co_await q.finish(claimed[0].lease, std::move(arg2));
+    CHECK(again.state == JobState::succeeded);
+    CHECK(again.error.empty());
+  });
+}
+
+TEST_CASE("a renewed lease keeps a long job from being reclaimed", "[queue]") {
+  const std::string prefix = unique_prefix();
+  KeyCleanup cleanup{testing::redis_url(), prefix};
+  run_coro([&]() -> awaitable<void> {
+    auto ex = co_await net::this_coro::executor;
+    auto o = options_for(testing::redis_url(), prefix);
+    o.lease_timeout = 1s;
+    RedisQueue a(ex, o);
+    RedisQueue b(ex, o);
+    co_await a.enqueue(job("long"));
+    auto claimed = co_await claim_n(a, "router-a", 1);
+    REQUIRE(claimed.size() == 1);
+    // The job "runs" 5 s; a heartbeats every lease/3 while b tries to reclaim.
+    auto until = Clock::now() + 5s;
+    auto next_beat = Clock::now();
+    std::size_t stolen = 0;
+    while (Clock::now() < until) {
+      if (Clock::now() >= next_beat) {
+        auto lost =
+            co_await a.renew_leases("router-a", std::vector<LeaseHandle>(1, claimed[0].lease));
+        CHECK(lost.empty());
+        next_beat += 333ms;
+      }
+      stolen += (co_await b.reclaim_expired("router-b", 10)).size();
+      co_await sleep_for(50ms);  // pacing of the loop, not synchronization
+    }
+    CHECK(stolen == 0);
+    auto arg3 = result(JobState::succeeded, 0, "");
+    auto done = co_await a.finish(claimed[0].lease, std::move(arg3));
+    CHECK(done.state == JobState::succeeded);
+    CHECK(done.router_id == "router-a");
+  });
+}
+
+TEST_CASE("a consumer killed with SIGKILL has its job reclaimed within lease + 1 s", "[queue]") {
+  const std::string prefix = unique_prefix();
+  KeyCleanup cleanup{testing::redis_url(), prefix};
+  const auto lease = 1500ms;
+  // Start the consumer process, with its stdout on a pipe.
+  int out[2];
+  REQUIRE(::pipe(out) == 0);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, out[1], 1);
+  posix_spawn_file_actions_addclose(&actions, out[0]);
+  std::vector<std::string> args{
+      QUEUE_TEST_CONSUMER, testing::redis_url(), prefix,
+      "default",           "doomed-router",      std::to_string(lease.count())};
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  run_coro([&]() -> awaitable<void> {
+    RedisQueue q(co_await net::this_coro::executor, options_for(testing::redis_url(), prefix));
+    co_await q.enqueue(job("orphan"));
+  });
+  pid_t pid = -1;
+  REQUIRE(posix_spawn(&pid, QUEUE_TEST_CONSUMER, &actions, nullptr, argv.data(), environ) == 0);
+  posix_spawn_file_actions_destroy(&actions);
+  ::close(out[1]);
+  // Wait (bounded) for "CLAIMED orphan".
+  std::string line;
+  pollfd pfd{out[0], POLLIN, 0};
+  auto until = std::chrono::steady_clock::now() + 10s;
+  while (line.find('\n') == std::string::npos && std::chrono::steady_clock::now() < until) {
+    if (::poll(&pfd, 1, 200) == 1) {
+      char buf[256];
+      ssize_t n = ::read(out[0], buf, sizeof buf);
+      if (n <= 0) break;
+      line.append(buf, static_cast<std::size_t>(n));
+    }
+  }
+  ::close(out[0]);
+  ::kill(pid, SIGKILL);
+  ::waitpid(pid, nullptr, 0);
+  auto killed_at = Clock::now();
+  REQUIRE(line == "CLAIMED orphan\n");
+
+  run_coro([&]() -> awaitable<void> {
+    auto o = options_for(testing::redis_url(), prefix);
+    o.lease_timeout = lease;
+    RedisQueue q(co_await net::this_coro::executor, o);
+    auto before = co_await q.get("orphan");
+    REQUIRE(before);
+    CHECK(before->state == JobState::running);
+    CHECK(before->router_id == "doomed-router");
+    std::vector<ClaimedJob> got;
+    while (got.empty() && Clock::now() < killed_at + lease + 1s) {
+      got = co_await q.reclaim_expired("rescuer", 10);
+      if (got.empty()) co_await sleep_for(100ms);  // a router's reclaim tick
+    }
+    auto took = Clock::now() - killed_at;
+    REQUIRE(got.size() == 1);
+    CHECK(took <= lease + 1s);
+    CHECK(got[0].record.id == "orphan");
+    CHECK(got[0].record.router_id == "rescuer");
+    CHECK(got[0].lease.consumer == "rescuer");
+    auto arg4 = result(JobState::succeeded, 0, "");
+    auto done = co_await q.finish(got[0].lease, std::move(arg4));
+    CHECK(done.state == JobState::succeeded);
+  });
+}
+
+TEST_CASE("a failed attempt is retried after the backoff and fails when attempts are spent",
+          "[queue]") {
+  const std::string prefix = unique_prefix();
+  KeyCleanup cleanup{testing::redis_url(), prefix};
+  run_coro([&]() -> awaitable<void> {
+    auto o = options_for(testing::redis_url(), prefix);
+    o.retry_backoff.initial = 600ms;
+    o.retry_backoff.jitter = 0;
+    RedisQueue q(co_await net::this_coro::executor, o);
+    co_await q.enqueue(job("flaky", 2));
+    auto first = co_await claim_n(q, "r", 1);
+    REQUIRE(first.size() == 1);
+    auto scheduled = co_await q.fail_attempt(first[0].lease, "exit 1", true);
+    auto failed_at = Clock::now();
+    CHECK(scheduled.state == JobState::scheduled);
+    CHECK(scheduled.error == "exit 1");
+    REQUIRE(scheduled.due_at.has_value());
+    // Not before the delay...
+    {
+      auto r_ = co_await q.claim("r", 1, 0ms);
+      CHECK(r_.empty());
+    }
+    // ...but right after it (claim's block is cut to the due time).
+    auto second = co_await q.claim("r", 1, 5s);
+    auto waited = Clock::now() - failed_at;
+    REQUIRE(second.size() == 1);
+    CHECK(waited >= 590ms);
+    CHECK(waited < 2s);
+    CHECK(second[0].record.attempts == 2);
+    CHECK(second[0].lease.attempt == 2);
+
+    auto final_record = co_await q.fail_attempt(second[0].lease, "exit 1", true);
+    CHECK(final_record.state == JobState::failed);
+    CHECK(final_record.error == "exit 1 (attempts exhausted: 2/2)");
+    CHECK(final_record.finished_at.has_value());
+    auto dead = co_await q.dead_letters(10);
+    REQUIRE(dead.size() == 1);
+    CHECK(dead[0].id == "flaky");
+
+    bool saw_retry = false;
+    for (auto& e : co_await q.read_events("", 100)) {
+      if (e.body["type"] == "job.retry_scheduled") {
+        saw_retry = true;
+        CHECK(e.body["attempt"] == 1);
+        CHECK(e.body["delay_s"].get<double>() == Approx(0.6));
+      }
+    }
+    CHECK(saw_retry);
+    // Not retryable: terminal at once even with attempts left.
+    co_await q.enqueue(job("fatal", 5));
+    auto f = co_await claim_n(q, "r", 1);
+    REQUIRE(f.size() == 1);
+    auto rec = co_await q.fail_attempt(f[0].lease, "invalid image", false);
+    CHECK(rec.state == JobState::failed);
+    CHECK(rec.error == "invalid image");
+  });
+}
+
+TEST_CASE("cancel of a queued or scheduled job: it never dispatches", "[queue]") {
+  const std::string prefix = unique_prefix();
+  KeyCleanup cleanup{testing::redis_url(), prefix};
+  run_coro([&]() -> awaitable<void> {
+    auto o = options_for(testing::redis_url(), prefix);
+    o.retry_backoff.initial = 100ms;
+    RedisQueue q(co_await net::this_coro::executor, o);
+    co_await q.enqueue(job("c1"));
+    auto r = co_await q.cancel("c1");
+    CHECK(r.outcome == CancelOutcome::cancelled);
+    CHECK(r.previous_state == JobState::queued);
+    {
+      auto r_ = co_await q.claim("r", 10, 300ms);
+      CHECK(r_.empty());
+    }
+    auto rec = co_await q.get("c1");
+    CHECK(rec->state == JobState::cancelled);
+    {
+      auto r_ = co_await q.cancel("c1");
+      CHECK(r_.outcome == CancelOutcome::already_finished);
+    }
+    {
+      auto r_ = co_await q.cancel("nope");
+      CHECK(r_.outcome == CancelOutcome::not_found);
+    }
+
+    co_await q.enqueue(job("c2", 3));
+    auto c = co_await claim_n(q, "r", 1);
+    REQUIRE(c.size() == 1);
+    co_await q.fail_attempt(c[0].lease, "boom", true);
+    {
+      auto r_ = co_await q.cancel("c2");
+      CHECK(r_.previous_state == JobState::scheduled);
+    }
+    // Past the 100 ms backoff: still nothing.
+    {
+      auto r_ = co_await q.claim("r", 10, 500ms);
+      CHECK(r_.empty());
+    }
+    {
+      auto r_ = co_await q.get("c2");
+      CHECK(r_->state == JobState::cancelled);
+    }
+  });
+}
+
+TEST_CASE("cancel of a running job tells its router at once", "[queue]") {
+  const std::string prefix = unique_prefix();
+  KeyCleanup cleanup{testing::redis_url(), prefix};
+  run_coro([&]() -> awaitable<void> {
+    auto ex = co_await net::this_coro::executor;
+    RedisQueue q(ex, options_for(testing::redis_url(), prefix));
+    std::vector<std::pair<std::string, std::string>> heard;
+    net::steady_timer heard_signal(ex, Clock::time_point::max());
+    auto sub = q.subscribe_cancellations([&](const std::string& job_id, const std::string& router) {
+      heard.emplace_back(job_id, router);
+      heard_signal.cancel();
+    });
+    {
+      auto r_ = co_await sub->wait_ready(5s);
+      REQUIRE(r_);
+    }
+    co_await q.enqueue(job("busy"));
+    auto c = co_await claim_n(q, "router-x", 1);
+    REQUIRE(c.size() == 1);
+    auto arg5 = run_info("img", false, false, "c-9", "router-x");
+    co_await q.mark_running(c[0].lease, std::move(arg5));
+    auto r = co_await q.cancel("busy");
+    CHECK(r.outcome == CancelOutcome::router_notified);
+    heard_signal.expires_after(5s);
+    co_await heard_signal.async_wait(net::as_tuple(use_awaitable));
+    REQUIRE(heard.size() == 1);
+    CHECK(heard[0] == std::pair<std::string, std::string>{"busy", "router-x"});
+    {
+      auto r_ = co_await q.get("busy");
+      CHECK(r_->state == JobState::cancelled);
+    }
+    // The router stops the container and reports; the state stays cancelled.
+    auto arg6 = result(JobState::cancelled, 137, "stopped");
+    auto done = co_await q.finish(c[0].lease, std::move(arg6));
+    CHECK(done.state == JobState::cancelled);
+    auto pending =
+        co_await q.client()->command(make_args("XPENDING", q.stream_key("default"), "routers"));
+    CHECK(pending.as_array().at(0).as_integer() == 0);
+  });
+}
+
+TEST_CASE("1000 malformed raw entries end failed and the consumer keeps going", "[queue]") {
+  const std::string prefix = unique_prefix();
+  KeyCleanup cleanup{testing::redis_url(), prefix};
+  run_coro([&]() -> awaitable<void> {
+    RedisQueue q(co_await net::this_coro::executor, options_for(testing::redis_url(), prefix));
+    const std::vector<std::string> bad = {
+        "{not json",
+        R"({"cmd": []})",
+        R"({"cmd": ["sh"], "privileged": true})",
+        R"({"cmd": ["sh"], "binds": ["/:/h"]})",
+        R"({"cmd": ["sh"], "network_mode": "host"})",
+        R"({"id": "x y", "cmd": ["sh"]})",
+        R"([1, 2])",
+        R"({"cmd": ["sh"], "max_attempts": 0})",
+        std::string("\xff\xfe", 2),
+    };
+    std::vector<std::string> reasons_expected;
+    for (int i = 0; i < 1000; ++i) {
+      if (i % 10 == 9) {
+        co_await q.client()->command(make_args("XADD", q.stream_key("default"), "*", "other", "x"));
+      } else {
+        co_await q.client()->command(
+            make_args("XADD", q.stream_key("default"), "*", "job", bad[i % bad.size()]));
+      }
+    }
+    co_await q.enqueue(job("valid-after"));
+    std::vector<ClaimedJob> got;
+    auto until = Clock::now() + 30s;
+    while (got.empty() && Clock::now() < until) got = co_await q.claim("r", 100, 100ms);
+    REQUIRE(got.size() == 1);
+    CHECK(got[0].record.id == "valid-after");
+    auto failed = co_await q.list(JobState::failed, 2000);
+    CHECK(failed.size() == 1000);
+    std::size_t with_reason = 0;
+    for (auto& f : failed) with_reason += !f.error.empty();
+    CHECK(with_reason == 1000);
+    bool saw_privileged = false;
+    for (auto& f : failed) {
+      saw_privileged =
+          saw_privileged || f.error == "invalid job: privileged containers are not allowed";
+    }
+    CHECK(saw_privileged);
+    auto arg7 = result(JobState::succeeded, 0, "");
+    co_await q.finish(got[0].lease, std::move(arg7));
+    auto len = co_await q.client()->command(make_args("XLEN", q.stream_key("default")));
+    CHECK(len.as_integer() == 0);
+    auto pending =
+        co_await q.client()->command(make_args("XPENDING", q.stream_key("default"), "routers"));
+    CHECK(pending.as_array().at(0).as_integer() == 0);
+  });
+}
+
+TEST_CASE("a valid raw entry without an id is adopted and runs", "[queue]") {
+  const std::string prefix = unique_prefix();
+  KeyCleanup cleanup{testing::redis_url(), prefix};
+  run_coro([&]() -> awaitable<void> {
+    RedisQueue q(co_await net::this_coro::executor, options_for(testing::redis_url(), prefix));
+    co_await q.client()->command(
+        make_args("XADD", q.stream_key("default"), "*", "job", R"({"cmd": ["echo", "hi"]})"));
+    auto got = co_await claim_n(q, "r", 1);
+    REQUIRE(got.size() == 1);
+    CHECK(got[0].record.spec.cmd == std::vector<std::string>{"echo", "hi"});
+    CHECK(got[0].record.id.rfind("s-default-", 0) == 0);
+    auto arg8 = result(JobState::succeeded, 0, "");
+    co_await q.finish(got[0].lease, std::move(arg8));
+  });
+}
+
+TEST_CASE("redis-server restarted with AOF - the queue reconnects and loses no job", "[queue]") {
+  const std::string prefix = "test:q:aof:";
+  RedisServerProcess server(testing::run_dir() + "/queue-aof-" + random_suffix(),
+                            {"--appendonly", "yes", "--appendfsync", "always"});
+  server.start();
+  run_coro([&]() -> awaitable<void> {
+    RedisQueue q(co_await net::this_coro::executor, options_for(server.url(), prefix));
+    for (int i = 0; i < 50; ++i) co_await q.enqueue(job("aof-" + std::to_string(i)));
+    auto first = co_await claim_n(q, "r", 10);
+    REQUIRE(first.size() == 10);
+    auto arg9 = result(JobState::succeeded, 0, "");
+    for (auto& j : first) co_await q.finish(j.lease, std::move(arg9));
+    // Claimed but unfinished when the server goes down: must survive too.
+    auto held = co_await claim_n(q, "r", 5);
+    REQUIRE(held.size() == 5);
+
+    server.stop();
+    bool down = false;
+    try {
+      co_await q.get("aof-0");
+    } catch (const redis::ConnectionError&) {
+      down = true;
+    }
+    CHECK(down);
+    server.start();
+
+    auto arg10 = result(JobState::succeeded, 0, "");
+    for (auto& j : held) co_await q.finish(j.lease, std::move(arg10));
+    auto rest = co_await claim_n(q, "r", 35, 10s);
+    CHECK(rest.size() == 35);
+    auto arg11 = result(JobState::succeeded, 0, "");
+    for (auto& j : rest) co_await q.finish(j.lease, std::move(arg11));
+    auto counts = co_await q.counts();
+    CHECK(counts.by_state[JobState::succeeded] == 50);
+    CHECK(counts.by_state[JobState::queued] == 0);
+    CHECK(counts.by_state[JobState::running] == 0);
+  });
+  server.stop();
+}
+
+TEST_CASE("a queue command against a frozen server fails at its deadline", "[queue]") {
+  RedisServerProcess server(testing::run_dir() + "/queue-frozen-" + random_suffix(), {});
+  server.start();
+  run_coro([&]() -> awaitable<void> {
+    auto o = options_for(server.url(), "test:q:frozen:");
+    o.redis.command_timeout = 400ms;
+    RedisQueue q(co_await net::this_coro::executor, o);
+    co_await q.enqueue(job("ice"));
+    server.freeze();
+    auto started = Clock::now();
+    try {
+      co_await q.get("ice");
+      FAIL("get on a frozen server returned");
+    } catch (const redis::ConnectionError& e) {
+      CHECK(e.command() == "HGETALL");
+      CHECK_THAT(e.what(), Catch::Contains("deadline of 400 ms exceeded"));
+    }
+    CHECK(Clock::now() - started < 2s);
+    server.thaw();
+    auto rec = co_await q.get("ice");
+    CHECK(rec.has_value());
+  });
+  server.stop();
+}

@@ -1,0 +1,115 @@
+#include "queue/validation.hpp"
+
+#include <catch2/catch.hpp>
+
+using namespace warmstart::queue;
+
+namespace {
+// The reason a job is rejected for, or "ok".
+std::string verdict(const std::string& text) {
+  Validated v = validate_job_text(text);
+  return v.ok() ? "ok" : v.reason;
+}
+}  // namespace
+
+TEST_CASE("a minimal job is valid and gets a unique id", "[unit][validation]") {
+  Validated a = validate_job_text(R"({"cmd": ["true"]})");
+  Validated b = validate_job_text(R"({"cmd": ["true"]})");
+  REQUIRE(a.ok());
+  REQUIRE(b.ok());
+  CHECK(is_valid_job_id(a.spec->id));
+  CHECK(a.spec->id.rfind("j-", 0) == 0);
+  CHECK(a.spec->id != b.spec->id);
+  CHECK(a.id == a.spec->id);
+}
+
+TEST_CASE("the full DESIGN.md example validates", "[unit][validation]") {
+  Validated v = validate_job_text(R"({ "id": "repo-42:build.7", "queue": "default",
+    "image": "worker:latest", "cmd": ["sh", "-c", "make test"], "env": {"KEY": "value"},
+    "snapshot": {"key": "repo-42/branch-main", "reuse": true, "commit": true},
+    "timeout_s": 1800, "max_attempts": 1, "concurrency_key": "repo-42",
+    "resources": {"memory_mb": 1024, "cpus": 1.0, "pids": 512}, "labels": {"team": "x"} })");
+  REQUIRE(v.ok());
+  CHECK(v.spec->id == "repo-42:build.7");
+  CHECK(v.spec->snapshot->key == "repo-42/branch-main");
+}
+
+TEST_CASE("schema violations are rejected with a one-line reason", "[unit][validation]") {
+  CHECK(verdict("{") == "job is not valid JSON");
+  CHECK(verdict("[1]") == "a job must be a JSON object");
+  CHECK(verdict(R"({})") == "cmd is missing");
+  CHECK(verdict(R"({"cmd": []})") == "cmd must be a non-empty array of strings");
+  CHECK(verdict(R"({"cmd": "ls"})") == "cmd must be a non-empty array of strings");
+  CHECK(verdict(R"({"cmd": ["ls", 1]})") == "cmd must be a non-empty array of strings");
+  CHECK(verdict(R"({"cmd": [""]})") == "cmd[0] must not be empty");
+  CHECK(verdict(R"({"cmd": ["ls"], "id": "a b"})") == "id must match [A-Za-z0-9._:-]{1,128}");
+  CHECK(verdict(R"({"cmd": ["ls"], "id": "a_b"})") == "id must match [A-Za-z0-9._:-]{1,128}");
+  CHECK(verdict(R"({"cmd": ["ls"], "id": ""})") == "id must match [A-Za-z0-9._:-]{1,128}");
+  CHECK(verdict(R"({"cmd": ["ls"], "id": ")" + std::string(129, 'a') + "\"}") ==
+        "id must match [A-Za-z0-9._:-]{1,128}");
+  CHECK(verdict(R"({"cmd": ["ls"], "id": ")" + std::string(128, 'a') + "\"}") == "ok");
+  CHECK(verdict(R"({"cmd": ["ls"], "env": {"1A": "x"}})") ==
+        "env key \"1A\" must match [A-Za-z_][A-Za-z0-9_]*");
+  CHECK(verdict(R"({"cmd": ["ls"], "env": {"A-B": "x"}})") ==
+        "env key \"A-B\" must match [A-Za-z_][A-Za-z0-9_]*");
+  CHECK(verdict(R"({"cmd": ["ls"], "env": {"_A1": "x"}})") == "ok");
+  CHECK(verdict(R"({"cmd": ["ls"], "env": {"A": 1}})") == "env.A must be a string");
+  CHECK(verdict(R"({"cmd": ["ls"], "timeout_s": 0})") == "timeout_s must be in 1..2592000, got 0");
+  CHECK(verdict(R"({"cmd": ["ls"], "timeout_s": "30m"})") == "timeout_s must be an integer");
+  CHECK(verdict(R"({"cmd": ["ls"], "max_attempts": 0})") ==
+        "max_attempts must be in 1..100, got 0");
+  CHECK(verdict(R"({"cmd": ["ls"], "max_attempts": 101})") ==
+        "max_attempts must be in 1..100, got 101");
+  CHECK(verdict(R"({"cmd": ["ls"], "max_attempts": 100})") == "ok");
+  CHECK(verdict(R"({"cmd": ["ls"], "resources": {"memory_mb": 1}})") ==
+        "memory_mb must be in 6..1048576, got 1");
+  CHECK(verdict(R"({"cmd": ["ls"], "resources": {"cpus": 0}})") ==
+        "resources.cpus must be in 0.01..1024");
+  CHECK(verdict(R"({"cmd": ["ls"], "resources": {"pids": -1}})") ==
+        "pids must be in 1..4194304, got -1");
+  CHECK(verdict(R"({"cmd": ["ls"], "resources": {"gpus": 1}})") ==
+        "unknown field \"resources.gpus\"");
+  CHECK(verdict(R"({"cmd": ["ls"], "snapshot": {"reuse": true}})") == "snapshot.key is missing");
+  CHECK(verdict(R"({"cmd": ["ls"], "snapshot": {"key": "a b"}})") ==
+        "snapshot.key must match [A-Za-z0-9._:/@+_-]{1,256}");
+  CHECK(verdict(R"({"cmd": ["ls"], "snapshot": {"key": "k", "reuse": "yes"}})") ==
+        "snapshot.reuse must be true or false");
+  CHECK(verdict(R"({"cmd": ["ls"], "labels": {"warmstart.job": "x"}})") ==
+        "label keys starting with warmstart. are reserved");
+  CHECK(verdict(R"({"cmd": ["ls"], "colour": "red"})") == "unknown field \"colour\"");
+  CHECK(verdict(R"({"cmd": ["ls"], "image": "a b"})") == "image must not contain whitespace");
+  CHECK(verdict(R"({"cmd": ["ls"], "queue": "q/1"})") == "queue must match [A-Za-z0-9._:-]{1,128}");
+}
+
+TEST_CASE("privilege requests are rejected with a reason", "[unit][validation]") {
+  CHECK(verdict(R"({"cmd": ["ls"], "privileged": true})") ==
+        "privileged containers are not allowed");
+  CHECK(verdict(R"({"cmd": ["ls"], "binds": ["/:/host"]})") ==
+        "host binds and mounts are not allowed");
+  CHECK(verdict(R"({"cmd": ["ls"], "network_mode": "host"})") == "host network is not allowed");
+  CHECK(verdict(R"({"cmd": ["ls"], "network_mode": "bridge"})") ==
+        "network_mode is set by the router's configuration, not by a job");
+  CHECK(verdict(R"({"cmd": ["ls"], "cap_add": ["SYS_ADMIN"]})") ==
+        "adding capabilities is not allowed");
+  CHECK(verdict(R"({"cmd": ["ls"], "HostConfig": {}})") == "HostConfig is not allowed in a job");
+  // Asking for nothing is not a privilege request, but still not a job field.
+  CHECK(verdict(R"({"cmd": ["ls"], "privileged": false})") == "unknown field \"privileged\"");
+}
+
+TEST_CASE("the payload size limit applies to the JSON text", "[unit][validation]") {
+  ValidationOptions small;
+  small.max_payload_bytes = 100;
+  std::string big = R"({"cmd": ["echo", ")" + std::string(200, 'x') + "\"]}";
+  Validated v = validate_job_text(big, small);
+  CHECK_FALSE(v.ok());
+  CHECK(v.reason == "job is " + std::to_string(big.size()) + " bytes; the limit is 100");
+  CHECK(validate_job_text(big).ok());  // default limit: 256 KiB
+  std::string huge = R"({"cmd": ["echo", ")" + std::string(300 * 1024, 'x') + "\"]}";
+  CHECK_THAT(validate_job_text(huge).reason, Catch::EndsWith("the limit is 262144"));
+}
+
+TEST_CASE("a rejected job still reports its id when readable", "[unit][validation]") {
+  Validated v = validate_job_text(R"({"id": "bad-1", "cmd": []})");
+  CHECK_FALSE(v.ok());
+  CHECK(v.id == "bad-1");
+}

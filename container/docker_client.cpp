@@ -220,7 +220,7 @@ awaitable<void> DockerClient::ensure_version() {
 }
 
 awaitable<HttpResult> DockerClient::call(const char* operation, HttpRequest r) {
-  auto self = shared_from_this();  // the client outlives every call in flight
+  auto self = shared_from_this();  // alive until the operation ends
   co_await ensure_version();
   r.target = version_prefix_ + r.target;
   if (r.timeout.count() == 0) r.timeout = options_.request_timeout;
@@ -229,6 +229,7 @@ awaitable<HttpResult> DockerClient::call(const char* operation, HttpRequest r) {
 }
 
 awaitable<json> DockerClient::call_json(const char* operation, HttpRequest r) {
+  auto self = shared_from_this();  // alive until the operation ends
   HttpResult result = co_await call(operation, std::move(r));
   auto parsed = json::parse(result.body, nullptr, /*allow_exceptions=*/false);
   if (parsed.is_discarded()) {
@@ -239,7 +240,7 @@ awaitable<json> DockerClient::call_json(const char* operation, HttpRequest r) {
 }
 
 awaitable<std::string> DockerClient::ping() {
-  auto self = shared_from_this();
+  auto self = shared_from_this();  // alive until the operation ends
   HttpRequest r = request("GET", "/_ping");
   r.timeout = options_.request_timeout;
   HttpResult result =
@@ -253,6 +254,7 @@ awaitable<std::string> DockerClient::ping() {
 }
 
 awaitable<EngineInfo> DockerClient::info() {
+  auto self = shared_from_this();  // alive until the operation ends
   json j = co_await call_json("info", request("GET", "/info"));
   EngineInfo info;
   info.id = j.value("ID", "");
@@ -263,20 +265,24 @@ awaitable<EngineInfo> DockerClient::info() {
 }
 
 awaitable<json> DockerClient::inspect_image_raw(std::string ref) {
+  auto self = shared_from_this();  // alive until the operation ends
   co_return co_await call_json("image inspect",
                                request("GET", "/images/" + path_part(ref) + "/json"));
 }
 
 awaitable<ImageInfo> DockerClient::inspect_image(std::string ref) {
+  auto self = shared_from_this();  // alive until the operation ends
   co_return parse_image_inspect(co_await inspect_image_raw(std::move(ref)));
 }
 
 awaitable<void> DockerClient::remove_image(std::string ref, bool force) {
+  auto self = shared_from_this();  // alive until the operation ends
   co_await call("image remove",
                 request("DELETE", "/images/" + path_part(ref) + "?force=" + (force ? "1" : "0")));
 }
 
 awaitable<std::vector<ImageSummary>> DockerClient::list_images(std::vector<std::string> labels) {
+  auto self = shared_from_this();  // alive until the operation ends
   std::string target = "/images/json";
   if (auto f = label_filters_json(labels); !f.empty()) target += "?filters=" + url_encode(f);
   json j = co_await call_json("image list", request("GET", target));
@@ -286,6 +292,7 @@ awaitable<std::vector<ImageSummary>> DockerClient::list_images(std::vector<std::
 }
 
 awaitable<std::string> DockerClient::create_container(ContainerSpec spec) {
+  auto self = shared_from_this();  // alive until the operation ends
   std::string target = "/containers/create";
   if (!spec.name.empty()) target += "?name=" + url_encode(spec.name);
   json j = co_await call_json("container create",
@@ -299,11 +306,13 @@ awaitable<std::string> DockerClient::create_container(ContainerSpec spec) {
 }
 
 awaitable<void> DockerClient::start_container(std::string id) {
+  auto self = shared_from_this();  // alive until the operation ends
   // 304 (already started) is not an error: start is idempotent for the router.
   co_await call("container start", request("POST", "/containers/" + path_part(id) + "/start"));
 }
 
 awaitable<void> DockerClient::stop_container(std::string id, std::chrono::seconds grace) {
+  auto self = shared_from_this();  // alive until the operation ends
   HttpRequest r =
       request("POST", "/containers/" + path_part(id) + "/stop?t=" + std::to_string(grace.count()));
   // The engine answers after the grace period at worst.
@@ -312,11 +321,13 @@ awaitable<void> DockerClient::stop_container(std::string id, std::chrono::second
 }
 
 awaitable<void> DockerClient::kill_container(std::string id, std::string signal) {
+  auto self = shared_from_this();  // alive until the operation ends
   co_await call("container kill", request("POST", "/containers/" + path_part(id) +
                                                       "/kill?signal=" + url_encode(signal)));
 }
 
 awaitable<int> DockerClient::wait_container(std::string id, Duration deadline) {
+  auto self = shared_from_this();  // alive until the operation ends
   HttpRequest r = request("POST", "/containers/" + path_part(id) + "/wait");
   r.timeout = deadline;
   json j = co_await call_json("container wait", std::move(r));
@@ -331,15 +342,18 @@ awaitable<int> DockerClient::wait_container(std::string id, Duration deadline) {
 }
 
 awaitable<json> DockerClient::inspect_container_raw(std::string id) {
+  auto self = shared_from_this();  // alive until the operation ends
   co_return co_await call_json("container inspect",
                                request("GET", "/containers/" + path_part(id) + "/json"));
 }
 
 awaitable<ContainerInfo> DockerClient::inspect_container(std::string id) {
+  auto self = shared_from_this();  // alive until the operation ends
   co_return parse_container_inspect(co_await inspect_container_raw(std::move(id)));
 }
 
 awaitable<Logs> DockerClient::container_logs(std::string id, std::size_t max_bytes) {
+  auto self = shared_from_this();  // alive until the operation ends
   // Every line has at least one byte, so max_bytes + 1 lines hold more than
   // max_bytes whenever the engine cut lines off: `truncated` stays exact.
   HttpRequest r = request("GET", "/containers/" + path_part(id) + "/logs?stdout=1&stderr=1&tail=" +
@@ -351,12 +365,14 @@ awaitable<Logs> DockerClient::container_logs(std::string id, std::size_t max_byt
 }
 
 awaitable<void> DockerClient::remove_container(std::string id, bool force) {
+  auto self = shared_from_this();  // alive until the operation ends
   co_await call("container remove", request("DELETE", "/containers/" + path_part(id) +
                                                           "?v=1&force=" + (force ? "1" : "0")));
 }
 
 awaitable<std::vector<ContainerSummary>> DockerClient::list_containers(
     std::vector<std::string> labels, bool all) {
+  auto self = shared_from_this();  // alive until the operation ends
   std::string target = std::string("/containers/json?all=") + (all ? "1" : "0");
   if (auto f = label_filters_json(labels); !f.empty()) target += "&filters=" + url_encode(f);
   json j = co_await call_json("container list", request("GET", target));
@@ -366,6 +382,7 @@ awaitable<std::vector<ContainerSummary>> DockerClient::list_containers(
 }
 
 awaitable<std::string> DockerClient::commit_container(std::string id, CommitOptions options) {
+  auto self = shared_from_this();  // alive until the operation ends
   if (options.config && options.scrub_container_config) {
     // Export + import: the new image's config is exactly `config`, and no
     // ContainerConfig (with the job's env) is ever written; see CommitOptions.
@@ -404,14 +421,16 @@ awaitable<std::string> DockerClient::commit_container(std::string id, CommitOpti
   std::string target = "/commit?container=" + url_encode(id) + "&repo=" + url_encode(options.repo) +
                        "&tag=" + url_encode(options.tag) + "&pause=" + (options.pause ? "1" : "0");
   if (!options.comment.empty()) target += "&comment=" + url_encode(options.comment);
-  HttpRequest r = options.config ? json_request("POST", target, image_config_body(*options.config))
-                                 : request("POST", target);
+  // (No ?: with class operands in coroutines: g++ 12 miscompiles them.)
+  HttpRequest r = request("POST", target);
+  if (options.config) r = json_request("POST", target, image_config_body(*options.config));
   r.timeout = options_.transfer_timeout;
   json j = co_await call_json("container commit", std::move(r));
   co_return j.value("Id", "");
 }
 
 awaitable<void> DockerClient::export_container(std::string id, std::string path) {
+  auto self = shared_from_this();  // alive until the operation ends
   auto out = std::make_shared<std::ofstream>(path, std::ios::binary | std::ios::trunc);
   if (!*out) {
     throw DockerError("container export", "container export: cannot write " + path);
@@ -442,6 +461,7 @@ awaitable<void> DockerClient::export_container(std::string id, std::string path)
 awaitable<std::string> DockerClient::import_image(std::string path, std::string repo,
                                                   std::string tag,
                                                   std::vector<std::string> changes) {
+  auto self = shared_from_this();  // alive until the operation ends
   std::string target = "/images/create?fromSrc=-&repo=" + url_encode(repo);
   if (!tag.empty()) target += "&tag=" + url_encode(tag);
   for (const auto& change : changes) target += "&changes=" + url_encode(change);

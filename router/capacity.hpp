@@ -22,6 +22,12 @@ class Capacity {
   void acquire_key(const std::string& job_id, const std::string& key);
   // Releases whatever the job holds (slot and key). Safe to call twice.
   void release(const std::string& job_id);
+  // Releases only the slot (the job keeps its concurrency key, e.g. while its
+  // snapshot is committed after the container exited).
+  void release_slot(const std::string& job_id) { holders_.erase(job_id); }
+  // Takes a slot even past the limit: re-attached containers after a restart
+  // run whatever the configured concurrency is now.
+  void force_slot(const std::string& job_id) { holders_.insert(job_id); }
 
   bool holds_slot(const std::string& job_id) const { return holders_.count(job_id) != 0; }
   int running_with_key(const std::string& key) const;

@@ -93,9 +93,9 @@ ws_start_redis() {
 ws_stop_redis() {
   [ -f "$WS_RUN/redis.pid" ] || return 0
   local pid; pid=$(cat "$WS_RUN/redis.pid" 2>/dev/null)
-  [ -n "$pid" ] && kill "$pid" 2>/dev/null
+  [ -n "$pid" ] && { kill "$pid" 2>/dev/null || true; }
   for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -9 "$pid" 2>/dev/null
+  kill -9 "$pid" 2>/dev/null || true
   rm -f "$WS_RUN/redis.pid"
 }
 
@@ -130,17 +130,17 @@ ws_stop_dockerd() {
   local pid
   pid=$(cat "$WS_RUN/dockerd.pid" 2>/dev/null) || true
   if [ -n "$pid" ]; then
-    ws_as_root kill "$pid" 2>/dev/null
+    ws_as_root kill "$pid" 2>/dev/null || true
     for _ in $(seq 1 200); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    ws_as_root kill -9 "$pid" 2>/dev/null
+    ws_as_root kill -9 "$pid" 2>/dev/null || true
   fi
   # The containerd and shims that this dockerd started carry the run dir in argv.
   local p
-  for p in $(pgrep -f -- "$WS_RUN/docker-exec" 2>/dev/null); do ws_as_root kill -9 "$p" 2>/dev/null; done
+  for p in $(pgrep -f -- "$WS_RUN/docker-exec" 2>/dev/null); do ws_as_root kill -9 "$p" 2>/dev/null || true; done
   # Unmount anything left under the run dir (overlay mounts, shm, netns).
   local m
   for m in $(awk -v r="$WS_RUN" 'index($2, r) == 1 {print $2}' /proc/mounts | sort -r); do
-    ws_as_root umount -l "$m" 2>/dev/null
+    ws_as_root umount -l "$m" 2>/dev/null || true
   done
 }
 

@@ -1,0 +1,323 @@
+// The client subcommands: thin over queue::Queue and snapshots::SnapshotCache.
+#include "cli/commands.hpp"
+#include "cli/services.hpp"
+#include "common/time.hpp"
+#include "queue/validation.hpp"
+
+#include <cstdio>
+#include <iostream>
+
+namespace warmstart::cli {
+namespace {
+
+using nlohmann::json;
+using queue::JobState;
+
+router::RouterConfig config_of(const Common& common) {
+  router::RouterConfig c;
+  c.redis_url = common.redis_url;
+  c.docker_host = common.docker_host;
+  c.key_prefix = common.key_prefix;
+  return c;
+}
+
+std::shared_ptr<queue::RedisQueue> open_queue(net::io_context& io, const Common& common) {
+  return std::make_shared<queue::RedisQueue>(io.get_executor(), queue_options(config_of(common)));
+}
+
+std::int64_t parse_memory_mb(const std::string& text) {
+  // "512m", "2g", "1024" (MiB)
+  if (text.empty()) throw std::invalid_argument("--memory: empty");
+  std::string digits = text;
+  std::int64_t factor_mb = 1;
+  const char unit = static_cast<char>(std::tolower(static_cast<unsigned char>(digits.back())));
+  if (unit == 'g') factor_mb = 1024;
+  if (unit == 'm' || unit == 'g') digits.pop_back();
+  std::size_t used = 0;
+  std::int64_t n = 0;
+  try {
+    n = std::stoll(digits, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used != digits.size() || n <= 0) {
+    throw std::invalid_argument("--memory: not a size: \"" + text + "\" (use e.g. 512m, 2g)");
+  }
+  return n * factor_mb;
+}
+
+std::string state_line(const queue::JobRecord& r) {
+  std::string line = r.id + "  " + std::string(queue::to_string(r.state));
+  if (r.exit_code) line += "  exit=" + std::to_string(*r.exit_code);
+  line += "  attempts=" + std::to_string(r.attempts);
+  if (!r.image.empty()) line += "  image=" + r.image;
+  if (r.from_snapshot) line += "  from_snapshot";
+  if (r.snapshot_fallback) line += "  snapshot_fallback";
+  if (!r.error.empty()) line += "  error=\"" + r.error + "\"";
+  return line;
+}
+
+awaitable<queue::JobRecord> must_get(queue::Queue& q, const std::string& id) {
+  auto rec = co_await q.get(id);
+  if (!rec) throw std::runtime_error("no such job: " + id);
+  co_return *rec;
+}
+
+}  // namespace
+
+int run_enqueue(const Common& common, const EnqueueOptions& o) {
+  json job = {{"queue", o.queue}, {"cmd", o.cmd}};
+  if (o.id) job["id"] = *o.id;
+  if (o.image) job["image"] = *o.image;
+  if (o.snapshot_key) {
+    job["snapshot"] = {{"key", *o.snapshot_key}, {"reuse", !o.no_reuse}, {"commit", !o.no_commit}};
+  }
+  try {
+    if (o.timeout) {
+      auto d = parse_duration(*o.timeout);
+      if (!d || d->count() < 1000) {
+        throw std::invalid_argument("--timeout: not a duration of at least 1s: \"" + *o.timeout +
+                                    "\"");
+      }
+      job["timeout_s"] = std::chrono::duration_cast<std::chrono::seconds>(*d).count();
+    }
+    if (o.max_attempts) job["max_attempts"] = *o.max_attempts;
+    if (o.concurrency_key) job["concurrency_key"] = *o.concurrency_key;
+    json env = json::object();
+    for (const auto& kv : o.env) {
+      auto eq = kv.find('=');
+      if (eq == std::string::npos || eq == 0) {
+        throw std::invalid_argument("--env: expected K=V, got \"" + kv + "\"");
+      }
+      env[kv.substr(0, eq)] = kv.substr(eq + 1);
+    }
+    if (!env.empty()) job["env"] = env;
+    json resources = json::object();
+    if (o.memory) resources["memory_mb"] = parse_memory_mb(*o.memory);
+    if (o.cpus) resources["cpus"] = *o.cpus;
+    if (o.pids) resources["pids"] = *o.pids;
+    if (!resources.empty()) job["resources"] = resources;
+  } catch (const std::invalid_argument& e) {
+    std::cerr << "warmstart: " << e.what() << "\n";
+    return usage;
+  }
+  auto checked = queue::validate_job(job);
+  if (!checked.ok()) {
+    std::cerr << "warmstart: invalid job: " << checked.reason << "\n";
+    return usage;
+  }
+  net::io_context io;
+  return run_command(io, [&]() -> awaitable<int> {
+    auto q = open_queue(io, common);
+    auto result = co_await q->enqueue(*checked.spec);
+    std::cout << result.record.id << std::endl;
+    if (!result.created) {
+      std::cerr << "warmstart: job " << result.record.id << " already exists ("
+                << queue::to_string(result.record.state) << "); not enqueued again\n";
+    }
+    co_return ok;
+  });
+}
+
+int run_status(const Common& common, const std::string& job_id, bool as_json) {
+  net::io_context io;
+  return run_command(io, [&]() -> awaitable<int> {
+    auto q = open_queue(io, common);
+    auto rec = co_await must_get(*q, job_id);
+    if (as_json) {
+      std::cout << rec.to_json().dump() << std::endl;
+    } else {
+      std::cout << state_line(rec) << std::endl;
+    }
+    co_return ok;
+  });
+}
+
+int run_wait(const Common& common, const std::string& job_id, const std::string& timeout) {
+  auto limit = parse_duration(timeout);
+  if (!limit) {
+    std::cerr << "warmstart: --timeout: not a duration: \"" << timeout << "\"\n";
+    return usage;
+  }
+  net::io_context io;
+  return run_command(io, [&]() -> awaitable<int> {
+    auto q = open_queue(io, common);
+    const auto until = Clock::now() + *limit;
+    Duration poll = 50ms;
+    while (true) {
+      auto rec = co_await must_get(*q, job_id);
+      if (queue::is_terminal(rec.state)) {
+        if (rec.state == JobState::succeeded) co_return ok;
+        std::cerr << "warmstart: " << state_line(rec) << "\n";
+        co_return failed;
+      }
+      if (Clock::now() >= until) {
+        std::cerr << "warmstart: gave up waiting after " << timeout << ": " << state_line(rec)
+                  << "\n";
+        co_return failed;
+      }
+      co_await sleep_for(poll);
+      poll = std::min<Duration>(poll * 2, 500ms);
+    }
+  });
+}
+
+int run_logs(const Common& common, const std::string& job_id) {
+  net::io_context io;
+  return run_command(io, [&]() -> awaitable<int> {
+    auto q = open_queue(io, common);
+    auto rec = co_await must_get(*q, job_id);
+    std::cout << rec.log_tail;
+    if (!rec.log_tail.empty() && rec.log_tail.back() != '\n') std::cout << '\n';
+    co_return ok;
+  });
+}
+
+int run_cancel(const Common& common, const std::string& job_id) {
+  net::io_context io;
+  return run_command(io, [&]() -> awaitable<int> {
+    auto q = open_queue(io, common);
+    auto r = co_await q->cancel(job_id);
+    switch (r.outcome) {
+      case queue::CancelOutcome::cancelled:
+        std::cout << job_id << " cancelled\n";
+        co_return ok;
+      case queue::CancelOutcome::router_notified:
+        std::cout << job_id << " cancelled (its router stops the container)\n";
+        co_return ok;
+      case queue::CancelOutcome::already_finished:
+        std::cerr << "warmstart: job " << job_id << " already finished ("
+                  << (r.previous_state ? queue::to_string(*r.previous_state) : "?") << ")\n";
+        co_return failed;
+      case queue::CancelOutcome::not_found:
+        break;
+    }
+    std::cerr << "warmstart: no such job: " << job_id << "\n";
+    co_return failed;
+  });
+}
+
+int run_jobs(const Common& common, const std::optional<std::string>& state, bool as_json) {
+  std::vector<JobState> states;
+  if (state) {
+    auto s = queue::parse_state(*state);
+    if (!s) {
+      std::cerr << "warmstart: unknown state \"" << *state << "\"\n";
+      return usage;
+    }
+    states.push_back(*s);
+  } else {
+    states.assign(queue::kAllStates.begin(), queue::kAllStates.end());
+  }
+  net::io_context io;
+  return run_command(io, [&]() -> awaitable<int> {
+    auto q = open_queue(io, common);
+    json all = json::array();
+    for (auto s : states) {
+      auto records = co_await q->list(s, 1000);
+      for (const auto& rec : records) {
+        if (as_json) {
+          all.push_back(rec.to_json());
+        } else {
+          std::cout << state_line(rec) << "\n";
+        }
+      }
+    }
+    if (as_json) std::cout << all.dump() << std::endl;
+    co_return ok;
+  });
+}
+
+namespace {
+
+int with_snapshots(const Common& common,
+                   std::function<awaitable<int>(snapshots::SnapshotCache&)> body) {
+  net::io_context io;
+  return run_command(io, [&]() -> awaitable<int> {
+    auto config = config_of(common);
+    container::DockerClientOptions dopts;
+    dopts.socket_path = router::docker_socket_path(config.docker_host);
+    auto docker = container::DockerClient::create(io.get_executor(), dopts);
+    co_await docker->ping();
+    auto redis = redis::Client::create(io.get_executor(), redis_options(config.redis_url));
+    co_await redis->connect();
+    snapshots::SnapshotCache cache(docker, redis, snapshot_options(config));
+    co_return co_await body(cache);
+  });
+}
+
+}  // namespace
+
+int run_snapshots_list(const Common& common, bool as_json) {
+  return with_snapshots(common, [&](snapshots::SnapshotCache& cache) -> awaitable<int> {
+    auto entries = co_await cache.list();
+    if (as_json) {
+      json all = json::array();
+      for (const auto& e : entries) all.push_back(snapshots::to_json(e));
+      std::cout << all.dump() << std::endl;
+      co_return ok;
+    }
+    const auto now = unix_ms_now();
+    std::printf("%-32s %-44s %10s %8s %6s %6s\n", "KEY", "IMAGE", "SIZE(MB)", "AGE(s)", "USES",
+                "DEPTH");
+    for (const auto& e : entries) {
+      std::printf("%-32s %-44s %10.1f %8lld %6lld %6lld\n", e.key.c_str(), e.image.c_str(),
+                  static_cast<double>(e.size_bytes) / (1024.0 * 1024.0),
+                  static_cast<long long>((now - e.created_ms) / 1000),
+                  static_cast<long long>(e.uses), static_cast<long long>(e.layer_depth));
+    }
+    co_return ok;
+  });
+}
+
+int run_snapshots_rm(const Common& common, const std::string& key) {
+  return with_snapshots(common, [&](snapshots::SnapshotCache& cache) -> awaitable<int> {
+    if (co_await cache.invalidate(key, "manual")) {
+      std::cout << "snapshot " << key << " invalidated\n";
+      co_return ok;
+    }
+    std::cerr << "warmstart: no snapshot with key " << key << "\n";
+    co_return failed;
+  });
+}
+
+int run_snapshots_gc(const Common& common) {
+  return with_snapshots(common, [&](snapshots::SnapshotCache& cache) -> awaitable<int> {
+    auto report = co_await cache.gc();
+    std::cout << "evicted " << report.eviction.evictions.size() << ", images removed "
+              << report.images_removed << ", failures " << report.failures << "\n";
+    co_return report.failures == 0 ? ok : failed;
+  });
+}
+
+int run_events(const Common& common, bool follow, bool as_json) {
+  net::io_context io;
+  return run_command(io, [&]() -> awaitable<int> {
+    auto q = open_queue(io, common);
+    std::string after = "0";
+    while (true) {
+      auto batch = co_await q->read_events(after, 500);
+      for (const auto& ev : batch) {
+        after = ev.id;
+        if (as_json) {
+          std::cout << ev.body.dump() << "\n";
+        } else {
+          std::string line = ev.body.value("ts", "") + "  " + ev.body.value("type", "");
+          for (const auto& [k, v] : ev.body.items()) {
+            if (k == "ts" || k == "type" || k == "id") continue;
+            std::string value = v.dump();
+            if (v.is_string()) value = v.get<std::string>();
+            line += "  " + k + "=" + value;
+          }
+          std::cout << line << "\n";
+        }
+      }
+      std::cout.flush();
+      if (batch.size() == 500) continue;
+      if (!follow) co_return ok;
+      co_await sleep_for(250ms);
+    }
+  });
+}
+
+}  // namespace warmstart::cli

@@ -1,0 +1,55 @@
+// The warmstart subcommands. main.cpp parses flags into these option structs;
+// each run_* returns the process exit code (see ExitCode).
+#pragma once
+#include "router/config.hpp"
+
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace warmstart::cli {
+
+enum ExitCode : int {
+  ok = 0,
+  failed = 1,       // job or operation failed
+  usage = 2,        // usage or bad input (one-line reason on stderr)
+  unreachable = 3,  // cannot reach Redis or Docker
+};
+
+struct Common {
+  std::string redis_url;    // --redis / WARMSTART_REDIS_URL
+  std::string docker_host;  // --docker-host / WARMSTART_DOCKER_HOST (snapshots only)
+  std::string key_prefix = "ws:";
+};
+
+struct EnqueueOptions {
+  std::optional<std::string> id;
+  std::string queue = "default";
+  std::optional<std::string> image;
+  std::optional<std::string> snapshot_key;
+  bool no_reuse = false;
+  bool no_commit = false;
+  std::optional<std::string> timeout;  // "30m"
+  std::optional<int> max_attempts;
+  std::optional<std::string> concurrency_key;
+  std::vector<std::string> env;       // K=V
+  std::optional<std::string> memory;  // "512m"
+  std::optional<double> cpus;
+  std::optional<int> pids;
+  std::vector<std::string> cmd;
+};
+
+int run_router(const std::string& config_file, router::RouterConfig config);
+int run_enqueue(const Common& common, const EnqueueOptions& options);
+int run_status(const Common& common, const std::string& job_id, bool json);
+int run_wait(const Common& common, const std::string& job_id, const std::string& timeout);
+int run_logs(const Common& common, const std::string& job_id);
+int run_cancel(const Common& common, const std::string& job_id);
+int run_jobs(const Common& common, const std::optional<std::string>& state, bool json);
+int run_snapshots_list(const Common& common, bool json);
+int run_snapshots_rm(const Common& common, const std::string& key);
+int run_snapshots_gc(const Common& common);
+int run_events(const Common& common, bool follow, bool json);
+
+}  // namespace warmstart::cli

@@ -1,0 +1,217 @@
+// `warmstart router`: wires Redis, the Docker engine, the snapshot cache, the
+// dispatcher and the HTTP front onto one io_context, handles signals (first
+// SIGTERM drains, the second exits at once) and tells systemd when it is ready.
+#include "api/config.hpp"
+#include "api/http_server.hpp"
+#include "api/metrics.hpp"
+#include "cli/commands.hpp"
+#include "cli/services.hpp"
+#include "common/log.hpp"
+#include "router/api_backend.hpp"
+#include "router/router.hpp"
+
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <iostream>
+
+namespace warmstart::cli {
+namespace {
+
+constexpr Duration metrics_period = 2s;   // gauges from Redis and the router's stats
+constexpr Duration http_stop_grace = 3s;  // in-flight requests finishing at exit
+
+std::string host_name() {
+  char buf[256] = {};
+  if (gethostname(buf, sizeof buf - 1) != 0 || buf[0] == '\0') return "router";
+  return buf;
+}
+
+// [api] and [webhooks.*] of the same file, the listen address from the router's
+// config, the token from WARMSTART_API_TOKEN or [api] token_file.
+api::ServerOptions http_options(const std::string& config_file,
+                                const router::RouterConfig& config) {
+  api::ServerOptions options;
+  if (config_file.empty()) {
+    api::load_api_config(toml::table{}, options);
+  } else {
+    api::load_api_config_file(config_file, options);
+  }
+  options.listen = config.listen;
+  return options;
+}
+
+// Prometheus counters only go up: add what a cumulative source gained.
+void advance(prometheus::Counter& counter, std::uint64_t now, std::uint64_t& last) {
+  if (now > last) counter.Increment(static_cast<double>(now - last));
+  last = now;
+}
+
+void hook_router_metrics(router::Router& router, api::Metrics& metrics) {
+  auto& observers = router.observers();
+  observers.dispatch_latency = [&metrics](double s) { metrics.dispatch_latency().Observe(s); };
+  observers.create_latency = [&metrics](double s) {
+    metrics.container_create_latency().Observe(s);
+  };
+  observers.start_latency = [&metrics](double s) { metrics.container_start_latency().Observe(s); };
+}
+
+// Every `period`: jobs by state and queue depth from Redis, running containers
+// and fallbacks from the router, the snapshot cache's counters.
+awaitable<void> publish_metrics(std::shared_ptr<queue::Queue> queue,
+                                std::shared_ptr<router::Router> router,
+                                std::shared_ptr<snapshots::SnapshotCache> cache,
+                                api::Metrics& metrics, Duration period) {
+  snapshots::CacheMetrics last;
+  std::uint64_t last_fallbacks = 0;
+  bool failing = false;
+  for (;;) {
+    std::optional<queue::QueueCounts> counts;
+    std::string error;
+    try {
+      counts = co_await queue->counts();
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+    if (counts) {
+      for (const auto& [state, n] : counts->by_state) {
+        metrics.jobs(queue::to_string(state)).Set(static_cast<double>(n));
+      }
+      std::int64_t depth = 0;
+      for (const auto& [name, n] : counts->depth) depth += n;
+      metrics.queue_depth().Set(static_cast<double>(depth));
+      if (failing) log::info("metrics: queue counts readable again");
+    } else if (!failing) {
+      log::warn("metrics: queue counts unavailable", {{"error", error}});
+    }
+    failing = !counts;
+
+    const router::RouterStats& stats = router->stats();
+    metrics.running_containers().Set(stats.running);
+    advance(metrics.snapshot_fallbacks(), stats.snapshot_fallbacks, last_fallbacks);
+
+    const snapshots::CacheMetrics now = cache->metrics();
+    advance(metrics.snapshot_hits(), now.hits, last.hits);
+    advance(metrics.snapshot_misses(), now.misses, last.misses);
+    advance(metrics.snapshot_commit_failures(), now.commit_failures, last.commit_failures);
+    advance(metrics.snapshot_evictions(), now.evictions, last.evictions);
+    if (now.commits > last.commits) {
+      // The cache keeps a total, not each duration: the period's commits are
+      // observed at their mean.
+      const auto commits = now.commits - last.commits;
+      const double mean_s =
+          static_cast<double>(now.total_commit_ms - last.total_commit_ms) / 1000.0 / commits;
+      for (std::uint64_t i = 0; i < commits; ++i)
+        metrics.snapshot_commit_duration().Observe(mean_s);
+    }
+    advance(metrics.snapshot_commits(), now.commits, last.commits);
+    last.total_commit_ms = now.total_commit_ms;
+    metrics.snapshot_bytes_cached().Set(static_cast<double>(now.bytes_cached));
+
+    co_await sleep_for(period);
+  }
+}
+
+// Stops accepting, ends event streams, lets in-flight requests finish (bounded).
+awaitable<void> stop_http(api::HttpServer& http, Duration grace) {
+  http.stop();
+  const auto until = Clock::now() + grace;
+  while (http.connection_count() > 0 && Clock::now() < until) co_await sleep_for(50ms);
+  if (http.connection_count() > 0) {
+    log::warn("http connections still open at exit", {{"connections", http.connection_count()}});
+  }
+}
+
+}  // namespace
+
+int run_router(const std::string& config_file, router::RouterConfig config) {
+  log::init(log::parse_level(config.log_level));
+  if (config.router_id.empty()) config.router_id = host_name();
+  // Read before connecting anything: a bad [api]/[webhooks] section is a usage error.
+  const api::ServerOptions server_options = http_options(config_file, config);
+
+  net::io_context io(1);
+  auto ex = io.get_executor();
+
+  auto queue = std::make_shared<queue::RedisQueue>(ex, queue_options(config));
+  container::DockerClientOptions dopts;
+  dopts.socket_path = router::docker_socket_path(config.docker_host);
+  dopts.request_timeout = config.docker_timeout;
+  auto docker = container::DockerClient::create(ex, dopts);
+  auto redis = redis::Client::create(ex, redis_options(config.redis_url));
+
+  auto sopts = snapshot_options(config);
+  sopts.on_event = [ex, queue](nlohmann::json event) {
+    net::co_spawn(
+        ex, [queue, event]() -> awaitable<void> { co_await queue->append_event(event); },
+        net::detached);
+  };
+  auto snapshots = std::make_shared<snapshots::SnapshotCache>(docker, redis, sopts);
+
+  router::RouterDeps deps{queue, docker, snapshots};
+  auto router = std::make_shared<router::Router>(ex, config, deps);
+
+  api::Metrics metrics;
+  hook_router_metrics(*router, metrics);
+  router::ApiBackendOptions backend_options;
+  backend_options.key_prefix = config.key_prefix;
+  router::ApiBackend backend(ex, router::ApiBackendDeps{queue, snapshots, docker, redis, router},
+                             router::ImagePolicy(config.base_image, config.image_allowlist),
+                             backend_options);
+  std::unique_ptr<api::HttpServer> http;
+  if (!server_options.listen.empty()) {
+    http = std::make_unique<api::HttpServer>(io, backend, metrics, server_options);
+  }
+
+  net::signal_set signals(io, SIGINT, SIGTERM);
+  int signal_count = 0;
+  std::function<void()> arm = [&] {
+    signals.async_wait([&](const boost::system::error_code& ec, int sig) {
+      if (ec) return;
+      ++signal_count;
+      if (signal_count == 1) {
+        log::info("signal received: draining (a second signal exits at once)", {{"signal", sig}});
+        sd_notify(0, "STOPPING=1");
+        router->drain();
+        arm();
+      } else {
+        log::warn("second signal: exiting now", {{"signal", sig}});
+        router->stop_now();
+        io.stop();
+      }
+    });
+  };
+  arm();
+
+  int code = ok;
+  net::co_spawn(
+      io,
+      [&]() -> awaitable<void> {
+        co_await with_deadline(docker->ping(), 10s, "docker ping");
+        auto info = co_await docker->info();
+        co_await with_deadline(redis->connect(), 10s, "redis connect");
+        co_await snapshots->start();
+        log::info("connected", {{"docker_engine", info.id},
+                                {"docker_version", info.server_version},
+                                {"api_version", info.api_version},
+                                {"redis", redis::Url::parse(config.redis_url).redacted()},
+                                {"config_file", config_file}});
+        if (http) http->start();  // throws when the address cannot be bound
+        net::co_spawn(ex, publish_metrics(queue, router, snapshots, metrics, metrics_period),
+                      net::detached);
+        sd_notify(0, "READY=1");
+        co_await router->run();
+        // /readyz answered 503 "draining" meanwhile; now the front goes away.
+        if (http) co_await stop_http(*http, http_stop_grace);
+      },
+      [&](std::exception_ptr e) {
+        if (e) code = report_error(e);
+        io.stop();
+      });
+  io.run();
+  log::info("router exited", {{"router", config.router_id}, {"exit_code", code}});
+  return code;
+}
+
+}  // namespace warmstart::cli

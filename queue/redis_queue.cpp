@@ -126,6 +126,10 @@ RedisQueue::RedisQueue(net::any_io_executor executor, RedisQueueOptions options)
 }
 
 RedisQueue::~RedisQueue() {
+  close();
+}
+
+void RedisQueue::close() {
   client_->close();
   blocking_client_->close();
 }

@@ -59,6 +59,10 @@ class RedisQueue final : public Queue {
   awaitable<std::vector<QueueEvent>> read_events(std::string after_id, std::size_t count) override;
   std::unique_ptr<CancelSubscription> subscribe_cancellations(CancelHandler handler) override;
 
+  // Closes both connections (pending commands fail); an io_context with no
+  // other work can then return from run().
+  void close();
+
   // Key names (docs/queue.md).
   std::string stream_key(const std::string& queue) const;
   std::string job_key(const std::string& id) const;

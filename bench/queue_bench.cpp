@@ -1,0 +1,147 @@
+// queue_bench [REDIS_URL] [JOBS] [CONCURRENCY] [CLAIM_BATCH]
+// Throughput of RedisQueue against a real Redis: JOBS no-op jobs enqueued by
+// CONCURRENCY coroutines (pipelined on one connection), then claimed in
+// batches and finished by CONCURRENCY consumers. Prints one JSON object.
+// Keys live under a unique prefix and are deleted at the end.
+#include "common/log.hpp"
+#include "queue/redis_queue.hpp"
+
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+
+using namespace warmstart;
+using namespace warmstart::queue;
+
+namespace {
+
+awaitable<void> delete_prefix(redis::Client& client, const std::string& prefix) {
+  std::string cursor = "0";
+  do {
+    auto scan_args = redis::make_args("SCAN", cursor, "MATCH", prefix + "*", "COUNT", 1000);
+    redis::Reply r = co_await client.command(std::move(scan_args));
+    cursor = r.as_array().at(0).as_string();
+    auto del = redis::make_args("UNLINK");
+    for (const auto& k : r.as_array().at(1).as_array()) del.push_back(k.as_string());
+    if (del.size() > 1) co_await client.command(std::move(del));
+  } while (cursor != "0");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const char* env_url = std::getenv("WARMSTART_TEST_REDIS_URL");
+  std::string url =
+      argc > 1 ? argv[1] : (env_url != nullptr ? env_url : "redis://127.0.0.1:6379/0");
+  const int jobs = argc > 2 ? std::atoi(argv[2]) : 20000;
+  const int concurrency = argc > 3 ? std::atoi(argv[3]) : 50;
+  const int batch = argc > 4 ? std::atoi(argv[4]) : 100;
+
+  net::io_context io;
+  RedisQueueOptions o;
+  o.redis.url = redis::Url::parse(url);
+  o.redis.client_name = "warmstart-bench";
+  o.key_prefix = "bench:" + std::to_string(std::random_device{}()) + ":";
+  o.events_max = 10000;
+  RedisQueue q(io.get_executor(), o);
+
+  double enqueue_s = 0;
+  double claim_s = 0;
+  int finished = 0;
+  std::exception_ptr failure;
+  net::co_spawn(
+      io,
+      [&]() -> awaitable<void> {
+        auto ex = co_await net::this_coro::executor;
+        // Warm up: connect, create the group, load the scripts.
+        JobSpec warm;
+        warm.id = "warm";
+        warm.cmd = {"true"};
+        co_await q.enqueue(warm);
+        auto warm_jobs = co_await q.claim("bench-0", 1, 0ms);
+        for (auto& j : warm_jobs) {
+          JobResult ok;
+          co_await q.finish(j.lease, ok);
+        }
+
+        // Phase 1: enqueue.
+        int next = 0;
+        int active = concurrency;
+        net::steady_timer done(ex, Clock::time_point::max());
+        auto start = Clock::now();
+        for (int w = 0; w < concurrency; ++w) {
+          net::co_spawn(
+              ex,
+              [&]() -> awaitable<void> {
+                while (next < jobs) {
+                  JobSpec s;
+                  s.id = "b-" + std::to_string(next++);
+                  s.cmd = {"true"};
+                  co_await q.enqueue(std::move(s));
+                }
+                if (--active == 0) done.cancel();
+              },
+              [&](std::exception_ptr e) {
+                if (e && !failure) failure = e;
+                if (e && --active == 0) done.cancel();
+              });
+        }
+        co_await done.async_wait(net::as_tuple(use_awaitable));
+        enqueue_s = std::chrono::duration<double>(Clock::now() - start).count();
+        if (failure) co_return;
+
+        // Phase 2: claim in batches and finish each job.
+        active = concurrency;
+        done.expires_at(Clock::time_point::max());
+        start = Clock::now();
+        for (int w = 0; w < concurrency; ++w) {
+          net::co_spawn(
+              ex,
+              [&, w]() -> awaitable<void> {
+                std::string consumer = "bench-" + std::to_string(w);
+                while (finished < jobs) {
+                  auto claimed = co_await q.claim(consumer, static_cast<std::size_t>(batch), 0ms);
+                  if (claimed.empty()) break;  // the stream is drained
+                  for (auto& j : claimed) {
+                    JobResult ok;
+                    co_await q.finish(j.lease, ok);
+                    ++finished;
+                  }
+                }
+                if (--active == 0) done.cancel();
+              },
+              [&](std::exception_ptr e) {
+                if (e && !failure) failure = e;
+                if (e && --active == 0) done.cancel();
+              });
+        }
+        co_await done.async_wait(net::as_tuple(use_awaitable));
+        claim_s = std::chrono::duration<double>(Clock::now() - start).count();
+        co_await delete_prefix(*q.client(), o.key_prefix);
+        q.close();  // open connections would keep io.run() going
+      },
+      [&](std::exception_ptr e) {
+        if (e && !failure) failure = e;
+      });
+  io.run();
+  if (failure) {
+    try {
+      std::rethrow_exception(failure);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "queue_bench: %s\n", e.what());
+    }
+    return 1;
+  }
+  nlohmann::json out = {{"bench", "queue"},
+                        {"redis", o.redis.url.redacted()},
+                        {"jobs", jobs},
+                        {"concurrency", concurrency},
+                        {"claim_batch", batch},
+                        {"enqueue_s", enqueue_s},
+                        {"enqueue_per_s", jobs / enqueue_s},
+                        {"claim_ack_s", claim_s},
+                        {"claim_ack_per_s", finished / claim_s},
+                        {"finished", finished}};
+  std::printf("%s\n", out.dump().c_str());
+  return finished == jobs ? 0 : 1;
+}

@@ -1,0 +1,274 @@
+// Shared support of the router benchmarks (pipeline_bench, dispatch_bench,
+// snapshot_bench): the real `warmstart router` binary as a child process with a
+// TOML config (like tests/e2e/router_process.hpp, without Catch2), job polling
+// through RedisQueue, /proc statistics and percentiles.
+//
+// Environment (exported by bench/run, the same names as ./scripts/test):
+// WARMSTART_TEST_REDIS_URL, WARMSTART_TEST_DOCKER_SOCKET, WARMSTART_TEST_BASE_IMAGE,
+// WARMSTART_TEST_BINARY, WARMSTART_TEST_RUN_DIR.
+#pragma once
+#include "common/log.hpp"
+#include "common/time.hpp"
+#include "container/docker_client.hpp"
+#include "queue/redis_queue.hpp"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <random>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+extern char** environ;
+
+namespace warmstart::bench {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+
+inline std::string env_or(const char* name, const std::string& fallback) {
+  const char* v = std::getenv(name);
+  return v != nullptr && *v != '\0' ? std::string(v) : fallback;
+}
+
+struct BenchEnv {
+  std::string redis_url = env_or("WARMSTART_TEST_REDIS_URL", "redis://127.0.0.1:6379/0");
+  std::string docker_socket = env_or("WARMSTART_TEST_DOCKER_SOCKET", "/var/run/docker.sock");
+  std::string base_image = env_or("WARMSTART_TEST_BASE_IMAGE", "warmstart-worker:latest");
+  std::string binary = env_or("WARMSTART_TEST_BINARY", "build/cli/warmstart");
+  std::string run_dir = env_or("WARMSTART_TEST_RUN_DIR", "/tmp");
+};
+
+inline unsigned short free_loopback_port() {
+  net::io_context io;
+  net::ip::tcp::acceptor acceptor(io, net::ip::tcp::endpoint(net::ip::address_v4::loopback(), 0));
+  return acceptor.local_endpoint().port();
+}
+
+inline double percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const double rank = p / 100.0 * static_cast<double>(v.size() - 1);
+  const auto lo = static_cast<std::size_t>(rank);
+  const auto hi = std::min(lo + 1, v.size() - 1);
+  return v[lo] + (v[hi] - v[lo]) * (rank - static_cast<double>(lo));
+}
+
+// CPU time (user + system, ms) of a process from /proc/<pid>/stat.
+inline double process_cpu_ms(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const auto close = all.rfind(')');
+  if (close == std::string::npos) return 0;
+  std::istringstream rest(all.substr(close + 2));
+  std::string field;
+  // Fields after "(comm)": state is field 3; utime 14, stime 15.
+  std::vector<std::string> f;
+  while (rest >> field) f.push_back(field);
+  if (f.size() < 13) return 0;
+  const double ticks = std::stod(f[11]) + std::stod(f[12]);
+  return ticks * 1000.0 / static_cast<double>(::sysconf(_SC_CLK_TCK));
+}
+
+// A "VmHWM:" style field of /proc/<pid>/status, in kB.
+inline long process_status_kb(pid_t pid, const std::string& key) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind(key + ":", 0) == 0) return std::atol(line.c_str() + key.size() + 1);
+  }
+  return -1;
+}
+
+// The router binary as a child: own id, key prefix, port and directory under
+// the run dir. The destructor stops it (SIGTERM, then SIGKILL).
+class RouterChild {
+ public:
+  RouterChild(const BenchEnv& env, int concurrency, const std::string& stem) : env_(env) {
+    id_ = stem + "-" + std::to_string(::getpid()) + "-" + std::to_string(std::random_device{}());
+    key_prefix_ = "wsb-" + id_ + ":";
+    dir_ = fs::path(env.run_dir) / ("bench-" + id_);
+    fs::create_directories(dir_ / "snapshots");
+    config_path_ = (dir_ / "router.toml").string();
+    log_path_ = (dir_ / "router.log").string();
+    std::ofstream config(config_path_);
+    config << "[router]\n"
+           << "key_prefix = \"" << key_prefix_ << "\"\n"
+           << "listen = \"127.0.0.1:" << free_loopback_port() << "\"\n"
+           << "base_image = \"" << env.base_image << "\"\n"
+           << "concurrency = " << concurrency << "\n"
+           << "reconcile_interval = \"1s\"\n"
+           << "[snapshots]\n"
+           << "work_dir = \"" << (dir_ / "snapshots").string() << "\"\n";
+    config.close();
+    spawn();
+  }
+  ~RouterChild() { stop(); }
+  RouterChild(const RouterChild&) = delete;
+  RouterChild& operator=(const RouterChild&) = delete;
+
+  pid_t pid() const { return pid_; }
+  const std::string& id() const { return id_; }
+  const std::string& key_prefix() const { return key_prefix_; }
+  const std::string& log_path() const { return log_path_; }
+
+  std::string log() const {
+    std::ifstream in(log_path_);
+    std::stringstream s;
+    s << in.rdbuf();
+    return s.str();
+  }
+
+  void stop() {
+    if (pid_ <= 0) return;
+    ::kill(pid_, SIGTERM);
+    for (int i = 0; i < 300; ++i) {
+      int status = 0;
+      if (::waitpid(pid_, &status, WNOHANG) != 0) {
+        pid_ = -1;
+        return;
+      }
+      std::this_thread::sleep_for(50ms);
+    }
+    ::kill(pid_, SIGKILL);
+    ::waitpid(pid_, nullptr, 0);
+    pid_ = -1;
+  }
+
+ private:
+  void spawn() {
+    std::vector<std::string> env_strings;
+    for (char** e = environ; *e != nullptr; ++e) {
+      if (std::string(*e).rfind("WARMSTART_API_TOKEN=", 0) != 0) env_strings.emplace_back(*e);
+    }
+    env_strings.push_back("WARMSTART_KEY_PREFIX=" + key_prefix_);
+    std::vector<std::string> args = {env_.binary, "router",        "--config",
+                                     config_path_, "--redis",      env_.redis_url,
+                                     "--docker-host", "unix://" + env_.docker_socket,
+                                     "--router-id", id_};
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    std::vector<char*> envp;
+    for (auto& e : env_strings) envp.push_back(e.data());
+    envp.push_back(nullptr);
+    const int log_fd = ::open(log_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (log_fd < 0) throw std::runtime_error("cannot create " + log_path_);
+    pid_ = ::fork();
+    if (pid_ < 0) throw std::runtime_error("fork failed");
+    if (pid_ == 0) {
+      ::dup2(log_fd, STDOUT_FILENO);
+      ::dup2(log_fd, STDERR_FILENO);
+      ::execve(env_.binary.c_str(), argv.data(), envp.data());
+      ::_exit(127);
+    }
+    ::close(log_fd);
+  }
+
+  BenchEnv env_;
+  std::string id_;
+  std::string key_prefix_;
+  fs::path dir_;
+  std::string config_path_;
+  std::string log_path_;
+  pid_t pid_ = -1;
+};
+
+inline queue::RedisQueueOptions queue_options(const BenchEnv& env, const std::string& prefix) {
+  queue::RedisQueueOptions o;
+  o.redis.url = redis::Url::parse(env.redis_url);
+  o.redis.client_name = "warmstart-bench";
+  o.key_prefix = prefix;
+  return o;
+}
+
+inline bool terminal(queue::JobState s) {
+  return s == queue::JobState::succeeded || s == queue::JobState::failed ||
+         s == queue::JobState::timed_out || s == queue::JobState::cancelled;
+}
+
+// Polls the job records every `interval` until all are terminal or `limit`
+// passes (throws then). Returns the records in the order of `ids`.
+inline awaitable<std::vector<queue::JobRecord>> wait_all(queue::RedisQueue& q,
+                                                         std::vector<std::string> ids,
+                                                         Duration interval, Duration limit) {
+  auto ex = co_await net::this_coro::executor;
+  net::steady_timer timer(ex);
+  const auto deadline = Clock::now() + limit;
+  std::vector<queue::JobRecord> out(ids.size());
+  std::vector<bool> done(ids.size(), false);
+  std::size_t remaining = ids.size();
+  while (remaining > 0) {
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+      if (done[i]) continue;
+      auto rec = co_await q.get(ids[i]);
+      if (rec && terminal(rec->state)) {
+        out[i] = *rec;
+        done[i] = true;
+        --remaining;
+      }
+    }
+    if (remaining == 0) break;
+    if (Clock::now() > deadline) {
+      throw std::runtime_error(std::to_string(remaining) + " job(s) not finished within limit");
+    }
+    timer.expires_after(interval);
+    co_await timer.async_wait(use_awaitable);
+  }
+  co_return out;
+}
+
+// Enqueues a warm-up job and waits for it: the router is then connected to
+// Redis and Docker and claiming.
+inline awaitable<void> wait_router_ready(queue::RedisQueue& q, const std::string& tag) {
+  queue::JobSpec s;
+  s.id = "warmup-" + tag;
+  s.cmd = {"true"};
+  co_await q.enqueue(std::move(s));
+  std::vector<std::string> ids = {"warmup-" + tag};
+  auto recs = co_await wait_all(q, std::move(ids), 20ms, 60s);
+  if (recs.at(0).state != queue::JobState::succeeded) {
+    throw std::runtime_error("warm-up job ended " + recs.at(0).error);
+  }
+}
+
+// Deletes every key under `prefix` (the router's Redis keys).
+inline awaitable<void> delete_prefix(redis::Client& client, const std::string& prefix) {
+  std::string cursor = "0";
+  do {
+    auto scan_args = redis::make_args("SCAN", cursor, "MATCH", prefix + "*", "COUNT", 1000);
+    redis::Reply r = co_await client.command(std::move(scan_args));
+    cursor = r.as_array().at(0).as_string();
+    auto del = redis::make_args("UNLINK");
+    for (const auto& k : r.as_array().at(1).as_array()) del.push_back(k.as_string());
+    if (del.size() > 1) co_await client.command(std::move(del));
+  } while (cursor != "0");
+}
+
+// Runs `body` on a fresh io_context; rethrows its exception; stops the context
+// after it so lingering connections do not keep run() going.
+template <class F>
+void run_main(F body) {
+  net::io_context io;
+  std::exception_ptr failure;
+  net::co_spawn(io, body(), [&](std::exception_ptr e) {
+    failure = e;
+    io.stop();
+  });
+  io.run();
+  if (failure) std::rethrow_exception(failure);
+}
+
+}  // namespace warmstart::bench

@@ -1,0 +1,178 @@
+// pipeline_bench [JOBS] [PARALLELISM...]
+// Throughput of trivial jobs (`true`, base image, no snapshot) through the real
+// `warmstart router` (concurrency P) versus the raw Engine API doing
+// create/start/wait/remove with P coroutines on DockerClient (NetworkMode none,
+// same image), in the same run. One JSON line per parallelism, plus the router
+// process's CPU per job and peak RSS.
+//
+// Definitions (also in each JSON line, "definitions"):
+//   raw_s      wall time of the P raw workers for all JOBS (steady clock).
+//   warmstart_s  from just before the first enqueue (client wall clock) to the
+//              latest finished_at of the JOBS records (the router sets it after
+//              the container is removed and the job acked). All JOBS are
+//              enqueued up front; the router runs P at a time.
+//   ratio      (JOBS / warmstart_s) / (JOBS / raw_s).
+//   overhead_ms_per_job  (warmstart_s - raw_s) * P / JOBS: the extra wall time
+//              the router adds to one job's slot.
+//   raw_job_ms_p50  create..remove of one raw job.
+//   ws_job_ms_p50   started_at..finished_at of one job record (started_at is
+//              recorded after the container start, so this misses create+start;
+//              the records have ms resolution).
+//   router_cpu_ms_per_job  utime+stime of the router process over the phase
+//              (after the warm-up job) / JOBS.
+//   router_vmhwm_kb  peak RSS of the router process at the end of the phase.
+#include "bench/bench_support.hpp"
+
+using namespace warmstart;
+using namespace warmstart::bench;
+
+namespace {
+
+struct RawResult {
+  double wall_s = 0;
+  std::vector<double> job_ms;
+};
+
+awaitable<RawResult> run_raw(container::DockerClient& docker, const BenchEnv& env, int jobs,
+                             int parallelism) {
+  auto ex = co_await net::this_coro::executor;
+  RawResult out;
+  int next = 0;
+  int active = parallelism;
+  std::exception_ptr failure;
+  net::steady_timer done(ex, Clock::time_point::max());
+  const auto start = Clock::now();
+  for (int w = 0; w < parallelism; ++w) {
+    net::co_spawn(
+        ex,
+        [&]() -> awaitable<void> {
+          while (next < jobs && !failure) {
+            ++next;
+            container::ContainerSpec spec;
+            spec.image = env.base_image;
+            spec.cmd = {"true"};
+            spec.labels["warmstart.bench"] = "raw";
+            const auto t0 = Clock::now();
+            std::string id = co_await docker.create_container(std::move(spec));
+            co_await docker.start_container(id);
+            const int code = co_await docker.wait_container(id, Duration(60s));
+            co_await docker.remove_container(id, false);
+            if (code != 0) throw std::runtime_error("raw container exited " + std::to_string(code));
+            out.job_ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+          }
+          if (--active == 0) done.cancel();
+        },
+        [&](std::exception_ptr e) {
+          if (e && !failure) failure = e;
+          if (e && --active == 0) done.cancel();
+        });
+  }
+  co_await done.async_wait(net::as_tuple(use_awaitable));
+  out.wall_s = std::chrono::duration<double>(Clock::now() - start).count();
+  if (failure) std::rethrow_exception(failure);
+  co_return out;
+}
+
+struct WsResult {
+  double wall_s = 0;
+  std::vector<double> job_ms;
+  double cpu_ms_per_job = 0;
+  long vmhwm_kb = 0;
+  long vmrss_kb = 0;
+  int failed = 0;
+};
+
+awaitable<WsResult> run_warmstart(const BenchEnv& env, int jobs, int parallelism) {
+  auto ex = co_await net::this_coro::executor;
+  RouterChild router(env, parallelism, "pipe" + std::to_string(parallelism));
+  queue::RedisQueue q(ex, queue_options(env, router.key_prefix()));
+  co_await wait_router_ready(q, router.id());
+  WsResult out;
+  const double cpu0 = process_cpu_ms(router.pid());
+  const std::int64_t t0 = unix_ms_now();
+  std::vector<std::string> ids;
+  for (int i = 0; i < jobs; ++i) {
+    queue::JobSpec s;
+    s.id = "p-" + std::to_string(i);
+    s.cmd = {"true"};
+    ids.push_back(s.id);
+    co_await q.enqueue(std::move(s));
+  }
+  auto recs = co_await wait_all(q, ids, 20ms, Duration(600s));
+  const double cpu1 = process_cpu_ms(router.pid());
+  out.vmhwm_kb = process_status_kb(router.pid(), "VmHWM");
+  out.vmrss_kb = process_status_kb(router.pid(), "VmRSS");
+  std::int64_t last = t0;
+  for (const auto& r : recs) {
+    if (r.state != queue::JobState::succeeded) ++out.failed;
+    if (r.finished_at) last = std::max(last, *r.finished_at);
+    if (r.started_at && r.finished_at)
+      out.job_ms.push_back(static_cast<double>(*r.finished_at - *r.started_at));
+  }
+  out.wall_s = static_cast<double>(last - t0) / 1000.0;
+  out.cpu_ms_per_job = (cpu1 - cpu0) / jobs;
+  co_await delete_prefix(*q.client(), router.key_prefix());
+  q.close();
+  router.stop();
+  co_return out;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  log::init(log::Level::warn);
+  const int jobs = argc > 1 ? std::atoi(argv[1]) : 100;
+  std::vector<int> parallelisms;
+  for (int i = 2; i < argc; ++i) parallelisms.push_back(std::atoi(argv[i]));
+  if (parallelisms.empty()) parallelisms = {1, 4, 16};
+  const BenchEnv env;
+  bool ok = true;
+  try {
+    run_main([&]() -> awaitable<void> {
+      container::DockerClientOptions o;
+      o.socket_path = env.docker_socket;
+      auto docker = container::DockerClient::create(co_await net::this_coro::executor, o);
+      co_await docker->ping();
+      for (int p : parallelisms) {
+        // One untimed raw container first: the engine's caches are warm for both.
+        co_await run_raw(*docker, env, 1, 1);
+        RawResult raw = co_await run_raw(*docker, env, jobs, p);
+        WsResult ws = co_await run_warmstart(env, jobs, p);
+        const double raw_tput = jobs / raw.wall_s;
+        const double ws_tput = ws.wall_s > 0 ? jobs / ws.wall_s : 0;
+        nlohmann::json line = {
+            {"bench", "pipeline"},
+            {"jobs", jobs},
+            {"parallelism", p},
+            {"raw_s", raw.wall_s},
+            {"raw_jobs_per_s", raw_tput},
+            {"warmstart_s", ws.wall_s},
+            {"warmstart_jobs_per_s", ws_tput},
+            {"ratio", raw_tput > 0 ? ws_tput / raw_tput : 0},
+            {"ratio_target", 0.98},
+            {"overhead_ms_per_job", (ws.wall_s - raw.wall_s) * 1000.0 * p / jobs},
+            {"raw_job_ms_p50", percentile(raw.job_ms, 50)},
+            {"raw_job_ms_p99", percentile(raw.job_ms, 99)},
+            {"ws_job_ms_p50", percentile(ws.job_ms, 50)},
+            {"ws_job_ms_p99", percentile(ws.job_ms, 99)},
+            {"router_cpu_ms_per_job", ws.cpu_ms_per_job},
+            {"router_vmhwm_kb", ws.vmhwm_kb},
+            {"router_vmrss_kb", ws.vmrss_kb},
+            {"failed", ws.failed},
+            {"definitions",
+             "warmstart_s: client clock before first enqueue .. max(finished_at); raw_s: P "
+             "coroutines create/start/wait/remove; overhead_ms_per_job = (warmstart_s - raw_s) "
+             "* P / jobs; ws_job_ms = started_at..finished_at (ms records, after container "
+             "start); raw_job_ms = create..remove; router_cpu = utime+stime of the router "
+             "process over the phase / jobs"}};
+        std::printf("%s\n", line.dump().c_str());
+        std::fflush(stdout);
+        if (ws.failed != 0) ok = false;
+      }
+    });
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "pipeline_bench: %s\n", e.what());
+    return 1;
+  }
+  return ok ? 0 : 1;
+}

@@ -722,14 +722,14 @@ awaitable<void> Router::complete(ActiveJobPtr job) {
     result = {JobState::failed, info->state.exit_code, error};
   }
 
-  // The slot is free once the container stopped running: the next job may
-  // start while the engine writes the snapshot. The concurrency key (and the
-  // job's claim) are kept until the commit is registered, so a job waiting for
-  // the same key starts from the new snapshot.
-  capacity_.release_slot(job->id());
-  wake_claimer();
-
-  if (result.state == JobState::succeeded && job->commit) {
+  const bool commit_due = result.state == JobState::succeeded && job->commit;
+  if (commit_due) {
+    // The slot is free once the container stopped running: the next job may
+    // start while the engine writes the snapshot (seconds for a large one). The
+    // concurrency key and the job's claim are kept until the commit is
+    // registered, so a job waiting for the same key starts from the new snapshot.
+    capacity_.release_slot(job->id());
+    wake_claimer();
     snapshots::CommitRequest req;
     req.container_id = cid;
     req.job_id = rec.id;
@@ -743,8 +743,14 @@ awaitable<void> Router::complete(ActiveJobPtr job) {
                                   {"image", commit.image},
                                   {"took_ms", duration_cast<milliseconds>(commit.took).count()},
                                   {"error", commit.error}});
+    co_await remove_container_quietly(cid);
+  } else {
+    // Without a commit the slot is held until the container is gone, so the
+    // engine never holds more than `concurrency` containers of this router.
+    co_await remove_container_quietly(cid);
+    capacity_.release_slot(job->id());
+    wake_claimer();
   }
-  co_await remove_container_quietly(cid);
 
   try {
     if (!tail.empty()) co_await deps_.queue->set_log_tail(rec.id, tail);

@@ -1,0 +1,292 @@
+// The router end to end: the real `warmstart router` and CLI binaries against
+// the private redis-server and dockerd (issue: the router, "Done means").
+#include "e2e/cli_runner.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <signal.h>
+
+#include <algorithm>
+#include <atomic>
+#include <set>
+#include <thread>
+
+using namespace warmstart;
+using namespace warmstart::testing;
+using nlohmann::json;
+
+namespace {
+
+std::shared_ptr<container::DockerClient> docker_on(net::any_io_executor ex) {
+  container::DockerClientOptions o;
+  o.socket_path = docker_socket();
+  return container::DockerClient::create(ex, o);
+}
+
+std::vector<container::ContainerSummary> containers_of(const std::string& label, bool all = true) {
+  return run_coro([&]() -> awaitable<std::vector<container::ContainerSummary>> {
+    auto docker = docker_on(co_await net::this_coro::executor);
+    std::vector<std::string> labels{label};
+    co_return co_await docker->list_containers(labels, all);
+  });
+}
+
+void remove_image(const std::string& ref) {
+  run_coro([&]() -> awaitable<void> {
+    auto docker = docker_on(co_await net::this_coro::executor);
+    co_await docker->remove_image(ref, true);
+  });
+}
+
+// Removes the snapshot images a test's router committed (the router keeps
+// them on purpose; the engine must be left clean).
+struct SnapshotImageCleanup {
+  const RouterProcess& router;
+  ~SnapshotImageCleanup() {
+    try {
+      auto listed = run_cli(router, {"snapshots", "list", "--json"});
+      if (listed.exit_code != 0) return;
+      for (const auto& e : listed.json()) run_cli(router, {"snapshots", "rm", e["key"]});
+    } catch (...) {
+      WARN("snapshot cleanup failed");
+    }
+  }
+};
+
+std::vector<json> events_of(const RouterProcess& router) {
+  auto r = run_cli(router, {"events", "--json"});
+  REQUIRE(r.exit_code == 0);
+  std::vector<json> out;
+  std::istringstream lines(r.out);
+  for (std::string line; std::getline(lines, line);) {
+    if (!line.empty()) out.push_back(json::parse(line));
+  }
+  return out;
+}
+
+std::size_t count_events(const std::vector<json>& events, const std::string& type,
+                         const std::string& field, const std::string& value) {
+  return static_cast<std::size_t>(std::count_if(events.begin(), events.end(), [&](const json& e) {
+    return e.value("type", "") == type && e.value(field, "") == value;
+  }));
+}
+
+void expect_succeeded(const RouterProcess& router, const std::string& id) {
+  auto w = run_cli(router, {"wait", id, "--timeout", "90s"});
+  INFO("job " << id << ": " << w.err << "\nrouter log:\n" << router.log_tail());
+  REQUIRE(w.exit_code == 0);
+}
+
+}  // namespace
+
+TEST_CASE("router: cold, warm, stale-snapshot fallback, warm again", "[e2e][router]") {
+  RouterProcess router;
+  SnapshotImageCleanup cleanup{router};
+  const std::string key = "repo-42/" + unique_name("main");
+
+  // 1. Cold: the base image; writes a file, commits.
+  auto cold = cli_enqueue(router, {"--snapshot-key", key, "--", "sh", "-c",
+                                   "echo built-$WARMSTART_JOB_ID > /work/state.txt"});
+  expect_succeeded(router, cold);
+  auto cold_rec = cli_status(router, cold);
+  CHECK(cold_rec["from_snapshot"] == false);
+  CHECK(cold_rec["image"] == base_image());
+  CHECK(cold_rec["exit_code"] == 0);
+
+  // 2. Warm: starts from the snapshot, reads the file, sees the reuse variable.
+  auto warm =
+      cli_enqueue(router, {"--snapshot-key", key, "--", "sh", "-c",
+                           "test \"$WARMSTART_SNAPSHOT_REUSE\" = 1 && cat /work/state.txt"});
+  expect_succeeded(router, warm);
+  auto warm_rec = cli_status(router, warm);
+  CHECK(warm_rec["from_snapshot"] == true);
+  CHECK(warm_rec["snapshot_fallback"] == false);
+  CHECK(run_cli(router, {"logs", warm}).out.find("built-" + cold) != std::string::npos);
+
+  // 3. The snapshot image vanishes behind the router's back.
+  auto listed = run_cli(router, {"snapshots", "list", "--json"}).json();
+  REQUIRE(listed.size() == 1);
+  const std::string stale = listed[0]["image"];
+  remove_image(stale);
+  auto third = cli_enqueue(router, {"--snapshot-key", key, "--", "sh", "-c",
+                                    "test -z \"$WARMSTART_SNAPSHOT_REUSE\" && "
+                                    "echo rebuilt > /work/state.txt"});
+  expect_succeeded(router, third);
+  auto third_rec = cli_status(router, third);
+  CHECK(third_rec["snapshot_fallback"] == true);
+  CHECK(third_rec["from_snapshot"] == false);
+  CHECK(third_rec["image"] == base_image());
+  auto events = events_of(router);
+  CHECK(count_events(events, "job.snapshot_fallback", "job", third) == 1);
+  CHECK(count_events(events, "snapshot.invalidated", "key", key) == 1);
+  auto relisted = run_cli(router, {"snapshots", "list", "--json"}).json();
+  REQUIRE(relisted.size() == 1);
+  CHECK(relisted[0]["image"] != stale);
+
+  // 4. Warm again from the fresh snapshot.
+  auto fourth = cli_enqueue(router, {"--snapshot-key", key, "--", "cat", "/work/state.txt"});
+  expect_succeeded(router, fourth);
+  CHECK(cli_status(router, fourth)["from_snapshot"] == true);
+  CHECK(run_cli(router, {"logs", fourth}).out.find("rebuilt") != std::string::npos);
+}
+
+TEST_CASE("router: a missing image fails its job by name after max_attempts while others run",
+          "[e2e][router]") {
+  RouterProcessOptions options;
+  options.router_toml = "image_allowlist = [\"warmstart-missing/*\"]";
+  RouterProcess router(options);
+  auto missing = cli_enqueue(
+      router, {"--image", "warmstart-missing/none:1", "--max-attempts", "2", "--", "true"});
+  auto fine = cli_enqueue(router, {"--", "echo", "ok"});
+  expect_succeeded(router, fine);
+  auto w = run_cli(router, {"wait", missing, "--timeout", "90s"});
+  CHECK(w.exit_code == 1);
+  auto rec = cli_status(router, missing);
+  CHECK(rec["state"] == "failed");
+  CHECK(rec["attempts"] == 2);
+  CHECK(rec["error"].get<std::string>().find("image not found: warmstart-missing/none:1") !=
+        std::string::npos);
+  CHECK(containers_of("warmstart.job=" + missing).empty());
+}
+
+TEST_CASE("router: 30 jobs at concurrency 4 never exceed 4 containers and all succeed",
+          "[e2e][router]") {
+  RouterProcessOptions options;
+  options.concurrency = 4;
+  RouterProcess router(options);
+  std::vector<std::string> ids;
+  for (int i = 0; i < 30; ++i) {
+    ids.push_back(
+        cli_enqueue(router, {"--", "sh", "-c", "sleep 0.3; echo job " + std::to_string(i)}));
+  }
+  // Watch the engine while the jobs run: one batched list every 50 ms.
+  std::atomic<bool> done{false};
+  std::atomic<std::size_t> peak{0};
+  std::thread watcher([&] {
+    run_coro(
+        [&]() -> awaitable<void> {
+          auto docker = docker_on(co_await net::this_coro::executor);
+          std::vector<std::string> labels{"warmstart.router=" + router.router_id()};
+          while (!done) {
+            auto list = co_await docker->list_containers(labels, true);
+            std::size_t n = list.size();
+            if (n > peak) peak = n;
+            co_await sleep_for(std::chrono::milliseconds(50));
+          }
+        },
+        std::chrono::minutes(5));
+  });
+  for (const auto& id : ids) {
+    auto w = run_cli(router, {"wait", id, "--timeout", "3m"});
+    if (w.exit_code != 0) {
+      done = true;
+      watcher.join();
+      FAIL("job " << id << " did not succeed: " << w.err << "\n" << router.log_tail());
+    }
+  }
+  done = true;
+  watcher.join();
+  INFO("peak containers: " << peak.load());
+  CHECK(peak.load() >= 2);  // the watcher saw the jobs run in parallel
+  CHECK(peak.load() <= 4);
+  auto succeeded = run_cli(router, {"jobs", "--state", "succeeded", "--json"}).json();
+  CHECK(succeeded.size() == 30);
+  CHECK(run_cli(router, {"jobs", "--state", "failed", "--json"}).json().empty());
+}
+
+TEST_CASE("router: kill -9 with 6 jobs running, restart: each finishes once in its container",
+          "[e2e][router]") {
+  RouterProcessOptions options;
+  options.concurrency = 6;
+  auto first = std::make_unique<RouterProcess>(options);
+  std::vector<std::string> ids;
+  for (int i = 0; i < 6; ++i) ids.push_back(cli_enqueue(*first, {"--", "sleep", "5"}));
+
+  // Wait until all six run, and remember their containers.
+  std::map<std::string, std::string> container_of;
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (container_of.size() < ids.size() && std::chrono::steady_clock::now() < until) {
+    for (const auto& id : ids) {
+      auto rec = cli_status(*first, id);
+      if (rec["state"] == "running" && rec["container_id"].is_string()) {
+        container_of[id] = rec["container_id"];
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  REQUIRE(container_of.size() == 6);
+
+  ::kill(first->pid(), SIGKILL);
+  while (first->alive()) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+
+  // The same router id and key prefix come back.
+  options.id = first->router_id();
+  options.key_prefix = first->key_prefix();
+  RouterProcess second(options);
+  for (const auto& id : ids) expect_succeeded(second, id);
+  auto events = events_of(second);
+  for (const auto& id : ids) {
+    auto rec = cli_status(second, id);
+    CHECK(rec["container_id"] == container_of[id]);
+    CHECK(rec["attempts"] == 1);
+    CHECK(count_events(events, "job.succeeded", "job", id) == 1);
+    CHECK(count_events(events, "job.started", "job", id) == 1);
+  }
+  CHECK(containers_of("warmstart.router=" + second.router_id()).empty());
+  first.reset();  // its cleanup finds nothing left
+}
+
+TEST_CASE("router: timeout and cancel stop the container", "[e2e][router]") {
+  RouterProcessOptions options;
+  options.router_toml = "stop_grace = \"1s\"";
+  RouterProcess router(options);
+
+  auto slow = cli_enqueue(router, {"--timeout", "2s", "--", "sleep", "60"});
+  auto w = run_cli(router, {"wait", slow, "--timeout", "60s"});
+  CHECK(w.exit_code == 1);
+  CHECK(cli_status(router, slow)["state"] == "timed_out");
+  CHECK(containers_of("warmstart.job=" + slow).empty());
+
+  auto victim = cli_enqueue(router, {"--", "sleep", "60"});
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (cli_status(router, victim)["state"] != "running" &&
+         std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  REQUIRE(cli_status(router, victim)["state"] == "running");
+  CHECK(run_cli(router, {"cancel", victim}).exit_code == 0);
+  auto w2 = run_cli(router, {"wait", victim, "--timeout", "60s"});
+  CHECK(w2.exit_code == 1);
+  CHECK(cli_status(router, victim)["state"] == "cancelled");
+  // The record says cancelled at once; the container is gone once the router
+  // has stopped and removed it.
+  const auto gone_by = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (!containers_of("warmstart.job=" + victim).empty() &&
+         std::chrono::steady_clock::now() < gone_by) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  CHECK(containers_of("warmstart.job=" + victim).empty());
+}
+
+TEST_CASE("router: a disallowed image never reaches Docker and bad input is refused",
+          "[e2e][router]") {
+  RouterProcess router;
+  auto evil = cli_enqueue(router, {"--image", "evil/miner:latest", "--", "true"});
+  auto w = run_cli(router, {"wait", evil, "--timeout", "60s"});
+  CHECK(w.exit_code == 1);
+  auto rec = cli_status(router, evil);
+  CHECK(rec["state"] == "failed");
+  CHECK(rec["error"] == "image not allowed: evil/miner:latest");
+  CHECK(containers_of("warmstart.job=" + evil).empty());
+
+  // Usage errors exit 2 with a one-line reason.
+  auto bad_env = run_cli(router, {"enqueue", "--env", "NOEQUALS", "--", "true"});
+  CHECK(bad_env.exit_code == 2);
+  CHECK(bad_env.err.find("K=V") != std::string::npos);
+  auto bad_id = run_cli(router, {"enqueue", "--id", "has space", "--", "true"});
+  CHECK(bad_id.exit_code == 2);
+  auto no_cmd = run_cli(router, {"enqueue"});
+  CHECK(no_cmd.exit_code == 2);
+  auto unknown = run_cli(router, {"status", "no-such-job"});
+  CHECK(unknown.exit_code == 1);
+}

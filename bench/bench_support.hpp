@@ -92,6 +92,15 @@ inline long process_status_kb(pid_t pid, const std::string& key) {
   return -1;
 }
 
+// The 1-minute load average (/proc/loadavg): the machine may be shared, and a
+// load above the core count makes every latency here noisy.
+inline double load_average_1m() {
+  std::ifstream in("/proc/loadavg");
+  double v = 0;
+  in >> v;
+  return v;
+}
+
 // The router binary as a child: own id, key prefix, port and directory under
 // the run dir. The destructor stops it (SIGTERM, then SIGKILL).
 class RouterChild {

@@ -131,6 +131,7 @@ int main(int argc, char** argv) {
               {"enqueue_to_started_ms_p50", percentile(to_started, 50)},
               {"enqueue_to_started_ms_p99", percentile(to_started, 99)},
               {"failed", failed},
+              {"loadavg_1m", load_average_1m()},
               {"definitions",
                "enqueue_to_create: client clock before enqueue .. engine 'create' event of "
                "the job's container (includes the engine's create work); raw_create: client "

@@ -159,6 +159,8 @@ int main(int argc, char** argv) {
             {"router_vmhwm_kb", ws.vmhwm_kb},
             {"router_vmrss_kb", ws.vmrss_kb},
             {"failed", ws.failed},
+            {"loadavg_1m", load_average_1m()},
+            {"cores", static_cast<int>(std::thread::hardware_concurrency())},
             {"definitions",
              "warmstart_s: client clock before first enqueue .. max(finished_at); raw_s: P "
              "coroutines create/start/wait/remove; overhead_ms_per_job = (warmstart_s - raw_s) "

@@ -114,6 +114,7 @@ int main(int argc, char** argv) {
               {"target_ratio", 0.25},
               {"snapshot_image_bytes", image_bytes},
               {"images_removed", images_removed},
+              {"loadavg_1m", load_average_1m()},
               {"definitions",
                "*_ms: client clock before enqueue .. finished_at; *_run_ms: started_at .. "
                "finished_at; cold includes the commit (succeeded only after it); warm runs "

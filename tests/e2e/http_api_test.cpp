@@ -221,7 +221,7 @@ TEST_CASE("e2e: the bearer token is enforced on /v1 when configured", "[e2e][htt
   wait_terminal(router, created.json().at("id"), auth);
 }
 
-TEST_CASE("e2e: oversized, disallowed and privileged requests are refused and enqueue nothing",
+TEST_CASE("e2e: oversized and disallowed and privileged requests are refused and enqueue nothing",
           "[e2e][http]") {
   RouterProcessOptions options;
   options.extra_toml = "[api]\nbody_limit_bytes = 65536\n";
@@ -259,7 +259,7 @@ TEST_CASE("e2e: oversized, disallowed and privileged requests are refused and en
   }
 }
 
-TEST_CASE("e2e: a signed webhook delivery creates one job, a bad signature none",
+TEST_CASE("e2e: a signed webhook delivery creates one job and a bad signature none",
           "[e2e][http][webhook]") {
   const std::string secret = "e2e-hook-secret";
   RouterProcessOptions options;
@@ -372,4 +372,18 @@ TEST_CASE("e2e: the event stream shows a job's life and resumes with Last-Event-
   std::vector<std::string> expected_ids;
   for (const auto& e : missed) expected_ids.push_back(e.id);
   CHECK(resumed.ids() == expected_ids);
+}
+
+TEST_CASE("e2e: SIGTERM ends event streams and the router exits 0", "[e2e][http][sse]") {
+  RouterProcess router;
+  api::testing::SseClient live(router.port(), "/v1/events");
+  REQUIRE(live.read_status() == 200);
+  CHECK(http_call(router.port(), verb::get, "/readyz").status == 200);
+
+  const int status = router.stop(std::chrono::seconds(15));
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  CHECK(live.wait_closed(std::chrono::seconds(5)));
+  CHECK_THROWS(http_call(router.port(), verb::get, "/healthz"));
+  CHECK(router.log().find("\"msg\":\"http stopping\"") != std::string::npos);
 }

@@ -1,4 +1,4 @@
-// pipeline_bench [JOBS] [PARALLELISM...]
+// pipeline_bench [--rounds R] [JOBS] [PARALLELISM...]
 // Throughput of trivial jobs (`true`, base image, no snapshot) through the real
 // `warmstart router` (concurrency P) versus the raw Engine API doing
 // create/start/wait/remove with P coroutines on DockerClient (NetworkMode none,
@@ -6,6 +6,9 @@
 // process's CPU per job and peak RSS.
 //
 // Definitions (also in each JSON line, "definitions"):
+// With --rounds R, each parallelism runs R rounds of (raw phase, router phase),
+// alternating so that a change in the load of a shared machine hits both; times
+// are summed over the rounds and the per-round ratios are listed.
 //   raw_s      wall time of the P raw workers for all JOBS (steady clock).
 //   warmstart_s  from just before the first enqueue (client wall clock) to the
 //              latest finished_at of the JOBS records (the router sets it after
@@ -121,9 +124,15 @@ awaitable<WsResult> run_warmstart(const BenchEnv& env, int jobs, int parallelism
 
 int main(int argc, char** argv) {
   log::init(log::Level::warn);
-  const int jobs = argc > 1 ? std::atoi(argv[1]) : 100;
+  int first = 1;
+  int rounds = 1;
+  if (argc > 2 && std::string(argv[1]) == "--rounds") {
+    rounds = std::max(1, std::atoi(argv[2]));
+    first = 3;
+  }
+  const int jobs = argc > first ? std::atoi(argv[first]) : 100;
   std::vector<int> parallelisms;
-  for (int i = 2; i < argc; ++i) parallelisms.push_back(std::atoi(argv[i]));
+  for (int i = first + 1; i < argc; ++i) parallelisms.push_back(std::atoi(argv[i]));
   if (parallelisms.empty()) parallelisms = {1, 4, 16};
   const BenchEnv env;
   bool ok = true;
@@ -134,23 +143,45 @@ int main(int argc, char** argv) {
       auto docker = container::DockerClient::create(co_await net::this_coro::executor, o);
       co_await docker->ping();
       for (int p : parallelisms) {
-        // One untimed raw container first: the engine's caches are warm for both.
-        co_await run_raw(*docker, env, 1, 1);
-        RawResult raw = co_await run_raw(*docker, env, jobs, p);
-        WsResult ws = co_await run_warmstart(env, jobs, p);
-        const double raw_tput = jobs / raw.wall_s;
-        const double ws_tput = ws.wall_s > 0 ? jobs / ws.wall_s : 0;
+        // Raw and router phases alternate (ABAB...) so that a change in the
+        // load of a shared machine hits both; the ratio is also given per round.
+        RawResult raw;
+        WsResult ws;
+        std::vector<double> round_ratios;
+        double cpu_ms_sum = 0;
+        for (int r = 0; r < rounds; ++r) {
+          // One untimed raw container first: the engine's caches are warm for both.
+          co_await run_raw(*docker, env, 1, 1);
+          RawResult raw_round = co_await run_raw(*docker, env, jobs, p);
+          WsResult ws_round = co_await run_warmstart(env, jobs, p);
+          round_ratios.push_back(ws_round.wall_s > 0 ? raw_round.wall_s / ws_round.wall_s : 0);
+          raw.wall_s += raw_round.wall_s;
+          raw.job_ms.insert(raw.job_ms.end(), raw_round.job_ms.begin(), raw_round.job_ms.end());
+          ws.wall_s += ws_round.wall_s;
+          ws.job_ms.insert(ws.job_ms.end(), ws_round.job_ms.begin(), ws_round.job_ms.end());
+          ws.failed += ws_round.failed;
+          ws.vmhwm_kb = std::max(ws.vmhwm_kb, ws_round.vmhwm_kb);
+          ws.vmrss_kb = ws_round.vmrss_kb;
+          cpu_ms_sum += ws_round.cpu_ms_per_job;
+        }
+        ws.cpu_ms_per_job = cpu_ms_sum / rounds;
+        const int total = jobs * rounds;
+        const double raw_tput = total / raw.wall_s;
+        const double ws_tput = ws.wall_s > 0 ? total / ws.wall_s : 0;
         nlohmann::json line = {
             {"bench", "pipeline"},
             {"jobs", jobs},
+            {"rounds", rounds},
             {"parallelism", p},
             {"raw_s", raw.wall_s},
             {"raw_jobs_per_s", raw_tput},
             {"warmstart_s", ws.wall_s},
             {"warmstart_jobs_per_s", ws_tput},
             {"ratio", raw_tput > 0 ? ws_tput / raw_tput : 0},
+            {"round_ratios", round_ratios},
+            {"ratio_median", percentile(round_ratios, 50)},
             {"ratio_target", 0.98},
-            {"overhead_ms_per_job", (ws.wall_s - raw.wall_s) * 1000.0 * p / jobs},
+            {"overhead_ms_per_job", (ws.wall_s - raw.wall_s) * 1000.0 * p / total},
             {"raw_job_ms_p50", percentile(raw.job_ms, 50)},
             {"raw_job_ms_p99", percentile(raw.job_ms, 99)},
             {"ws_job_ms_p50", percentile(ws.job_ms, 50)},
@@ -162,11 +193,13 @@ int main(int argc, char** argv) {
             {"loadavg_1m", load_average_1m()},
             {"cores", static_cast<int>(std::thread::hardware_concurrency())},
             {"definitions",
+             "per round: raw phase then router phase; raw_s/warmstart_s summed over rounds; "
              "warmstart_s: client clock before first enqueue .. max(finished_at); raw_s: P "
-             "coroutines create/start/wait/remove; overhead_ms_per_job = (warmstart_s - raw_s) "
-             "* P / jobs; ws_job_ms = started_at..finished_at (ms records, after container "
-             "start); raw_job_ms = create..remove; router_cpu = utime+stime of the router "
-             "process over the phase / jobs"}};
+             "coroutines create/start/wait/remove; ratio = raw_s / warmstart_s; "
+             "overhead_ms_per_job = (warmstart_s - raw_s) * P / (jobs * rounds); "
+             "ws_job_ms = started_at..finished_at (ms records, after container start); "
+             "raw_job_ms = create..remove; router_cpu = utime+stime of the router process "
+             "over the phase / jobs (mean of rounds)"}};
         std::printf("%s\n", line.dump().c_str());
         std::fflush(stdout);
         if (ws.failed != 0) ok = false;

@@ -163,10 +163,11 @@ class RouterChild {
       if (std::string(*e).rfind("WARMSTART_API_TOKEN=", 0) != 0) env_strings.emplace_back(*e);
     }
     env_strings.push_back("WARMSTART_KEY_PREFIX=" + key_prefix_);
-    std::vector<std::string> args = {env_.binary, "router",        "--config",
-                                     config_path_, "--redis",      env_.redis_url,
+    std::vector<std::string> args = {env_.binary,     "router",
+                                     "--config",      config_path_,
+                                     "--redis",       env_.redis_url,
                                      "--docker-host", "unix://" + env_.docker_socket,
-                                     "--router-id", id_};
+                                     "--router-id",   id_};
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);

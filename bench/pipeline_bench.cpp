@@ -61,7 +61,8 @@ awaitable<RawResult> run_raw(container::DockerClient& docker, const BenchEnv& en
             const int code = co_await docker.wait_container(id, Duration(60s));
             co_await docker.remove_container(id, false);
             if (code != 0) throw std::runtime_error("raw container exited " + std::to_string(code));
-            out.job_ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+            out.job_ms.push_back(
+                std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
           }
           if (--active == 0) done.cancel();
         },

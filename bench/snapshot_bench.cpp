@@ -37,8 +37,8 @@ awaitable<queue::JobRecord> run_job(queue::RedisQueue& q, const std::string& id,
   auto recs = co_await wait_all(q, std::move(ids), 10ms, Duration(600s));
   const queue::JobRecord rec = recs.at(0);
   if (rec.state != queue::JobState::succeeded) {
-    throw std::runtime_error("job " + id + " ended " + std::string(queue::to_string(rec.state)) + ": " +
-                             rec.error);
+    throw std::runtime_error("job " + id + " ended " + std::string(queue::to_string(rec.state)) +
+                             ": " + rec.error);
   }
   elapsed_ms = static_cast<double>(rec.finished_at.value_or(t0) - t0);
   co_return rec;

@@ -1,9 +1,9 @@
 // Precompiled header for the heavy third-party headers (see WARMSTART_PCH).
 #pragma once
+#include <spdlog/spdlog.h>
 #include <boost/asio.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <nlohmann/json.hpp>
-#include <spdlog/spdlog.h>
 
 #include <chrono>
 #include <functional>

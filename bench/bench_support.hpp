@@ -21,6 +21,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -101,11 +102,21 @@ inline double load_average_1m() {
   return v;
 }
 
+// Router settings a benchmark may change (the rest are the router's defaults).
+struct RouterChildOptions {
+  int concurrency = 4;
+  // Batched container list catching missed exits; "" = the router's default (5s).
+  std::string reconcile_interval = "1s";
+};
+
 // The router binary as a child: own id, key prefix, port and directory under
 // the run dir. The destructor stops it (SIGTERM, then SIGKILL).
 class RouterChild {
  public:
-  RouterChild(const BenchEnv& env, int concurrency, const std::string& stem) : env_(env) {
+  RouterChild(const BenchEnv& env, int concurrency, const std::string& stem)
+      : RouterChild(env, RouterChildOptions{concurrency}, stem) {}
+  RouterChild(const BenchEnv& env, const RouterChildOptions& options, const std::string& stem)
+      : env_(env) {
     id_ = stem + "-" + std::to_string(::getpid()) + "-" + std::to_string(std::random_device{}());
     key_prefix_ = "wsb-" + id_ + ":";
     dir_ = fs::path(env.run_dir) / ("bench-" + id_);
@@ -117,9 +128,11 @@ class RouterChild {
            << "key_prefix = \"" << key_prefix_ << "\"\n"
            << "listen = \"127.0.0.1:" << free_loopback_port() << "\"\n"
            << "base_image = \"" << env.base_image << "\"\n"
-           << "concurrency = " << concurrency << "\n"
-           << "reconcile_interval = \"1s\"\n"
-           << "[snapshots]\n"
+           << "concurrency = " << options.concurrency << "\n";
+    if (!options.reconcile_interval.empty()) {
+      config << "reconcile_interval = \"" << options.reconcile_interval << "\"\n";
+    }
+    config << "[snapshots]\n"
            << "work_dir = \"" << (dir_ / "snapshots").string() << "\"\n";
     config.close();
     spawn();
@@ -265,6 +278,59 @@ inline awaitable<void> delete_prefix(redis::Client& client, const std::string& p
     for (const auto& k : r.as_array().at(1).as_array()) del.push_back(k.as_string());
     if (del.size() > 1) co_await client.command(std::move(del));
   } while (cursor != "0");
+}
+
+// False once the process is gone or a zombie (the router died).
+inline bool process_alive(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const auto close = all.rfind(')');
+  if (close == std::string::npos || close + 2 >= all.size()) return false;
+  return all[close + 2] != 'Z' && all[close + 2] != 'X';
+}
+
+// CPU time (user + system, ms) of the Redis server, from INFO cpu.
+inline awaitable<double> redis_cpu_ms(redis::Client& client) {
+  auto args = redis::make_args("INFO", "cpu");
+  redis::Reply r = co_await client.command(std::move(args));
+  std::istringstream in(r.as_string());
+  std::string line;
+  double seconds = 0;
+  while (std::getline(in, line)) {
+    for (const char* key : {"used_cpu_sys:", "used_cpu_user:"}) {
+      if (line.rfind(key, 0) == 0) seconds += std::atof(line.c_str() + std::strlen(key));
+    }
+  }
+  co_return seconds * 1000.0;
+}
+
+// Runs fn(i) for i in [0, n) on `workers` coroutines; rethrows the first error
+// (after every worker stopped).
+template <class F>
+awaitable<void> parallel_for(std::size_t n, std::size_t workers, F fn) {
+  auto ex = co_await net::this_coro::executor;
+  std::size_t next = 0;
+  std::size_t active = std::min(workers, n);
+  if (active == 0) co_return;
+  std::exception_ptr failure;
+  net::steady_timer done(ex, Clock::time_point::max());
+  const std::size_t spawned = active;
+  for (std::size_t w = 0; w < spawned; ++w) {
+    net::co_spawn(
+        ex,
+        [&]() -> awaitable<void> {
+          while (next < n && !failure) {
+            const std::size_t i = next++;
+            co_await fn(i);
+          }
+        },
+        [&](std::exception_ptr e) {
+          if (e && !failure) failure = e;
+          if (--active == 0) done.cancel();
+        });
+  }
+  co_await done.async_wait(net::as_tuple(use_awaitable));
+  if (failure) std::rethrow_exception(failure);
 }
 
 // Runs `body` on a fresh io_context; rethrows its exception; stops the context

@@ -10,6 +10,19 @@
 // Times are client wall clock before enqueue .. the record's finished_at (ms).
 // commit_ms is took_ms of the router's "snapshot commit" log line.
 // Target: warm_ms <= 25% of cold_ms. The snapshot images are removed at the end.
+//
+// Dispatch while a commit runs (concurrency 2): a job under a second key
+// ("commit-probe", same setup, commit on) is committed; from the engine's
+// `export` event of its container (the flatten's export starts) until the
+// `import` event of the new image (the import is done), small `true` probe
+// jobs are enqueued one at a time, each followed by a raw create (the
+// engine's share). The same is done first on the idle router.
+//   dispatch_*_ms          client clock before enqueue .. the engine's create
+//                          event of the probe's container (as dispatch_bench).
+//   dispatch_*_started_ms  .. the probe record's started_at (ms, after start).
+//   raw_create_*_ms        client clock before create_container .. its event.
+// Only probes enqueued after the export event whose container was created
+// before the import event count as "during commit".
 #include "bench/bench_support.hpp"
 
 using namespace warmstart;
@@ -44,6 +57,90 @@ awaitable<queue::JobRecord> run_job(queue::RedisQueue& q, const std::string& id,
   co_return rec;
 }
 
+std::int64_t unix_ns_now() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// Engine events seen so far (engine clock, ns; same host as the client).
+struct Seen {
+  std::map<std::string, std::int64_t> job_created;   // job id -> create
+  std::map<std::string, std::string> job_container;  // job id -> container id
+  std::map<std::string, std::int64_t> raw_created;   // container id -> create
+  std::map<std::string, std::int64_t> exported;      // container id -> export
+  std::vector<std::int64_t> imports;                 // image import events
+};
+
+awaitable<std::int64_t> await_key(const std::map<std::string, std::int64_t>& m,
+                                  const std::string& key, const char* what) {
+  auto ex = co_await net::this_coro::executor;
+  net::steady_timer timer(ex);
+  for (int i = 0; i < 12000; ++i) {  // 60 s
+    auto it = m.find(key);
+    if (it != m.end()) co_return it->second;
+    timer.expires_after(5ms);
+    co_await timer.async_wait(use_awaitable);
+  }
+  throw std::runtime_error(std::string("no ") + what + " event for " + key);
+}
+
+struct Probe {
+  std::int64_t enqueued_ns = 0;
+  std::int64_t created_ns = 0;
+  double to_create_ms = 0;
+  double to_started_ms = -1;
+  double raw_create_ms = 0;
+};
+
+// One probe job (enqueue .. create event, .. started_at; waits until it ended)
+// then one raw create (call .. create event; removed).
+awaitable<Probe> probe(queue::RedisQueue& q, container::DockerClient& docker, const BenchEnv& env,
+                       Seen& seen, const std::string& id) {
+  Probe out;
+  queue::JobSpec s;
+  s.id = id;
+  s.cmd = {"true"};
+  out.enqueued_ns = unix_ns_now();
+  co_await q.enqueue(std::move(s));
+  out.created_ns = co_await await_key(seen.job_created, id, "create");
+  out.to_create_ms = static_cast<double>(out.created_ns - out.enqueued_ns) / 1e6;
+  std::vector<std::string> ids = {id};
+  auto recs = co_await wait_all(q, std::move(ids), 5ms, Duration(60s));
+  if (recs.at(0).state != queue::JobState::succeeded) {
+    throw std::runtime_error("probe " + id + " ended " + recs.at(0).error);
+  }
+  if (recs.at(0).started_at) {
+    out.to_started_ms =
+        static_cast<double>(*recs.at(0).started_at) - static_cast<double>(out.enqueued_ns) / 1e6;
+  }
+  container::ContainerSpec spec;
+  spec.image = env.base_image;
+  spec.cmd = {"true"};
+  spec.labels["warmstart.bench"] = "snapshot-raw";
+  const std::int64_t t0 = unix_ns_now();
+  std::string cid = co_await docker.create_container(std::move(spec));
+  const std::int64_t created = co_await await_key(seen.raw_created, cid, "create");
+  co_await docker.remove_container(cid, true);
+  out.raw_create_ms = static_cast<double>(created - t0) / 1e6;
+  co_return out;
+}
+
+double max_of(const std::vector<double>& v) {
+  return v.empty() ? 0.0 : *std::max_element(v.begin(), v.end());
+}
+
+struct ProbeStats {
+  std::vector<double> to_create;
+  std::vector<double> to_started;
+  std::vector<double> raw;
+  void add(const Probe& p) {
+    to_create.push_back(p.to_create_ms);
+    if (p.to_started_ms >= 0) to_started.push_back(p.to_started_ms);
+    raw.push_back(p.raw_create_ms);
+  }
+};
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -65,13 +162,90 @@ int main(int argc, char** argv) {
       auto warm = co_await run_job(q, "warm", key, false, megabytes, warm_ms);
       auto warm2 = co_await run_job(q, "warm2", key, false, megabytes, warm2_ms);
 
+      // --- dispatch on an idle router, then while a commit runs ------------
+      container::DockerClientOptions po;
+      po.socket_path = env.docker_socket;
+      auto probe_docker = container::DockerClient::create(ex, po);
+      Seen seen;
+      container::EventFilter filter;
+      filter.types.push_back("container");
+      filter.types.push_back("image");
+      filter.events.push_back("create");
+      filter.events.push_back("export");
+      filter.events.push_back("import");
+      auto sub = probe_docker->subscribe_events(filter, 0, [&](const container::Event& e) {
+        if (e.type == "image") {
+          if (e.action == "import") seen.imports.push_back(e.time_nano);
+          return;
+        }
+        if (e.action == "export") {
+          seen.exported[e.id] = e.time_nano;
+          return;
+        }
+        auto job = e.attributes.find("warmstart.job");
+        if (job != e.attributes.end()) {
+          seen.job_created[job->second] = e.time_nano;
+          seen.job_container[job->second] = e.id;
+        }
+        seen.raw_created[e.id] = e.time_nano;
+      });
+      net::steady_timer pause(ex);
+      ProbeStats idle;
+      for (int i = 0; i < 6; ++i) {
+        pause.expires_after(200ms);  // back in its blocking claim
+        co_await pause.async_wait(use_awaitable);
+        const std::string probe_id = "idle-" + std::to_string(i);
+        Probe pr = co_await probe(q, *probe_docker, env, seen, probe_id);
+        if (i > 0) idle.add(pr);  // the first also proves the subscription is live
+      }
+
+      const std::string key2 = key + "-commit";
+      queue::JobSpec cs;
+      cs.id = "commit-probe";
+      cs.cmd = {"sh", "-c",
+                "dd if=/dev/zero of=/work/blob bs=1M count=" + std::to_string(megabytes) +
+                    " 2>/dev/null; echo step"};
+      queue::SnapshotSpec csnap;
+      csnap.key = key2;
+      csnap.reuse = true;
+      csnap.commit = true;
+      cs.snapshot = csnap;
+      cs.timeout_s = 600;
+      const std::size_t imports_before = seen.imports.size();
+      const std::string commit_job = cs.id;
+      co_await q.enqueue(std::move(cs));
+      co_await await_key(seen.job_created, commit_job, "create");
+      const std::string commit_cid = seen.job_container.at(commit_job);
+      const std::int64_t export_ns = co_await await_key(seen.exported, commit_cid, "export");
+      std::vector<Probe> during;
+      for (int i = 0; i < 50 && seen.imports.size() == imports_before; ++i) {
+        const std::string probe_id = "during-" + std::to_string(i);
+        Probe pr = co_await probe(q, *probe_docker, env, seen, probe_id);
+        during.push_back(pr);
+      }
+      std::vector<std::string> commit_ids = {"commit-probe"};
+      auto commit_recs = co_await wait_all(q, std::move(commit_ids), 10ms, Duration(600s));
+      if (commit_recs.at(0).state != queue::JobState::succeeded) {
+        throw std::runtime_error("commit-probe ended " + commit_recs.at(0).error);
+      }
+      sub->stop();
+      std::int64_t import_ns = 0;
+      if (seen.imports.size() > imports_before) import_ns = seen.imports[imports_before];
+      ProbeStats in_commit;
+      for (const auto& pr : during) {
+        if (pr.enqueued_ns >= export_ns && import_ns > 0 && pr.created_ns <= import_ns)
+          in_commit.add(pr);
+      }
+
       double commit_ms = -1;
+      double probe_commit_ms = -1;
       std::string commit_status;
       std::istringstream log_lines(router.log());
       std::string l;
       while (std::getline(log_lines, l)) {
         auto j = nlohmann::json::parse(l, nullptr, false);
         if (j.is_discarded() || j.value("msg", "") != "snapshot commit") continue;
+        if (j.value("job", "") == "commit-probe") probe_commit_ms = j.value("took_ms", -1.0);
         if (j.value("job", "") != "cold") continue;
         commit_ms = j.value("took_ms", -1.0);
         commit_status = j.value("status", "");
@@ -86,7 +260,8 @@ int main(int argc, char** argv) {
       int images_removed = 0;
       std::int64_t image_bytes = 0;
       for (const auto& img : images) {
-        image_bytes += img.size_bytes;
+        auto k = img.labels.find("warmstart.snapshot.key");
+        if (k != img.labels.end() && k->second == key) image_bytes += img.size_bytes;
         co_await docker->remove_image(img.id, true);
         ++images_removed;
       }
@@ -114,16 +289,39 @@ int main(int argc, char** argv) {
               {"target_ratio", 0.25},
               {"snapshot_image_bytes", image_bytes},
               {"images_removed", images_removed},
+              {"dispatch_idle_ms", percentile(idle.to_create, 50)},
+              {"dispatch_idle_ms_max", max_of(idle.to_create)},
+              {"dispatch_idle_started_ms", percentile(idle.to_started, 50)},
+              {"raw_create_idle_ms", percentile(idle.raw, 50)},
+              {"dispatch_during_commit_ms", percentile(in_commit.to_create, 50)},
+              {"dispatch_during_commit_ms_max", max_of(in_commit.to_create)},
+              {"dispatch_during_commit_started_ms", percentile(in_commit.to_started, 50)},
+              {"raw_create_during_commit_ms", percentile(in_commit.raw, 50)},
+              {"dispatch_probes_idle", idle.to_create.size()},
+              {"dispatch_probes_during_commit", in_commit.to_create.size()},
+              {"probe_commit_window_ms",
+               import_ns > 0 ? static_cast<double>(import_ns - export_ns) / 1e6 : -1.0},
+              {"probe_commit_ms", probe_commit_ms},
               {"loadavg_1m", load_average_1m()},
               {"definitions",
                "*_ms: client clock before enqueue .. finished_at; *_run_ms: started_at .. "
                "finished_at; cold includes the commit (succeeded only after it); warm runs "
-               "with commit off; commit_ms: took_ms of the router's 'snapshot commit' line"}};
+               "with commit off; commit_ms: took_ms of the router's 'snapshot commit' line; "
+               "dispatch_*: probe `true` jobs one at a time, client clock before enqueue .. "
+               "engine create event of the probe's container (p50; _started: .. started_at), "
+               "idle = on the idle router (5 probes), during_commit = enqueued after the export "
+               "event of a second committed job's container and created before its image "
+               "import event (router concurrency 2); raw_create_*: client clock before "
+               "create_container .. its create event, right after each probe; "
+               "snapshot_image_bytes: the first key's image only"}};
     });
   } catch (const std::exception& e) {
     std::fprintf(stderr, "snapshot_bench: %s\n", e.what());
     return 1;
   }
   std::printf("%s\n", line.dump().c_str());
-  return line.value("warm_from_snapshot", false) ? 0 : 1;
+  return line.value("warm_from_snapshot", false) &&
+                 line.value("dispatch_probes_during_commit", 0) > 0
+             ? 0
+             : 1;
 }

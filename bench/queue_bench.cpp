@@ -6,9 +6,14 @@
 #include "common/log.hpp"
 #include "queue/redis_queue.hpp"
 
+#include <sys/resource.h>
+
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <random>
+#include <sstream>
+#include <thread>
 
 using namespace warmstart;
 using namespace warmstart::queue;
@@ -25,6 +30,29 @@ awaitable<void> delete_prefix(redis::Client& client, const std::string& prefix) 
     for (const auto& k : r.as_array().at(1).as_array()) del.push_back(k.as_string());
     if (del.size() > 1) co_await client.command(std::move(del));
   } while (cursor != "0");
+}
+
+// CPU seconds (user + system) Redis has used so far: INFO cpu.
+awaitable<double> redis_cpu_s(redis::Client& client) {
+  auto args = redis::make_args("INFO", "cpu");
+  redis::Reply r = co_await client.command(std::move(args));
+  double total = 0;
+  std::istringstream lines(r.as_string());
+  std::string line;
+  while (std::getline(lines, line)) {
+    for (const char* key : {"used_cpu_sys:", "used_cpu_user:"}) {
+      if (line.rfind(key, 0) == 0) total += std::strtod(line.c_str() + std::strlen(key), nullptr);
+    }
+  }
+  co_return total;
+}
+
+// CPU seconds (user + system) of this process so far.
+double own_cpu_s() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  auto s = [](const timeval& t) { return static_cast<double>(t.tv_sec) + t.tv_usec / 1e6; };
+  return s(u.ru_utime) + s(u.ru_stime);
 }
 
 }  // namespace
@@ -47,6 +75,10 @@ int main(int argc, char** argv) {
 
   double enqueue_s = 0;
   double claim_s = 0;
+  double redis_cpu_enqueue = 0;
+  double redis_cpu_claim = 0;
+  double client_cpu_enqueue = 0;
+  double client_cpu_claim = 0;
   int finished = 0;
   std::exception_ptr failure;
   net::co_spawn(
@@ -65,6 +97,8 @@ int main(int argc, char** argv) {
         }
 
         // Phase 1: enqueue.
+        double redis_cpu0 = co_await redis_cpu_s(*q.client());
+        double client_cpu0 = own_cpu_s();
         int next = 0;
         int active = concurrency;
         net::steady_timer done(ex, Clock::time_point::max());
@@ -89,6 +123,10 @@ int main(int argc, char** argv) {
         co_await done.async_wait(net::as_tuple(use_awaitable));
         enqueue_s = std::chrono::duration<double>(Clock::now() - start).count();
         if (failure) co_return;
+        client_cpu_enqueue = own_cpu_s() - client_cpu0;
+        double redis_cpu1 = co_await redis_cpu_s(*q.client());
+        redis_cpu_enqueue = redis_cpu1 - redis_cpu0;
+        client_cpu0 = own_cpu_s();
 
         // Phase 2: claim in batches and finish each job.
         active = concurrency;
@@ -117,6 +155,8 @@ int main(int argc, char** argv) {
         }
         co_await done.async_wait(net::as_tuple(use_awaitable));
         claim_s = std::chrono::duration<double>(Clock::now() - start).count();
+        client_cpu_claim = own_cpu_s() - client_cpu0;
+        redis_cpu_claim = (co_await redis_cpu_s(*q.client())) - redis_cpu1;
         co_await delete_prefix(*q.client(), o.key_prefix);
         q.close();  // open connections would keep io.run() going
       },
@@ -133,6 +173,15 @@ int main(int argc, char** argv) {
     return 1;
   }
   nlohmann::json out = {{"bench", "queue"},
+                        {"definitions",
+                         "enqueue_per_s = jobs / wall time of `concurrency` coroutines calling "
+                         "RedisQueue::enqueue (pipelined on one connection). claim_ack_per_s = "
+                         "jobs / wall time of `concurrency` consumers, each claiming up to "
+                         "claim_batch jobs (XREADGROUP + claim script) and finishing them one "
+                         "at a time (finish() calls of all consumers are group-committed: "
+                         "finish_batches scripts served finish_calls calls). redis_cpu_s_* = "
+                         "Redis INFO cpu (user+sys) over the phase; client_cpu_s_* = this "
+                         "process (getrusage) over the phase."},
                         {"redis", o.redis.url.redacted()},
                         {"jobs", jobs},
                         {"concurrency", concurrency},
@@ -141,7 +190,14 @@ int main(int argc, char** argv) {
                         {"enqueue_per_s", jobs / enqueue_s},
                         {"claim_ack_s", claim_s},
                         {"claim_ack_per_s", finished / claim_s},
-                        {"finished", finished}};
+                        {"finished", finished},
+                        {"redis_cpu_s_enqueue", redis_cpu_enqueue},
+                        {"redis_cpu_s_claim_ack", redis_cpu_claim},
+                        {"client_cpu_s_enqueue", client_cpu_enqueue},
+                        {"client_cpu_s_claim_ack", client_cpu_claim},
+                        {"cores", std::thread::hardware_concurrency()},
+                        {"finish_batches", q.finish_batcher().batches()},
+                        {"finish_calls", q.finish_batcher().items()}};
   std::printf("%s\n", out.dump().c_str());
   return finished == jobs ? 0 : 1;
 }

@@ -138,7 +138,9 @@ class Queue {
   // router must then stop the container and finish() with cancelled.
   // Throws LeaseLost.
   virtual awaitable<JobRecord> mark_running(const LeaseHandle& lease, RunInfo info) = 0;
-  // Terminal state + ack + event + retention. Throws LeaseLost.
+  // Terminal state + ack + event + retention. Throws LeaseLost. The returned
+  // record may leave the spec out (spec.id and spec.queue only): the caller
+  // holds it already. Concurrent calls may share one Redis round trip.
   virtual awaitable<JobRecord> finish(const LeaseHandle& lease, JobResult result) = 0;
   // A failed attempt: `scheduled` for a retry after a backoff when retryable
   // and attempts remain, else terminal `failed`. Throws LeaseLost.

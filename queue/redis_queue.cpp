@@ -20,11 +20,14 @@ namespace {
 const std::string& script(const char* body) {
   static const std::unordered_map<const char*, std::string> all = [] {
     std::unordered_map<const char*, std::string> m;
+    std::string fields_lua = "local RECORD_FIELDS = {";
+    for (const char* f : scripts::kRecordFields) fields_lua += std::string("'") + f + "', ";
+    fields_lua += "}\n";
     for (const char* b :
          {scripts::kEnqueue, scripts::kClaim, scripts::kRenew, scripts::kMarkRunning,
           scripts::kFinish, scripts::kFailAttempt, scripts::kPromote, scripts::kCancel,
           scripts::kList, scripts::kCounts, scripts::kSetLogTail}) {
-      m.emplace(b, lua_transition_table() + scripts::kPrelude + b);
+      m.emplace(b, lua_transition_table() + fields_lua + scripts::kPrelude + b);
     }
     return m;
   }();
@@ -38,13 +41,10 @@ std::optional<std::int64_t> to_int(const std::string& s) {
   return v;
 }
 
-// A job hash (HGETALL's flat field/value array) -> JobRecord.
-JobRecord record_from_hash(const Reply& reply) {
-  const auto& items = reply.as_array();
-  std::unordered_map<std::string, const std::string*> f;
-  for (std::size_t i = 0; i + 1 < items.size(); i += 2) {
-    f.emplace(items[i].as_string(), &items[i + 1].as_string());
-  }
+// Field name -> value of a job hash.
+using Fields = std::unordered_map<std::string_view, const std::string*>;
+
+JobRecord record_from_fields(const Fields& f) {
   auto get = [&](const char* key) -> std::string {
     auto it = f.find(key);
     return it == f.end() ? std::string() : *it->second;
@@ -80,11 +80,40 @@ JobRecord record_from_hash(const Reply& reply) {
   return r;
 }
 
-// The {'ok', record} | {'lost'} | {'illegal', state} | {'missing'} replies.
-JobRecord expect_record(const Reply& reply, const LeaseHandle& lease, const char* op) {
+// A job hash (HGETALL's flat field/value array) -> JobRecord.
+JobRecord record_from_hash(const Reply& reply) {
+  const auto& items = reply.as_array();
+  Fields f;
+  for (std::size_t i = 0; i + 1 < items.size(); i += 2) {
+    f.emplace(items[i].as_string(), &items[i + 1].as_string());
+  }
+  return record_from_fields(f);
+}
+
+// HMGET of scripts::kRecordFields (nil for absent fields) -> JobRecord without
+// its spec (spec.id and spec.queue only).
+JobRecord record_from_values(const Reply& reply) {
+  const auto& items = reply.as_array();
+  Fields f;
+  std::size_t i = 0;
+  for (const char* name : scripts::kRecordFields) {
+    if (i < items.size() && !items[i].is_nil()) f.emplace(name, &items[i].as_string());
+    ++i;
+  }
+  return record_from_fields(f);
+}
+
+// The {'ok', record} | {'lost'} | {'illegal', state} | {'missing'} replies;
+// `record` is a whole hash, or with `values` the HMGET of kRecordFields.
+enum class RecordShape { hash, values };
+JobRecord expect_record(const Reply& reply, const LeaseHandle& lease, const char* op,
+                        RecordShape shape = RecordShape::hash) {
   const auto& parts = reply.as_array();
   const std::string& status = parts.at(0).as_string();
-  if (status == "ok") return record_from_hash(parts.at(1));
+  if (status == "ok") {
+    if (shape == RecordShape::values) return record_from_values(parts.at(1));
+    return record_from_hash(parts.at(1));
+  }
   if (status == "lost") {
     throw LeaseLost(std::string(op) + ": job " + lease.job_id + " is no longer held by " +
                     lease.consumer + " (lease expired and reclaimed)");
@@ -118,7 +147,12 @@ class RedisCancelSubscription final : public CancelSubscription {
 }  // namespace
 
 RedisQueue::RedisQueue(net::any_io_executor executor, RedisQueueOptions options)
-    : executor_(executor), options_(std::move(options)), backoff_(options_.retry_backoff) {
+    : executor_(executor),
+      options_(std::move(options)),
+      backoff_(options_.retry_backoff),
+      finish_batcher_(executor_, options_.finish_batch_max, [this](std::vector<std::string> args) {
+        return run_script(script(scripts::kFinish), std::move(args));
+      }) {
   client_ = redis::Client::create(executor_, options_.redis);
   redis::ClientOptions blocking = options_.redis;
   blocking.client_name += "-claim";
@@ -207,6 +241,8 @@ awaitable<std::vector<ClaimedJob>> RedisQueue::process_entries(const std::string
   ValidationOptions validation = options_.validation;
   validation.generate_id = false;
   std::size_t entries = 0;
+  // The specs sent as valid: a claimed entry's record is built from them.
+  std::unordered_map<std::string, JobSpec> specs;  // entry id -> spec
   for (const Reply& stream : streams.as_array()) {
     const std::string& key = stream.as_array().at(0).as_string();
     std::string queue = key.substr(stream_prefix.size());
@@ -240,6 +276,7 @@ awaitable<std::vector<ClaimedJob>> RedisQueue::process_entries(const std::string
             v.spec->queue = queue;  // the stream it is on wins
             mode = "ok";
             data = v.spec->to_json().dump();
+            specs.insert_or_assign(entry_id, std::move(*v.spec));
           } else {
             data = "invalid job: " + v.reason;
           }
@@ -261,12 +298,27 @@ awaitable<std::vector<ClaimedJob>> RedisQueue::process_entries(const std::string
     const std::string& entry_id = parts.at(0).as_string();
     const std::string& outcome = parts.at(1).as_string();
     const std::string& id = parts.at(2).as_string();
-    if (outcome == "claimed") {
+    if (outcome == "claimed" || outcome == "reclaimed") {
       ClaimedJob job;
-      job.record = record_from_hash(parts.at(3));
-      job.lease = LeaseHandle{id, job.record.spec.queue, entry_id, consumer, job.record.attempts};
-      if (reclaim)
+      if (outcome == "claimed") {
+        // {entry, 'claimed', id, state, attempts, created_at}: the rest of a
+        // freshly claimed record is the spec we sent and empty run fields.
+        auto it = specs.find(entry_id);
+        if (it == specs.end()) {
+          throw redis::ProtocolError(
+              "EVALSHA", "claim script claimed entry " + entry_id + " that was not sent as valid");
+        }
+        job.record.id = id;
+        job.record.state = parse_state(parts.at(3).as_string()).value_or(JobState::running);
+        job.record.attempts = static_cast<int>(parts.at(4).as_integer());
+        job.record.created_at = to_int(parts.at(5).as_string()).value_or(0);
+        job.record.router_id = consumer;
+        job.record.spec = std::move(it->second);
+      } else {
+        job.record = record_from_hash(parts.at(3));
         log::info("job reclaimed after lease expiry", {{"job", id}, {"router", consumer}});
+      }
+      job.lease = LeaseHandle{id, job.record.spec.queue, entry_id, consumer, job.record.attempts};
       out.push_back(std::move(job));
     } else if (outcome == "rejected") {
       log::warn("job rejected from the stream",
@@ -445,8 +497,8 @@ awaitable<JobRecord> RedisQueue::finish(const LeaseHandle& lease, JobResult resu
   if (result.exit_code) exit_code = std::to_string(*result.exit_code);
   auto args_6 = make_args(lease.job_id, lease.entry_id, lease.consumer, lease.queue,
                           std::string(to_string(result.state)), exit_code, result.error);
-  Reply r = co_await run_script(script(scripts::kFinish), std::move(args_6));
-  co_return expect_record(r, lease, "finish");
+  Reply r = co_await finish_batcher_.run(std::move(args_6));
+  co_return expect_record(r, lease, "finish", RecordShape::values);
 }
 
 awaitable<JobRecord> RedisQueue::fail_attempt(const LeaseHandle& lease, std::string reason,

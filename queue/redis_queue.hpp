@@ -5,6 +5,7 @@
 #include "common/redis.hpp"
 #include "queue/backoff.hpp"
 #include "queue/queue.hpp"
+#include "queue/script_batcher.hpp"
 #include "queue/validation.hpp"
 
 #include <map>
@@ -27,6 +28,7 @@ struct RedisQueueOptions {
   BackoffOptions retry_backoff;                     // delay before retries
   ValidationOptions validation;                     // for enqueue() and raw entries
   bool promote_on_claim = true;                     // claim() first runs promote_due()
+  std::size_t finish_batch_max = 128;               // finish() calls per script (group commit)
 };
 
 class RedisQueue final : public Queue {
@@ -71,6 +73,8 @@ class RedisQueue final : public Queue {
   const RedisQueueOptions& options() const { return options_; }
   // The command connection, for tools and tests that inspect keys.
   const redis::ClientPtr& client() const { return client_; }
+  // Group commit of finish() (script_batcher.hpp): batches sent, calls served.
+  const ScriptBatcher& finish_batcher() const { return finish_batcher_; }
 
  private:
   awaitable<void> ensure_groups();
@@ -85,6 +89,7 @@ class RedisQueue final : public Queue {
   Backoff backoff_;
   bool groups_ready_ = false;
   std::map<std::string, std::string> reclaim_cursor_;  // queue -> XAUTOCLAIM cursor
+  ScriptBatcher finish_batcher_;
 };
 
 }  // namespace warmstart::queue

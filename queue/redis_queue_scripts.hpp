@@ -2,6 +2,9 @@
 // is prefixed with the prelude below, which embeds state_machine.hpp's
 // transition table: a transition the C++ table forbids, Lua forbids too.
 //
+// Generated ahead of the prelude (redis_queue.cpp): TRANSITIONS (from
+// state_machine.hpp) and RECORD_FIELDS (kRecordFields below).
+//
 // Common ARGV of every script (see RedisQueue::run_script):
 //   1 key prefix, 2 now (Unix ms), 3 now (RFC 3339), 4 events MAXLEN,
 //   5 retention (ms), 6 consumer group; script arguments start at ARGV[7].
@@ -11,9 +14,18 @@
 
 namespace warmstart::queue::scripts {
 
+// The job hash fields a script returns instead of the whole hash (the spec is
+// left out): finish() replies with their values in this order.
+inline constexpr const char* kRecordFields[] = {
+    "id",         "state",         "attempts",          "max_attempts", "queue",
+    "created_at", "started_at",    "finished_at",       "exit_code",    "error",
+    "image",      "from_snapshot", "snapshot_fallback", "container_id", "router_id",
+    "log_tail",   "due_at",        "reclaims"};
+
 inline constexpr const char* kPrelude = R"lua(
 local P = ARGV[1]
-local NOW = tonumber(ARGV[2])
+local NOW_S = ARGV[2]
+local NOW = tonumber(NOW_S)
 local TS = ARGV[3]
 local EVENTS_MAX = ARGV[4]
 local RETENTION_MS = tonumber(ARGV[5])
@@ -27,7 +39,7 @@ end
 local function jk(id) return P .. 'job:' .. id end
 local function move_state(id, from, to)
   if from then redis.call('ZREM', P .. 'state:' .. from, id) end
-  redis.call('ZADD', P .. 'state:' .. to, NOW, id)
+  redis.call('ZADD', P .. 'state:' .. to, NOW_S, id)
 end
 local function emit(ev)
   ev.ts = TS
@@ -44,6 +56,48 @@ local function ack(queue, entry)
   redis.call('XACK', s, GROUP, entry)
   redis.call('XDEL', s, entry)
 end
+-- Batched scripts collect the index and stream writes of all their items and
+-- issue them once per key at the end (one ZREM/ZADD/XACK/XDEL per key rather
+-- than per job): defer_move/defer_ack/defer_retire, then flush_deferred().
+local DEFER = {rem = {}, add = {}, ack = {}, retire = {}}
+local function push(t, key, v)
+  local l = t[key]
+  if not l then l = {}; t[key] = l end
+  l[#l + 1] = v
+end
+local function defer_move(id, from, to)
+  if from then push(DEFER.rem, from, id) end
+  push(DEFER.add, to, NOW_S)
+  push(DEFER.add, to, id)
+end
+local function defer_ack(queue, entry) push(DEFER.ack, queue, entry) end
+local function defer_retire(id, state)
+  redis.call('PEXPIRE', jk(id), RETENTION_MS)
+  DEFER.retire[state] = true
+end
+-- unpack() has a stack limit: long lists go out in chunks.
+local function call_chunked(cmd, key, pre, list, step)
+  for i = 1, #list, step do
+    local args = {cmd, key}
+    for _, a in ipairs(pre) do args[#args + 1] = a end
+    for j = i, math.min(i + step - 1, #list) do args[#args + 1] = list[j] end
+    redis.call(unpack(args))
+  end
+end
+local function flush_deferred()
+  for queue, entries in pairs(DEFER.ack) do
+    local s = P .. 'stream:' .. queue
+    call_chunked('XACK', s, {GROUP}, entries, 1000)
+    call_chunked('XDEL', s, {}, entries, 1000)
+  end
+  for state, ids in pairs(DEFER.rem) do call_chunked('ZREM', P .. 'state:' .. state, {}, ids, 1000) end
+  for state, pairs_ in pairs(DEFER.add) do
+    call_chunked('ZADD', P .. 'state:' .. state, {}, pairs_, 1000)
+  end
+  for state in pairs(DEFER.retire) do
+    redis.call('ZREMRANGEBYSCORE', P .. 'state:' .. state, '-inf', '(' .. (NOW - RETENTION_MS))
+  end
+end
 )lua";
 
 // ARGV[7..10]: id, queue, spec JSON, max_attempts.
@@ -54,7 +108,7 @@ local k = jk(id)
 if redis.call('EXISTS', k) == 1 then return redis.call('HGETALL', k) end
 local entry = redis.call('XADD', P .. 'stream:' .. queue, '*', 'job', spec)
 redis.call('HSET', k, 'id', id, 'state', 'queued', 'attempts', 0, 'max_attempts', max,
-           'queue', queue, 'created_at', NOW, 'spec', spec, 'entry', entry)
+           'queue', queue, 'created_at', NOW_S, 'spec', spec, 'entry', entry)
 move_state(id, nil, 'queued')
 redis.call('SADD', P .. 'queues', queue)
 emit({type = 'job.queued', job = id, queue = queue})
@@ -63,8 +117,12 @@ return 1
 
 // ARGV[7] consumer, ARGV[8] '1' when reclaiming, ARGV[9] max reclaims, then
 // per entry 5 values: queue, entry id, 'ok' | 'bad', job id, spec JSON | reason.
-// Returns per entry {entry, outcome, id, record | detail}; outcome is
-// claimed | rejected | skipped.
+// Returns per entry {entry, outcome, id, ...}:
+//   claimed:   {entry, 'claimed', id, state, attempts, created_at} (the caller
+//              has the spec it sent: no record round trip on the hot path)
+//   reclaimed: {entry, 'reclaimed', id, record (HGETALL)}
+//   rejected:  {entry, 'rejected', id, reason}
+//   skipped:   {entry, 'skipped', id, state}
 inline constexpr const char* kClaim = R"lua(
 local consumer, reclaim, max_reclaims = ARGV[7], ARGV[8] == '1', tonumber(ARGV[9])
 local out = {}
@@ -74,57 +132,65 @@ for i = 10, #ARGV, 5 do
     -- A malformed entry never touches an existing record, whatever id it claims.
     if id == '' or redis.call('EXISTS', jk(id)) == 1 then id = 'raw-' .. queue .. '-' .. entry end
     redis.call('HSET', jk(id), 'id', id, 'state', 'failed', 'attempts', 0, 'max_attempts', 1,
-               'queue', queue, 'created_at', NOW, 'finished_at', NOW, 'error', data, 'entry', entry)
-    move_state(id, nil, 'failed')
+               'queue', queue, 'created_at', NOW_S, 'finished_at', NOW_S, 'error', data,
+               'entry', entry)
+    defer_move(id, nil, 'failed')
     emit({type = 'job.failed', job = id, error = data})
-    retire(id, 'failed')
-    ack(queue, entry)
+    defer_retire(id, 'failed')
+    defer_ack(queue, entry)
     out[#out + 1] = {entry, 'rejected', id, data}
   else
     local k = jk(id)
-    local f = redis.call('HMGET', k, 'state', 'entry', 'consumer')
-    local state = f[1]
+    local f = redis.call('HMGET', k, 'state', 'entry', 'consumer', 'attempts', 'created_at')
+    local state, indexed, attempts, created = f[1], f[1], tonumber(f[4]) or 0, f[5]
     if not state then
-      -- A valid job another producer XADDed directly: adopt it.
+      -- A valid job another producer XADDed directly: adopt it (it goes
+      -- straight to its claimed state in the index below).
       local spec = cjson.decode(data)
-      redis.call('HSET', k, 'id', id, 'state', 'queued', 'attempts', 0,
-                 'max_attempts', spec.max_attempts or 1, 'queue', queue, 'created_at', NOW,
-                 'spec', data, 'entry', entry)
-      move_state(id, nil, 'queued')
+      redis.call('HSET', k, 'id', id, 'max_attempts', spec.max_attempts or 1, 'queue', queue,
+                 'created_at', NOW_S, 'spec', data)
       redis.call('SADD', P .. 'queues', queue)
       emit({type = 'job.queued', job = id, queue = queue})
-      state = 'queued'
+      state, indexed, created = 'queued', nil, NOW_S
     end
     local to_claim = next_state(state, 'claimed')
     if state == 'queued' and to_claim then
-      redis.call('HINCRBY', k, 'attempts', 1)
-      redis.call('HSET', k, 'state', to_claim, 'entry', entry, 'consumer', consumer,
-                 'router_id', consumer, 'image', '', 'container_id', '', 'exit_code', '',
-                 'from_snapshot', '0', 'snapshot_fallback', '0', 'started_at', '', 'due_at', '')
-      move_state(id, state, to_claim)
-      out[#out + 1] = {entry, 'claimed', id, redis.call('HGETALL', k)}
+      attempts = attempts + 1
+      if attempts == 1 then
+        redis.call('HSET', k, 'state', to_claim, 'attempts', attempts, 'entry', entry,
+                   'consumer', consumer, 'router_id', consumer)
+      else
+        -- A retry: clear what the previous attempt recorded.
+        redis.call('HSET', k, 'state', to_claim, 'attempts', attempts, 'entry', entry,
+                   'consumer', consumer, 'router_id', consumer, 'image', '', 'container_id', '',
+                   'exit_code', '', 'from_snapshot', '0', 'snapshot_fallback', '0',
+                   'started_at', '', 'due_at', '')
+      end
+      defer_move(id, indexed, to_claim)
+      out[#out + 1] = {entry, 'claimed', id, to_claim, attempts, created}
     elseif reclaim and f[2] == entry and next_state(state, 'reclaimed') then
       local n = redis.call('HINCRBY', k, 'reclaims', 1)
       if n > max_reclaims then
         local reason = 'lease expired ' .. n .. ' times: routers lost the job'
         local to = next_state(state, 'failed')
-        redis.call('HSET', k, 'state', to, 'error', reason, 'finished_at', NOW)
-        move_state(id, state, to)
+        redis.call('HSET', k, 'state', to, 'error', reason, 'finished_at', NOW_S)
+        defer_move(id, state, to)
         emit({type = 'job.failed', job = id, error = reason})
-        retire(id, to)
-        ack(queue, entry)
+        defer_retire(id, to)
+        defer_ack(queue, entry)
         out[#out + 1] = {entry, 'rejected', id, reason}
       else
         redis.call('HSET', k, 'consumer', consumer, 'router_id', consumer)
-        out[#out + 1] = {entry, 'claimed', id, redis.call('HGETALL', k)}
+        out[#out + 1] = {entry, 'reclaimed', id, redis.call('HGETALL', k)}
       end
     else
       -- Cancelled, finished, scheduled, or a stale duplicate: nothing to run.
-      ack(queue, entry)
+      defer_ack(queue, entry)
       out[#out + 1] = {entry, 'skipped', id, state}
     end
   end
 end
+flush_deferred()
 return out
 )lua";
 
@@ -159,7 +225,7 @@ if not to then return {'illegal', f[1]} end
 local router = ARGV[14] ~= '' and ARGV[14] or consumer
 redis.call('HSET', k, 'state', to, 'image', ARGV[10], 'from_snapshot', ARGV[11],
            'snapshot_fallback', ARGV[12], 'container_id', ARGV[13], 'router_id', router,
-           'started_at', NOW)
+           'started_at', NOW_S)
 move_state(id, f[1], to)
 emit({type = 'job.started', job = id, image = ARGV[10], from_snapshot = ARGV[11] == '1',
       container = ARGV[13], router = router,
@@ -167,37 +233,49 @@ emit({type = 'job.started', job = id, image = ARGV[10], from_snapshot = ARGV[11]
 return {'ok', redis.call('HGETALL', k)}
 )lua";
 
-// ARGV[7..13]: id, entry, consumer, queue, result state, exit code ('' none), error.
+// Batched (queue/script_batcher.hpp): ARGV[7..] holds items of 7 values: id,
+// entry, consumer, queue, result state, exit code ('' none), error. Returns one
+// reply per item: {'ok', values} | {'lost'} | {'missing'} | {'illegal', state},
+// values: HMGET of RECORD_FIELDS (every field but the spec, which the caller
+// holds and which can be large).
 inline constexpr const char* kFinish = R"lua(
-local id, entry, consumer, queue, result, code, err =
-  ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13]
-local k = jk(id)
-local f = redis.call('HMGET', k, 'state', 'entry', 'consumer')
-if not f[1] then
-  ack(queue, entry)
-  return {'missing'}
-end
-if f[2] ~= entry or f[3] ~= consumer then return {'lost'} end
-local event = result
-if result == 'cancelled' then event = 'cancel' end
-local to = next_state(f[1], event)
-if not to then
-  -- Cancelled while running: the router's report only releases the entry.
-  if TERMINAL[f[1]] then
-    ack(queue, entry)
-    return {'ok', redis.call('HGETALL', k)}
+local function record(k) return redis.call('HMGET', k, unpack(RECORD_FIELDS)) end
+local function finish(id, entry, consumer, queue, result, code, err)
+  local k = jk(id)
+  local f = redis.call('HMGET', k, 'state', 'entry', 'consumer')
+  if not f[1] then
+    defer_ack(queue, entry)
+    return {'missing'}
   end
-  return {'illegal', f[1]}
+  if f[2] ~= entry or f[3] ~= consumer then return {'lost'} end
+  local event = result
+  if result == 'cancelled' then event = 'cancel' end
+  local to = next_state(f[1], event)
+  if not to then
+    -- Cancelled while running: the router's report only releases the entry.
+    if TERMINAL[f[1]] then
+      defer_ack(queue, entry)
+      return {'ok', record(k)}
+    end
+    return {'illegal', f[1]}
+  end
+  redis.call('HSET', k, 'state', to, 'finished_at', NOW_S, 'exit_code', code, 'error', err)
+  defer_move(id, f[1], to)
+  local ev = {type = 'job.' .. to, job = id}
+  if code ~= '' then ev.exit_code = tonumber(code) end
+  if err ~= '' then ev.error = err end
+  emit(ev)
+  defer_ack(queue, entry)
+  defer_retire(id, to)
+  return {'ok', record(k)}
 end
-redis.call('HSET', k, 'state', to, 'finished_at', NOW, 'exit_code', code, 'error', err)
-move_state(id, f[1], to)
-local ev = {type = 'job.' .. to, job = id}
-if code ~= '' then ev.exit_code = tonumber(code) end
-if err ~= '' then ev.error = err end
-emit(ev)
-ack(queue, entry)
-retire(id, to)
-return {'ok', redis.call('HGETALL', k)}
+local out = {}
+for i = 7, #ARGV, 7 do
+  out[#out + 1] = finish(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4],
+                         ARGV[i + 5], ARGV[i + 6])
+end
+flush_deferred()
+return out
 )lua";
 
 // ARGV[7..13]: id, entry, consumer, queue, reason, retryable '1'/'0', delay ms.
@@ -231,7 +309,7 @@ else
   if not to then return {'illegal', f[1]} end
   local err = reason
   if retryable then err = reason .. ' (attempts exhausted: ' .. attempts .. '/' .. max .. ')' end
-  redis.call('HSET', k, 'state', to, 'error', err, 'finished_at', NOW)
+  redis.call('HSET', k, 'state', to, 'error', err, 'finished_at', NOW_S)
   move_state(id, f[1], to)
   emit({type = 'job.failed', job = id, error = err})
   ack(queue, entry)
@@ -242,7 +320,7 @@ return {'ok', redis.call('HGETALL', k)}
 
 // ARGV[7] limit. Returns {promoted, next due (Unix ms) or -1}.
 inline constexpr const char* kPromote = R"lua(
-local ids = redis.call('ZRANGEBYSCORE', P .. 'scheduled', '-inf', NOW, 'LIMIT', 0, tonumber(ARGV[7]))
+local ids = redis.call('ZRANGEBYSCORE', P .. 'scheduled', '-inf', NOW_S, 'LIMIT', 0, tonumber(ARGV[7]))
 local n = 0
 for _, id in ipairs(ids) do
   redis.call('ZREM', P .. 'scheduled', id)
@@ -279,7 +357,7 @@ elseif f[1] == 'running' then
   redis.call('PUBLISH', P .. 'cancel', cjson.encode({job = id, router = f[4]}))
   outcome = 'router_notified'
 end
-redis.call('HSET', k, 'state', to, 'finished_at', NOW)
+redis.call('HSET', k, 'state', to, 'finished_at', NOW_S)
 move_state(id, f[1], to)
 emit({type = 'job.cancelled', job = id, previous_state = f[1]})
 retire(id, to)
@@ -307,7 +385,7 @@ for _, q in ipairs(redis.call('SMEMBERS', P .. 'queues')) do
   depth[#depth + 1] = redis.call('XLEN', P .. 'stream:' .. q)
 end
 out[#out + 1] = depth
-out[#out + 1] = redis.call('ZCOUNT', P .. 'scheduled', '-inf', NOW)
+out[#out + 1] = redis.call('ZCOUNT', P .. 'scheduled', '-inf', NOW_S)
 return out
 )lua";
 

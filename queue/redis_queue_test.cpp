@@ -492,8 +492,85 @@ TEST_CASE("a valid raw entry without an id is adopted and runs", "[queue]") {
     REQUIRE(got.size() == 1);
     CHECK(got[0].record.spec.cmd == std::vector<std::string>{"echo", "hi"});
     CHECK(got[0].record.id.rfind("s-default-", 0) == 0);
+    // Adopted straight into its claimed state: the state index holds it once.
+    auto counts = co_await q.counts();
+    CHECK(counts.by_state[JobState::queued] == 0);
+    CHECK(counts.by_state[JobState::running] == 1);
     auto arg8 = result(JobState::succeeded, 0, "");
     co_await q.finish(got[0].lease, std::move(arg8));
+    auto after = co_await q.counts();
+    CHECK(after.by_state[JobState::running] == 0);
+    CHECK(after.by_state[JobState::succeeded] == 1);
+  });
+}
+
+TEST_CASE("concurrent finishes are group-committed and each gets its own record", "[queue]") {
+  const std::string prefix = unique_prefix();
+  KeyCleanup cleanup{testing::redis_url(), prefix};
+  constexpr int kJobs = 60;
+  run_coro([&]() -> awaitable<void> {
+    auto ex = co_await net::this_coro::executor;
+    RedisQueue q(ex, options_for(testing::redis_url(), prefix));
+    for (int i = 0; i < kJobs; ++i) co_await q.enqueue(job("c" + std::to_string(i)));
+    auto claimed = co_await claim_n(q, "r", kJobs);
+    REQUIRE(claimed.size() == kJobs);
+    for (const auto& c : claimed) {
+      CHECK(c.record.state == JobState::running);
+      CHECK(c.record.attempts == 1);
+      CHECK(c.record.spec.cmd == std::vector<std::string>{"true"});
+    }
+    // Every finish at once: odd jobs fail with their index as exit code.
+    std::vector<JobRecord> done(kJobs);
+    int left = kJobs;
+    net::steady_timer all_done(ex, Clock::time_point::max());
+    for (int i = 0; i < kJobs; ++i) {
+      net::co_spawn(
+          ex,
+          [&, i]() -> awaitable<void> {
+            // No ?: with class-type operands in a coroutine (g++ 12).
+            std::string error;
+            if (i % 2 == 1) error = "exit " + std::to_string(i);
+            auto r = result(i % 2 == 0 ? JobState::succeeded : JobState::failed, i, error);
+            done[static_cast<std::size_t>(i)] =
+                co_await q.finish(claimed[static_cast<std::size_t>(i)].lease, std::move(r));
+          },
+          [&](std::exception_ptr e) {
+            if (e) FAIL_CHECK("finish threw");
+            if (--left == 0) all_done.cancel();
+          });
+    }
+    co_await all_done.async_wait(net::as_tuple(use_awaitable));
+    // Fewer scripts than calls: the calls that came during a batch shared the next.
+    CHECK(q.finish_batcher().items() == kJobs);
+    CHECK(q.finish_batcher().batches() < kJobs / 2);
+    for (int i = 0; i < kJobs; ++i) {
+      const JobRecord& r = done[static_cast<std::size_t>(i)];
+      CHECK(r.id == claimed[static_cast<std::size_t>(i)].record.id);
+      CHECK(r.state == (i % 2 == 0 ? JobState::succeeded : JobState::failed));
+      CHECK(r.exit_code == i);
+      CHECK(r.attempts == 1);
+      CHECK(r.finished_at.has_value());
+    }
+    auto counts = co_await q.counts();
+    CHECK(counts.by_state[JobState::running] == 0);
+    CHECK(counts.by_state[JobState::succeeded] == kJobs / 2);
+    CHECK(counts.by_state[JobState::failed] == kJobs / 2);
+    CHECK(counts.depth["default"] == 0);
+    auto pending =
+        co_await q.client()->command(make_args("XPENDING", q.stream_key("default"), "routers"));
+    CHECK(pending.as_array().at(0).as_integer() == 0);
+    auto ttl = co_await q.client()->command(make_args("PTTL", q.job_key("c7")));
+    CHECK(ttl.as_integer() > 0);
+    auto events = co_await q.read_events("", 1000);
+    std::size_t finished_events = 0;
+    for (const auto& e : events) {
+      finished_events += e.body["type"] == "job.succeeded" || e.body["type"] == "job.failed";
+    }
+    CHECK(finished_events == kJobs);
+    // A second finish of a finished job only releases the entry: not a new transition.
+    auto again = result(JobState::succeeded, 0, "");
+    auto second = co_await q.finish(claimed[1].lease, std::move(again));
+    CHECK(second.state == JobState::failed);
   });
 }
 

@@ -126,7 +126,7 @@ class RouterChild {
     std::ofstream config(config_path_);
     config << "[router]\n"
            << "key_prefix = \"" << key_prefix_ << "\"\n"
-           << "listen = \"127.0.0.1:" << free_loopback_port() << "\"\n"
+           << "listen = \"127.0.0.1:" << (port_ = free_loopback_port()) << "\"\n"
            << "base_image = \"" << env.base_image << "\"\n"
            << "concurrency = " << options.concurrency << "\n";
     if (!options.reconcile_interval.empty()) {
@@ -145,6 +145,8 @@ class RouterChild {
   const std::string& id() const { return id_; }
   const std::string& key_prefix() const { return key_prefix_; }
   const std::string& log_path() const { return log_path_; }
+  // The router's HTTP front (loopback).
+  unsigned short listen_port() const { return port_; }
 
   std::string log() const {
     std::ifstream in(log_path_);
@@ -206,6 +208,7 @@ class RouterChild {
   fs::path dir_;
   std::string config_path_;
   std::string log_path_;
+  unsigned short port_ = 0;
   pid_t pid_ = -1;
 };
 

@@ -148,12 +148,15 @@ awaitable<void> measure(container::DockerClient& d, RouterChild& router, queue::
     co_await sleep_ms(100);
   }
   const double ramp_s = std::chrono::duration<double>(Clock::now() - wall0).count();
+  std::fprintf(stderr, "load_bench: %d containers running after %.1f s (router pid %d)\n", running,
+               ramp_s, static_cast<int>(router.pid()));
 
   // --- steady -------------------------------------------------------------
   co_await sleep_ms(2000);  // the router records the last starts
   const int dies_before_steady = dies;
   const Cpu cpu_s0 = co_await sample_cpu(router.pid(), rc);
   const auto steady0 = Clock::now();
+  std::fprintf(stderr, "load_bench: steady window begins (%d s)\n", p.steady_s);
   int steady_min_running = running;
   long steady_rss_max = 0;
   const auto steady_end = steady0 + std::chrono::seconds(p.steady_s);
@@ -178,6 +181,8 @@ awaitable<void> measure(container::DockerClient& d, RouterChild& router, queue::
   const std::int64_t running_records = counts.by_state[queue::JobState::running];
 
   // --- cancel -------------------------------------------------------------
+  std::fprintf(stderr, "load_bench: steady window ends; cancelling %zu queued jobs\n",
+               cancel_ids.size());
   const Cpu cpu_c0 = co_await sample_cpu(router.pid(), rc);
   int cancel_unexpected = 0;
   co_await parallel_for(cancel_ids.size(), 8, [&](std::size_t i) -> awaitable<void> {

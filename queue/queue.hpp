@@ -74,6 +74,16 @@ struct JobResult {
   std::string error;  // empty for success
 };
 
+// What finish() recorded. When a cancel won the race the state is
+// `cancelled` and the fields are the stored ones, not the reported result.
+struct FinishOutcome {
+  std::string job_id;
+  JobState state = JobState::succeeded;
+  std::int64_t finished_at = 0;  // Unix ms
+  std::optional<int> exit_code;
+  std::string error;
+};
+
 enum class CancelOutcome {
   cancelled,         // was queued or scheduled: it will never dispatch
   router_notified,   // was running: its router was told to stop the container
@@ -138,10 +148,10 @@ class Queue {
   // router must then stop the container and finish() with cancelled.
   // Throws LeaseLost.
   virtual awaitable<JobRecord> mark_running(const LeaseHandle& lease, RunInfo info) = 0;
-  // Terminal state + ack + event + retention. Throws LeaseLost. The returned
-  // record may leave the spec out (spec.id and spec.queue only): the caller
-  // holds it already. Concurrent calls may share one Redis round trip.
-  virtual awaitable<JobRecord> finish(const LeaseHandle& lease, JobResult result) = 0;
+  // Terminal state + ack + event + retention. Throws LeaseLost. Returns the
+  // outcome, not the whole record (get() has that). Concurrent calls share
+  // Redis round trips (group commit).
+  virtual awaitable<FinishOutcome> finish(const LeaseHandle& lease, JobResult result) = 0;
   // A failed attempt: `scheduled` for a retry after a backoff when retryable
   // and attempts remain, else terminal `failed`. Throws LeaseLost.
   virtual awaitable<JobRecord> fail_attempt(const LeaseHandle& lease, std::string reason,

@@ -20,14 +20,11 @@ namespace {
 const std::string& script(const char* body) {
   static const std::unordered_map<const char*, std::string> all = [] {
     std::unordered_map<const char*, std::string> m;
-    std::string fields_lua = "local RECORD_FIELDS = {";
-    for (const char* f : scripts::kRecordFields) fields_lua += std::string("'") + f + "', ";
-    fields_lua += "}\n";
     for (const char* b :
          {scripts::kEnqueue, scripts::kClaim, scripts::kRenew, scripts::kMarkRunning,
           scripts::kFinish, scripts::kFailAttempt, scripts::kPromote, scripts::kCancel,
           scripts::kList, scripts::kCounts, scripts::kSetLogTail}) {
-      m.emplace(b, lua_transition_table() + fields_lua + scripts::kPrelude + b);
+      m.emplace(b, lua_transition_table() + scripts::kPrelude + b);
     }
     return m;
   }();
@@ -90,30 +87,11 @@ JobRecord record_from_hash(const Reply& reply) {
   return record_from_fields(f);
 }
 
-// HMGET of scripts::kRecordFields (nil for absent fields) -> JobRecord without
-// its spec (spec.id and spec.queue only).
-JobRecord record_from_values(const Reply& reply) {
-  const auto& items = reply.as_array();
-  Fields f;
-  std::size_t i = 0;
-  for (const char* name : scripts::kRecordFields) {
-    if (i < items.size() && !items[i].is_nil()) f.emplace(name, &items[i].as_string());
-    ++i;
-  }
-  return record_from_fields(f);
-}
-
-// The {'ok', record} | {'lost'} | {'illegal', state} | {'missing'} replies;
-// `record` is a whole hash, or with `values` the HMGET of kRecordFields.
-enum class RecordShape { hash, values };
-JobRecord expect_record(const Reply& reply, const LeaseHandle& lease, const char* op,
-                        RecordShape shape = RecordShape::hash) {
+// Throws for the {'lost'} | {'illegal', state} | {'missing'} replies.
+void expect_ok(const Reply& reply, const LeaseHandle& lease, const char* op) {
   const auto& parts = reply.as_array();
   const std::string& status = parts.at(0).as_string();
-  if (status == "ok") {
-    if (shape == RecordShape::values) return record_from_values(parts.at(1));
-    return record_from_hash(parts.at(1));
-  }
+  if (status == "ok") return;
   if (status == "lost") {
     throw LeaseLost(std::string(op) + ": job " + lease.job_id + " is no longer held by " +
                     lease.consumer + " (lease expired and reclaimed)");
@@ -124,6 +102,12 @@ JobRecord expect_record(const Reply& reply, const LeaseHandle& lease, const char
   throw QueueError(std::string(op) + ": job " + lease.job_id + " is " +
                    (parts.size() > 1 ? parts[1].as_string() : std::string("?")) +
                    ": transition not allowed");
+}
+
+// The {'ok', record} | {'lost'} | {'illegal', state} | {'missing'} replies.
+JobRecord expect_record(const Reply& reply, const LeaseHandle& lease, const char* op) {
+  expect_ok(reply, lease, op);
+  return record_from_hash(reply.as_array().at(1));
 }
 
 std::string keep_tail(std::string text, std::size_t max_bytes) {
@@ -486,7 +470,7 @@ awaitable<JobRecord> RedisQueue::mark_running(const LeaseHandle& lease, RunInfo 
   co_return expect_record(r, lease, "mark_running");
 }
 
-awaitable<JobRecord> RedisQueue::finish(const LeaseHandle& lease, JobResult result) {
+awaitable<FinishOutcome> RedisQueue::finish(const LeaseHandle& lease, JobResult result) {
   if (!is_terminal(result.state)) {
     throw std::invalid_argument("finish() needs a terminal state, got " +
                                 std::string(to_string(result.state)));
@@ -498,7 +482,16 @@ awaitable<JobRecord> RedisQueue::finish(const LeaseHandle& lease, JobResult resu
   auto args_6 = make_args(lease.job_id, lease.entry_id, lease.consumer, lease.queue,
                           std::string(to_string(result.state)), exit_code, result.error);
   Reply r = co_await finish_batcher_.run(std::move(args_6));
-  co_return expect_record(r, lease, "finish", RecordShape::values);
+  expect_ok(r, lease, "finish");
+  // {'ok', state, finished_at, exit_code, error}
+  const auto& parts = r.as_array();
+  FinishOutcome out;
+  out.job_id = lease.job_id;
+  out.state = parse_state(parts.at(1).as_string()).value_or(result.state);
+  out.finished_at = to_int(parts.at(2).as_string()).value_or(0);
+  if (auto code = to_int(parts.at(3).as_string())) out.exit_code = static_cast<int>(*code);
+  out.error = parts.at(4).as_string();
+  co_return out;
 }
 
 awaitable<JobRecord> RedisQueue::fail_attempt(const LeaseHandle& lease, std::string reason,

@@ -47,7 +47,7 @@ class RedisQueue final : public Queue {
   awaitable<std::vector<ClaimedJob>> reclaim_expired(std::string consumer,
                                                      std::size_t max_jobs) override;
   awaitable<JobRecord> mark_running(const LeaseHandle& lease, RunInfo info) override;
-  awaitable<JobRecord> finish(const LeaseHandle& lease, JobResult result) override;
+  awaitable<FinishOutcome> finish(const LeaseHandle& lease, JobResult result) override;
   awaitable<JobRecord> fail_attempt(const LeaseHandle& lease, std::string reason,
                                     bool retryable) override;
   awaitable<std::size_t> promote_due() override;

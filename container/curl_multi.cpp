@@ -84,6 +84,8 @@ CurlMulti::~CurlMulti() {
   while (!transfers_.empty()) {
     finish(transfers_.begin()->first, net::error::operation_aborted, CURLE_ABORTED_BY_CALLBACK);
   }
+  for (CURL* e : idle_easy_) curl_easy_cleanup(e);
+  idle_easy_.clear();
   // Closes the cached connections through close_socket, so sockets_ must still exist.
   curl_multi_cleanup(multi_);
   timer_.cancel();
@@ -97,7 +99,7 @@ void CurlMulti::start(HttpRequest request, net::any_completion_handler<Signature
   // wraps the handler in itself and recurses without end.
   t->handler.swap(handler);
   t->error_body_limit = options_.max_error_body_bytes;
-  t->easy = curl_easy_init();
+  t->easy = take_easy();
 
   auto fail_now = [&](CURLcode code, std::string error) {
     t->result.code = code;
@@ -187,6 +189,22 @@ void CurlMulti::start(HttpRequest request, net::any_completion_handler<Signature
   }
 }
 
+CURL* CurlMulti::take_easy() {
+  if (idle_easy_.empty()) return curl_easy_init();
+  CURL* e = idle_easy_.back();
+  idle_easy_.pop_back();
+  return e;
+}
+
+void CurlMulti::recycle_easy(CURL* easy) {
+  if (idle_easy_.size() >= options_.max_idle_handles) {
+    curl_easy_cleanup(easy);
+    return;
+  }
+  curl_easy_reset(easy);  // every option back to its default; caches are kept
+  idle_easy_.push_back(easy);
+}
+
 void CurlMulti::cancel(CURL* easy) {
   finish(easy, net::error::operation_aborted, CURLE_ABORTED_BY_CALLBACK);
 }
@@ -206,7 +224,9 @@ void CurlMulti::finish(CURL* easy, boost::system::error_code ec, CURLcode code) 
   if (t->slot.is_connected()) t->slot.clear();
 
   auto handler = std::move(t->handler);
-  t.reset();  // frees the easy handle now, not when the caller resumes
+  t->easy = nullptr;  // recycled below, not freed with the transfer
+  t.reset();          // frees the transfer now, not when the caller resumes
+  recycle_easy(easy);
   // Posted, never run inline: we may be inside curl_multi_socket_action or the
   // caller's cancellation, and the caller may destroy us when it resumes. Our
   // executor is the caller's (single-threaded design, see the header).
@@ -277,8 +297,22 @@ int CurlMulti::timer_callback(CURLM*, long timeout_ms, void* userp) {
     self->timer_.cancel();
     return 0;
   }
-  // Even a 0 ms timeout goes through the timer: curl forbids calling
-  // curl_multi_socket_action from inside its own callback.
+  // curl forbids calling curl_multi_socket_action from inside its own
+  // callback: a 0 ms timeout ("run now", asked for at every new transfer) is
+  // posted, which costs no timerfd update and no extra epoll round.
+  if (timeout_ms == 0) {
+    self->timer_.cancel();
+    if (!self->kick_posted_) {
+      self->kick_posted_ = true;
+      net::post(self->executor_, [weak = self->weak_from_this()] {
+        if (auto me = weak.lock()) {
+          me->kick_posted_ = false;
+          me->on_socket_ready(CURL_SOCKET_TIMEOUT, 0);
+        }
+      });
+    }
+    return 0;
+  }
   self->timer_.expires_after(std::chrono::milliseconds(timeout_ms));
   self->timer_.async_wait([weak = self->weak_from_this()](boost::system::error_code ec) {
     if (ec) return;

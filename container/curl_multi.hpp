@@ -54,6 +54,7 @@ struct CurlMultiOptions {
   Duration connect_timeout = 5s;                     // per connection attempt
   std::size_t max_error_body_bytes = 64 * 1024;      // kept of a non-2xx body when streaming
   long max_cached_connections = 16;                  // CURLMOPT_MAXCONNECTS: idle keep-alive pool
+  std::size_t max_idle_handles = 32;                 // finished easy handles kept for reuse
 };
 
 class CurlMulti : public std::enable_shared_from_this<CurlMulti> {
@@ -99,6 +100,8 @@ class CurlMulti : public std::enable_shared_from_this<CurlMulti> {
   void check_completed();
   void on_socket_ready(curl_socket_t fd, int curl_event);
   void arm(curl_socket_t fd, const std::shared_ptr<Socket>& socket);
+  CURL* take_easy();
+  void recycle_easy(CURL* easy);
 
   static int socket_callback(CURL* easy, curl_socket_t fd, int what, void* userp, void* socketp);
   static int timer_callback(CURLM* multi, long timeout_ms, void* userp);
@@ -116,6 +119,10 @@ class CurlMulti : public std::enable_shared_from_this<CurlMulti> {
   std::unordered_map<curl_socket_t, std::shared_ptr<Socket>> sockets_;
   std::uint64_t connections_opened_ = 0;
   std::uint64_t next_transfer_id_ = 0;
+  // Easy handles are reused (curl_easy_reset): a fresh one costs allocations
+  // and frees that showed in the router's profile (bench/RESULTS.md).
+  std::vector<CURL*> idle_easy_;
+  bool kick_posted_ = false;  // a "run now" (0 ms) timeout is posted, not timed
 };
 
 using CurlMultiPtr = std::shared_ptr<CurlMulti>;

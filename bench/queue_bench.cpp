@@ -3,6 +3,7 @@
 // CONCURRENCY coroutines (pipelined on one connection), then claimed in
 // batches and finished by CONCURRENCY consumers. Prints one JSON object.
 // Keys live under a unique prefix and are deleted at the end.
+#include "bench/bench_support.hpp"
 #include "common/log.hpp"
 #include "queue/redis_queue.hpp"
 
@@ -10,42 +11,14 @@
 
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <random>
-#include <sstream>
 #include <thread>
 
 using namespace warmstart;
 using namespace warmstart::queue;
+using warmstart::bench::delete_prefix;
 
 namespace {
-
-awaitable<void> delete_prefix(redis::Client& client, const std::string& prefix) {
-  std::string cursor = "0";
-  do {
-    auto scan_args = redis::make_args("SCAN", cursor, "MATCH", prefix + "*", "COUNT", 1000);
-    redis::Reply r = co_await client.command(std::move(scan_args));
-    cursor = r.as_array().at(0).as_string();
-    auto del = redis::make_args("UNLINK");
-    for (const auto& k : r.as_array().at(1).as_array()) del.push_back(k.as_string());
-    if (del.size() > 1) co_await client.command(std::move(del));
-  } while (cursor != "0");
-}
-
-// CPU seconds (user + system) Redis has used so far: INFO cpu.
-awaitable<double> redis_cpu_s(redis::Client& client) {
-  auto args = redis::make_args("INFO", "cpu");
-  redis::Reply r = co_await client.command(std::move(args));
-  double total = 0;
-  std::istringstream lines(r.as_string());
-  std::string line;
-  while (std::getline(lines, line)) {
-    for (const char* key : {"used_cpu_sys:", "used_cpu_user:"}) {
-      if (line.rfind(key, 0) == 0) total += std::strtod(line.c_str() + std::strlen(key), nullptr);
-    }
-  }
-  co_return total;
-}
 
 // CPU seconds (user + system) of this process so far.
 double own_cpu_s() {
@@ -97,7 +70,7 @@ int main(int argc, char** argv) {
         }
 
         // Phase 1: enqueue.
-        double redis_cpu0 = co_await redis_cpu_s(*q.client());
+        double redis_cpu0 = (co_await bench::redis_cpu_ms(*q.client())) / 1000;
         double client_cpu0 = own_cpu_s();
         int next = 0;
         int active = concurrency;
@@ -124,7 +97,7 @@ int main(int argc, char** argv) {
         enqueue_s = std::chrono::duration<double>(Clock::now() - start).count();
         if (failure) co_return;
         client_cpu_enqueue = own_cpu_s() - client_cpu0;
-        double redis_cpu1 = co_await redis_cpu_s(*q.client());
+        double redis_cpu1 = (co_await bench::redis_cpu_ms(*q.client())) / 1000;
         redis_cpu_enqueue = redis_cpu1 - redis_cpu0;
         client_cpu0 = own_cpu_s();
 
@@ -156,7 +129,7 @@ int main(int argc, char** argv) {
         co_await done.async_wait(net::as_tuple(use_awaitable));
         claim_s = std::chrono::duration<double>(Clock::now() - start).count();
         client_cpu_claim = own_cpu_s() - client_cpu0;
-        redis_cpu_claim = (co_await redis_cpu_s(*q.client())) - redis_cpu1;
+        redis_cpu_claim = (co_await bench::redis_cpu_ms(*q.client())) / 1000 - redis_cpu1;
         co_await delete_prefix(*q.client(), o.key_prefix);
         q.close();  // open connections would keep io.run() going
       },

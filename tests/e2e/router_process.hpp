@@ -9,6 +9,7 @@
 #include "api/testing_http.hpp"
 #include "common/redis.hpp"
 #include "container/docker_client.hpp"
+#include "support/child_process.hpp"
 #include "support/test_env.hpp"
 
 #include <catch2/catch.hpp>
@@ -186,27 +187,7 @@ class RouterProcess {
         binary,        "router",    "--config",      config_path_,
         "--redis",     redis_url(), "--docker-host", "unix://" + docker_socket(),
         "--router-id", id_};
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    std::vector<char*> envp;
-    for (auto& e : env_strings) envp.push_back(e.data());
-    envp.push_back(nullptr);
-
-    const int log_fd = ::open(log_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (log_fd < 0) throw std::runtime_error("cannot create " + log_path_);
-    pid_ = ::fork();
-    if (pid_ < 0) {
-      ::close(log_fd);
-      throw std::runtime_error("fork failed");
-    }
-    if (pid_ == 0) {
-      ::dup2(log_fd, STDOUT_FILENO);
-      ::dup2(log_fd, STDERR_FILENO);
-      ::execve(binary.c_str(), argv.data(), envp.data());
-      ::_exit(127);
-    }
-    ::close(log_fd);
+    pid_ = spawn_logged(std::move(args), std::move(env_strings), log_path_);
   }
 
   void wait_ready() {

@@ -13,6 +13,7 @@
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <csignal>
 #include <iostream>
 
@@ -138,6 +139,11 @@ int run_router(const std::string& config_file, router::RouterConfig config) {
   container::DockerClientOptions dopts;
   dopts.socket_path = router::docker_socket_path(config.docker_host);
   dopts.request_timeout = config.docker_timeout;
+  // One idle connection per job that may call the engine at once (plus the
+  // events stream and housekeeping): beyond the cache, every concurrent request
+  // opens and closes a unix-socket connection (bench/RESULTS.md, load_bench).
+  dopts.max_cached_connections =
+      std::max<long>(dopts.max_cached_connections, static_cast<long>(config.concurrency) + 8);
   auto docker = container::DockerClient::create(ex, dopts);
   auto redis = redis::Client::create(ex, redis_options(config.redis_url));
 

@@ -286,7 +286,8 @@ TEST_CASE("create, start, wait, inspect and remove a container", "[container][do
     ContainerSpec spec = worker({"sh", "-c", "exit 3"});
     spec.name = unique_name("exit3");
     std::string id = co_await run_worker(*client, cleanup, spec);
-    CHECK(co_await client->wait_container(id, 20s) == 3);
+    auto got1 = co_await client->wait_container(id, 20s);
+    CHECK(got1 == 3);
     ContainerInfo info = co_await client->inspect_container(id);
     CHECK(info.id == id);
     CHECK(info.name == spec.name);
@@ -295,9 +296,11 @@ TEST_CASE("create, start, wait, inspect and remove a container", "[container][do
     CHECK(info.state.exit_code == 3);
     CHECK_FALSE(info.state.oom_killed);
     CHECK(info.image == wt::base_image());
-    CHECK(info.image_id == (co_await client->inspect_image(wt::base_image())).id);
+    auto got2 = co_await client->inspect_image(wt::base_image());
+    CHECK(info.image_id == got2.id);
     co_await client->start_container(id);  // restarts an exited container
-    CHECK(co_await client->wait_container(id, 20s) == 3);
+    auto got3 = co_await client->wait_container(id, 20s);
+    CHECK(got3 == 3);
     co_await client->remove_container(id, /*force=*/false);
     try {
       co_await client->inspect_container(id);
@@ -345,7 +348,8 @@ TEST_CASE("logs demultiplex interleaved stdout/stderr of a real container, tail 
                                "echo out1; sleep 0.2; echo err1 >&2; sleep 0.2; echo out2; "
                                "sleep 0.2; echo err2 >&2"});
     std::string id = co_await run_worker(*client, cleanup, interleaved);
-    REQUIRE(co_await client->wait_container(id, 20s) == 0);
+    auto got4 = co_await client->wait_container(id, 20s);
+    REQUIRE(got4 == 0);
     Logs logs = co_await client->container_logs(id, 4096);
     CHECK(logs.stdout_text == "out1\nout2\n");
     CHECK(logs.stderr_text == "err1\nerr2\n");
@@ -355,7 +359,8 @@ TEST_CASE("logs demultiplex interleaved stdout/stderr of a real container, tail 
     auto chatty =
         worker({"sh", "-c", "i=0; while [ $i -lt 3000 ]; do echo line-$i; i=$((i+1)); done"});
     std::string many = co_await run_worker(*client, cleanup, chatty);
-    REQUIRE(co_await client->wait_container(many, 20s) == 0);
+    auto got5 = co_await client->wait_container(many, 20s);
+    REQUIRE(got5 == 0);
     Logs tail = co_await client->container_logs(many, 100);
     CHECK(tail.truncated);
     CHECK(tail.combined.size() == 100);
@@ -395,15 +400,18 @@ TEST_CASE("a hanging wait hits its deadline, the client keeps working", "[contai
     CHECK(Clock::now() - t0 < 3s);
     CHECK(client->transport().in_flight() == 0);
     t0 = Clock::now();
-    CHECK_THROWS_AS(co_await with_deadline(client->wait_container(id, 60s), 200ms, "wait"),
-                    DeadlineExceeded);
+    // Awaitables built in their own statements: g++ 12 destroys temporaries of
+    // a throwing co_await expression twice.
+    auto bounded_wait = with_deadline(client->wait_container(id, 60s), 200ms, "wait");
+    CHECK_THROWS_AS(co_await std::move(bounded_wait), DeadlineExceeded);
     CHECK(Clock::now() - t0 < 3s);
     CHECK(client->transport().in_flight() == 0);
 
     ContainerInfo info = co_await client->inspect_container(id);
     CHECK(info.state.running);
     co_await client->kill_container(id, "SIGKILL");
-    CHECK(co_await client->wait_container(id, 20s) == 137);
+    auto got6 = co_await client->wait_container(id, 20s);
+    CHECK(got6 == 137);
   });
 }
 
@@ -437,7 +445,8 @@ TEST_CASE("stop honours the grace period, kill signals, kill of a stopped one co
     }
     REQUIRE(ready);
     co_await client->kill_container(b, "SIGTERM");
-    CHECK(co_await client->wait_container(b, 20s) == 42);
+    auto got7 = co_await client->wait_container(b, 20s);
+    CHECK(got7 == 42);
     try {
       co_await client->kill_container(b, "SIGKILL");
       FAIL("kill of an exited container succeeded");
@@ -478,7 +487,8 @@ TEST_CASE("list by label returns exactly the labelled containers", "[container][
     auto only_a = co_await client->list_containers(by_run_and_role, true);
     CHECK(ids(only_a) == std::set<std::string>{a});
     // all=false lists running ones only; these never started.
-    CHECK((co_await client->list_containers(by_run, false)).empty());
+    auto got8 = co_await client->list_containers(by_run, false);
+    CHECK(got8.empty());
   });
 }
 
@@ -489,7 +499,8 @@ TEST_CASE("commit keeps layers, images list by label, inspect and remove", "[con
     ImageInfo base = co_await client->inspect_image(wt::base_image());
     auto job = worker({"sh", "-c", "echo warm > /work/state"});
     std::string id = co_await run_worker(*client, cleanup, job);
-    REQUIRE(co_await client->wait_container(id, 20s) == 0);
+    auto got9 = co_await client->wait_container(id, 20s);
+    REQUIRE(got9 == 0);
 
     std::string key = unique_name("snap");
     CommitOptions options;
@@ -513,7 +524,8 @@ TEST_CASE("commit keeps layers, images list by label, inspect and remove", "[con
     REQUIRE(listed.size() == 1);
     CHECK(listed[0].id == image);
     CHECK(listed[0].repo_tags == std::vector<std::string>{options.repo + ":g1"});
-    CHECK((co_await client->list_images(by_other_key)).empty());
+    auto got10 = co_await client->list_images(by_other_key);
+    CHECK(got10.empty());
 
     co_await client->remove_container(id, true);
     co_await client->remove_image(image, /*force=*/false);
@@ -535,7 +547,8 @@ TEST_CASE("commit with a config override keeps the job's env out of the image",
     ContainerSpec spec = worker({"sh", "-c", "echo \"state of $SECRET_NAME\" > /work/state"});
     spec.env = {"SECRET=hunter2", "SECRET_NAME=job-7"};
     std::string id = co_await run_worker(*client, cleanup, spec);
-    REQUIRE(co_await client->wait_container(id, 20s) == 0);
+    auto got11 = co_await client->wait_container(id, 20s);
+    REQUIRE(got11 == 0);
 
     CommitOptions options;
     options.repo = "wstest-snapshot/" + unique_name("scrub");
@@ -555,8 +568,10 @@ TEST_CASE("commit with a config override keeps the job's env out of the image",
     ContainerSpec warm_spec = worker({"cat", "/work/state"});
     warm_spec.image = image;
     std::string warm = co_await run_worker(*client, cleanup, warm_spec);
-    REQUIRE(co_await client->wait_container(warm, 20s) == 0);
-    CHECK((co_await client->container_logs(warm, 1024)).stdout_text == "state of job-7\n");
+    auto got12 = co_await client->wait_container(warm, 20s);
+    REQUIRE(got12 == 0);
+    auto got13 = co_await client->container_logs(warm, 1024);
+    CHECK(got13.stdout_text == "state of job-7\n");
   });
 }
 
@@ -566,7 +581,8 @@ TEST_CASE("export and import roundtrip: the file and the requested config", "[co
     auto client = DockerClient::create(co_await net::this_coro::executor, test_options());
     auto writer = worker({"sh", "-c", "echo 'hi from export' > /work/hello.txt"});
     std::string id = co_await run_worker(*client, cleanup, writer);
-    REQUIRE(co_await client->wait_container(id, 20s) == 0);
+    auto got14 = co_await client->wait_container(id, 20s);
+    REQUIRE(got14 == 0);
 
     std::string tar = wt::run_dir() + "/" + unique_name("export") + ".tar";
     co_await client->export_container(id, tar);
@@ -597,11 +613,14 @@ TEST_CASE("export and import roundtrip: the file and the requested config", "[co
     ContainerSpec spec = worker({});  // the image's CMD
     spec.image = image;
     std::string run = co_await run_worker(*client, cleanup, spec);
-    REQUIRE(co_await client->wait_container(run, 20s) == 0);
-    CHECK((co_await client->container_logs(run, 1024)).stdout_text == "hi from export\n");
+    auto got15 = co_await client->wait_container(run, 20s);
+    REQUIRE(got15 == 0);
+    auto got16 = co_await client->container_logs(run, 1024);
+    CHECK(got16.stdout_text == "hi from export\n");
 
     // Errors: no such file (never reaches the engine), and a body that is no tar.
-    CHECK_THROWS_AS(co_await client->import_image(tar + ".missing", repo, "v2", {}), DockerError);
+    auto missing_import = client->import_image(tar + ".missing", repo, "v2", {});
+    CHECK_THROWS_AS(co_await std::move(missing_import), DockerError);
     std::string junk = wt::run_dir() + "/" + unique_name("junk") + ".tar";
     std::ofstream(junk) << "this is not a tar archive";
     try {
@@ -611,7 +630,8 @@ TEST_CASE("export and import roundtrip: the file and the requested config", "[co
       UNSCOPED_INFO("junk import: " << e.what());
     }
     ::unlink(junk.c_str());
-    CHECK_THROWS_AS(co_await client->export_container(unique_name("nocontainer"), tar), ApiError);
+    auto missing_export = client->export_container(unique_name("nocontainer"), tar);
+    CHECK_THROWS_AS(co_await std::move(missing_export), ApiError);
     CHECK(::access(tar.c_str(), F_OK) != 0);  // no partial file left behind
   });
 }
@@ -626,7 +646,8 @@ TEST_CASE("requests reuse connections and run concurrently", "[container][docker
     auto [a, b, c, d] = co_await (
         client->inspect_image(wt::base_image()) && client->info() && client->list_images({}) &&
         client->list_containers(std::vector<std::string>(1, "wstest=1"), true));
-    CHECK(a.id == (co_await client->inspect_image(wt::base_image())).id);
+    auto got17 = co_await client->inspect_image(wt::base_image());
+    CHECK(a.id == got17.id);
     CHECK_FALSE(b.id.empty());
     CHECK_FALSE(c.empty());
     (void)d;
@@ -656,7 +677,8 @@ TEST_CASE("events: a container's die is reported within a second", "[container][
     std::string id = co_await run_worker(*client, cleanup, sleeper);
     auto t0 = Clock::now();
     co_await client->kill_container(id, "SIGKILL");
-    REQUIRE(co_await awaiter.until([&] { return die.has_value(); }, 5s));
+    auto got18 = co_await awaiter.until([&] { return die.has_value(); }, 5s);
+    REQUIRE(got18);
     auto latency = received - t0;
     WARN("die event latency "
          << std::chrono::duration_cast<std::chrono::milliseconds>(latency).count() << " ms");
@@ -700,7 +722,8 @@ TEST_CASE("events: a dropped stream resumes without losing or repeating events",
     std::vector<std::string> exit5{"sh", "-c", "exit 5"};
 
     std::string a = co_await run_worker(*direct, cleanup, worker(quick, labels));
-    REQUIRE(co_await awaiter.until([&] { return saw(a, "die"); }, 10s));
+    auto got19 = co_await awaiter.until([&] { return saw(a, "die"); }, 10s);
+    REQUIRE(got19);
     int connections_before = cut.accepted();
 
     // The engine "goes away": the stream breaks and reconnects are refused while
@@ -709,12 +732,15 @@ TEST_CASE("events: a dropped stream resumes without losing or repeating events",
     cut.drop_all();
     std::string b = co_await run_worker(*direct, cleanup, worker(quick, labels));
     std::string c = co_await run_worker(*direct, cleanup, worker(exit5, labels));
-    CHECK(co_await direct->wait_container(b, 20s) == 0);
-    CHECK(co_await direct->wait_container(c, 20s) == 5);
+    auto got20 = co_await direct->wait_container(b, 20s);
+    CHECK(got20 == 0);
+    auto got21 = co_await direct->wait_container(c, 20s);
+    CHECK(got21 == 5);
     CHECK_FALSE(saw(b, "die"));
     cut.refuse(false);
 
-    REQUIRE(co_await awaiter.until([&] { return saw(b, "die") && saw(c, "die"); }, 10s));
+    auto got22 = co_await awaiter.until([&] { return saw(b, "die") && saw(c, "die"); }, 10s);
+    REQUIRE(got22);
     CHECK(cut.accepted() > connections_before + 1);  // refused attempts, then a reconnect
     for (const auto& id : {a, b, c}) {
       for (const char* action : {"create", "start", "die"}) {
@@ -753,12 +779,15 @@ TEST_CASE("events: the handler may destroy its subscription, no callback after s
     std::vector<std::string> quick{"true"};
     std::vector<std::string> exit5{"sh", "-c", "exit 5"};
     co_await run_worker(*client, cleanup, worker(quick, labels));
-    REQUIRE(co_await awaiter.until([&] { return first_calls == 1 && control_calls == 1; }, 10s));
+    auto got23 =
+        co_await awaiter.until([&] { return first_calls == 1 && control_calls == 1; }, 10s);
+    REQUIRE(got23);
     CHECK(first == nullptr);
     co_await run_worker(*client, cleanup, worker(quick, labels));
     co_await run_worker(*client, cleanup, worker(quick, labels));
     // Once the control subscription saw both later dies, the stopped one would have too.
-    REQUIRE(co_await awaiter.until([&] { return control_calls == 3; }, 10s));
+    auto got24 = co_await awaiter.until([&] { return control_calls == 3; }, 10s);
+    REQUIRE(got24);
     CHECK(first_calls == 1);
     control->stop();
     control->stop();  // idempotent

@@ -24,7 +24,9 @@ const std::string& script(const char* body) {
          {scripts::kEnqueue, scripts::kClaim, scripts::kRenew, scripts::kMarkRunning,
           scripts::kFinish, scripts::kFailAttempt, scripts::kPromote, scripts::kCancel,
           scripts::kList, scripts::kCounts, scripts::kSetLogTail}) {
-      m.emplace(b, lua_transition_table() + scripts::kPrelude + b);
+      // The body's returns leave main(); the deferred writes go out after it.
+      m.emplace(b, lua_transition_table() + scripts::kPrelude + "local function main()\n" + b +
+                       "\nend\nlocal result = main()\nflush_deferred()\nreturn result\n");
     }
     return m;
   }();
@@ -38,10 +40,13 @@ std::optional<std::int64_t> to_int(const std::string& s) {
   return v;
 }
 
-// Field name -> value of a job hash.
-using Fields = std::unordered_map<std::string_view, const std::string*>;
-
-JobRecord record_from_fields(const Fields& f) {
+// A job hash (HGETALL's flat field/value array) -> JobRecord.
+JobRecord record_from_hash(const Reply& reply) {
+  const auto& items = reply.as_array();
+  std::unordered_map<std::string, const std::string*> f;
+  for (std::size_t i = 0; i + 1 < items.size(); i += 2) {
+    f.emplace(items[i].as_string(), &items[i + 1].as_string());
+  }
   auto get = [&](const char* key) -> std::string {
     auto it = f.find(key);
     return it == f.end() ? std::string() : *it->second;
@@ -75,16 +80,6 @@ JobRecord record_from_fields(const Fields& f) {
   std::string queue = get("queue");
   if (!queue.empty()) r.spec.queue = queue;
   return r;
-}
-
-// A job hash (HGETALL's flat field/value array) -> JobRecord.
-JobRecord record_from_hash(const Reply& reply) {
-  const auto& items = reply.as_array();
-  Fields f;
-  for (std::size_t i = 0; i + 1 < items.size(); i += 2) {
-    f.emplace(items[i].as_string(), &items[i + 1].as_string());
-  }
-  return record_from_fields(f);
 }
 
 // Throws for the {'lost'} | {'illegal', state} | {'missing'} replies.

@@ -1,6 +1,7 @@
 // Lua scripts of RedisQueue (one per state change, each atomic). Every script
 // is prefixed with the prelude below, which embeds state_machine.hpp's
-// transition table: a transition the C++ table forbids, Lua forbids too.
+// transition table: a transition the C++ table forbids, Lua forbids too. The
+// body runs as a function, followed by flush_deferred() (RedisQueue's script()).
 //
 // Common ARGV of every script (see RedisQueue::run_script):
 //   1 key prefix, 2 now (Unix ms), 3 now (RFC 3339), 4 events MAXLEN,
@@ -26,41 +27,29 @@ local function next_state(from, event)
   return row[event]
 end
 local function jk(id) return P .. 'job:' .. id end
-local function move_state(id, from, to)
-  if from then redis.call('ZREM', P .. 'state:' .. from, id) end
-  redis.call('ZADD', P .. 'state:' .. to, NOW_S, id)
-end
 local function emit(ev)
   ev.ts = TS
   redis.call('XADD', P .. 'events', 'MAXLEN', '~', EVENTS_MAX, '*', 'e', cjson.encode(ev))
 end
--- Finished records live for the retention period; the state index forgets
--- members older than that, so it never points at expired records for long.
-local function retire(id, state)
-  redis.call('PEXPIRE', jk(id), RETENTION_MS)
-  redis.call('ZREMRANGEBYSCORE', P .. 'state:' .. state, '-inf', '(' .. (NOW - RETENTION_MS))
-end
-local function ack(queue, entry)
-  local s = P .. 'stream:' .. queue
-  redis.call('XACK', s, GROUP, entry)
-  redis.call('XDEL', s, entry)
-end
--- Batched scripts collect the index and stream writes of all their items and
--- issue them once per key at the end (one ZREM/ZADD/XACK/XDEL per key rather
--- than per job): defer_move/defer_ack/defer_retire, then flush_deferred().
+-- The state indexes, acks and the retention sweep are written once per key at
+-- the end of the script (flush_deferred, called by the wrapper every script
+-- runs in, RedisQueue's script()): a batched script then issues one
+-- ZREM/ZADD/XACK/XDEL per key rather than per job.
 local DEFER = {rem = {}, add = {}, ack = {}, retire = {}}
 local function push(t, key, v)
   local l = t[key]
   if not l then l = {}; t[key] = l end
   l[#l + 1] = v
 end
-local function defer_move(id, from, to)
+local function move_state(id, from, to)
   if from then push(DEFER.rem, from, id) end
   push(DEFER.add, to, NOW_S)
   push(DEFER.add, to, id)
 end
-local function defer_ack(queue, entry) push(DEFER.ack, queue, entry) end
-local function defer_retire(id, state)
+local function ack(queue, entry) push(DEFER.ack, queue, entry) end
+-- Finished records live for the retention period; the state index forgets
+-- members older than that, so it never points at expired records for long.
+local function retire(id, state)
   redis.call('PEXPIRE', jk(id), RETENTION_MS)
   DEFER.retire[state] = true
 end
@@ -123,10 +112,10 @@ for i = 10, #ARGV, 5 do
     redis.call('HSET', jk(id), 'id', id, 'state', 'failed', 'attempts', 0, 'max_attempts', 1,
                'queue', queue, 'created_at', NOW_S, 'finished_at', NOW_S, 'error', data,
                'entry', entry)
-    defer_move(id, nil, 'failed')
+    move_state(id, nil, 'failed')
     emit({type = 'job.failed', job = id, error = data})
-    defer_retire(id, 'failed')
-    defer_ack(queue, entry)
+    retire(id, 'failed')
+    ack(queue, entry)
     out[#out + 1] = {entry, 'rejected', id, data}
   else
     local k = jk(id)
@@ -155,7 +144,7 @@ for i = 10, #ARGV, 5 do
                    'exit_code', '', 'from_snapshot', '0', 'snapshot_fallback', '0',
                    'started_at', '', 'due_at', '')
       end
-      defer_move(id, indexed, to_claim)
+      move_state(id, indexed, to_claim)
       out[#out + 1] = {entry, 'claimed', id, to_claim, attempts, created}
     elseif reclaim and f[2] == entry and next_state(state, 'reclaimed') then
       local n = redis.call('HINCRBY', k, 'reclaims', 1)
@@ -163,10 +152,10 @@ for i = 10, #ARGV, 5 do
         local reason = 'lease expired ' .. n .. ' times: routers lost the job'
         local to = next_state(state, 'failed')
         redis.call('HSET', k, 'state', to, 'error', reason, 'finished_at', NOW_S)
-        defer_move(id, state, to)
+        move_state(id, state, to)
         emit({type = 'job.failed', job = id, error = reason})
-        defer_retire(id, to)
-        defer_ack(queue, entry)
+        retire(id, to)
+        ack(queue, entry)
         out[#out + 1] = {entry, 'rejected', id, reason}
       else
         redis.call('HSET', k, 'consumer', consumer, 'router_id', consumer)
@@ -174,12 +163,11 @@ for i = 10, #ARGV, 5 do
       end
     else
       -- Cancelled, finished, scheduled, or a stale duplicate: nothing to run.
-      defer_ack(queue, entry)
+      ack(queue, entry)
       out[#out + 1] = {entry, 'skipped', id, state}
     end
   end
 end
-flush_deferred()
 return out
 )lua";
 
@@ -236,7 +224,7 @@ local function finish(id, entry, consumer, queue, result, code, err)
   local k = jk(id)
   local f = redis.call('HMGET', k, 'state', 'entry', 'consumer')
   if not f[1] then
-    defer_ack(queue, entry)
+    ack(queue, entry)
     return {'missing'}
   end
   if f[2] ~= entry or f[3] ~= consumer then return {'lost'} end
@@ -246,19 +234,19 @@ local function finish(id, entry, consumer, queue, result, code, err)
   if not to then
     -- Cancelled while running: the router's report only releases the entry.
     if TERMINAL[f[1]] then
-      defer_ack(queue, entry)
+      ack(queue, entry)
       return stored(k)
     end
     return {'illegal', f[1]}
   end
   redis.call('HSET', k, 'state', to, 'finished_at', NOW_S, 'exit_code', code, 'error', err)
-  defer_move(id, f[1], to)
+  move_state(id, f[1], to)
   local ev = {type = 'job.' .. to, job = id}
   if code ~= '' then ev.exit_code = tonumber(code) end
   if err ~= '' then ev.error = err end
   emit(ev)
-  defer_ack(queue, entry)
-  defer_retire(id, to)
+  ack(queue, entry)
+  retire(id, to)
   return {'ok', to, NOW_S, code, err}
 end
 local out = {}
@@ -266,7 +254,6 @@ for i = 7, #ARGV, 7 do
   out[#out + 1] = finish(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4],
                          ARGV[i + 5], ARGV[i + 6])
 end
-flush_deferred()
 return out
 )lua";
 

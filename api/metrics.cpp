@@ -32,34 +32,25 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                       .Help("Jobs currently in each state")
                       .Register(reg);
   for (const char* state : job_states) jobs_family_->Add({{"state", state}});
-  queue_depth_ = &prometheus::BuildGauge()
-                      .Name("warmstart_queue_depth")
-                      .Help("Jobs waiting to be claimed")
-                      .Register(reg)
-                      .Add({});
-  dispatch_latency_ = &prometheus::BuildHistogram()
-                           .Name("warmstart_dispatch_latency_seconds")
-                           .Help("Time from queued to started")
-                           .Register(reg)
-                           .Add({}, latency_buckets());
-  container_create_ = &prometheus::BuildHistogram()
-                           .Name("warmstart_container_create_seconds")
-                           .Help("Docker container create latency")
-                           .Register(reg)
-                           .Add({}, latency_buckets());
-  container_start_ = &prometheus::BuildHistogram()
-                          .Name("warmstart_container_start_seconds")
-                          .Help("Docker container start latency")
-                          .Register(reg)
-                          .Add({}, latency_buckets());
-  running_containers_ = &prometheus::BuildGauge()
-                             .Name("warmstart_running_containers")
-                             .Help("Job containers currently running")
-                             .Register(reg)
-                             .Add({});
+  // Unlabelled series: one per family.
+  auto gauge = [&reg](const char* name, const char* help) {
+    return &prometheus::BuildGauge().Name(name).Help(help).Register(reg).Add({});
+  };
   auto counter = [&reg](const char* name, const char* help) {
     return &prometheus::BuildCounter().Name(name).Help(help).Register(reg).Add({});
   };
+  auto histogram = [&reg](const char* name, const char* help,
+                          const prometheus::Histogram::BucketBoundaries& buckets) {
+    return &prometheus::BuildHistogram().Name(name).Help(help).Register(reg).Add({}, buckets);
+  };
+  queue_depth_ = gauge("warmstart_queue_depth", "Jobs waiting to be claimed");
+  dispatch_latency_ = histogram("warmstart_dispatch_latency_seconds", "Time from queued to started",
+                                latency_buckets());
+  container_create_ = histogram("warmstart_container_create_seconds",
+                                "Docker container create latency", latency_buckets());
+  container_start_ = histogram("warmstart_container_start_seconds",
+                               "Docker container start latency", latency_buckets());
+  running_containers_ = gauge("warmstart_running_containers", "Job containers currently running");
   snapshot_hits_ = counter("warmstart_snapshot_hits_total", "Jobs started from a cached snapshot");
   snapshot_misses_ =
       counter("warmstart_snapshot_misses_total", "Jobs with a snapshot key and no usable snapshot");
@@ -70,21 +61,10 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
   snapshot_commit_failures_ =
       counter("warmstart_snapshot_commit_failures_total", "Snapshot commits that failed");
   snapshot_evictions_ = counter("warmstart_snapshot_evictions_total", "Snapshot images evicted");
-  commit_duration_ = &prometheus::BuildHistogram()
-                          .Name("warmstart_snapshot_commit_seconds")
-                          .Help("Duration of a snapshot commit")
-                          .Register(reg)
-                          .Add({}, commit_buckets());
-  bytes_cached_ = &prometheus::BuildGauge()
-                       .Name("warmstart_snapshot_bytes_cached")
-                       .Help("Bytes of snapshot images in the cache")
-                       .Register(reg)
-                       .Add({});
-  sse_clients_ = &prometheus::BuildGauge()
-                      .Name("warmstart_sse_clients")
-                      .Help("Connected event-stream clients")
-                      .Register(reg)
-                      .Add({});
+  commit_duration_ = histogram("warmstart_snapshot_commit_seconds", "Duration of a snapshot commit",
+                               commit_buckets());
+  bytes_cached_ = gauge("warmstart_snapshot_bytes_cached", "Bytes of snapshot images in the cache");
+  sse_clients_ = gauge("warmstart_sse_clients", "Connected event-stream clients");
   sse_dropped_ = counter("warmstart_sse_slow_clients_dropped_total",
                          "Event-stream clients disconnected for falling behind");
   http_family_ = &prometheus::BuildCounter()

@@ -57,7 +57,6 @@ int main(int argc, char** argv) {
   net::co_spawn(
       io,
       [&]() -> awaitable<void> {
-        auto ex = co_await net::this_coro::executor;
         // Warm up: connect, create the group, load the scripts.
         JobSpec warm;
         warm.id = "warm";
@@ -72,61 +71,37 @@ int main(int argc, char** argv) {
         // Phase 1: enqueue.
         double redis_cpu0 = (co_await bench::redis_cpu_ms(*q.client())) / 1000;
         double client_cpu0 = own_cpu_s();
-        int next = 0;
-        int active = concurrency;
-        net::steady_timer done(ex, Clock::time_point::max());
         auto start = Clock::now();
-        for (int w = 0; w < concurrency; ++w) {
-          net::co_spawn(
-              ex,
-              [&]() -> awaitable<void> {
-                while (next < jobs) {
-                  JobSpec s;
-                  s.id = "b-" + std::to_string(next++);
-                  s.cmd = {"true"};
-                  co_await q.enqueue(std::move(s));
-                }
-                if (--active == 0) done.cancel();
-              },
-              [&](std::exception_ptr e) {
-                if (e && !failure) failure = e;
-                if (e && --active == 0) done.cancel();
-              });
-        }
-        co_await done.async_wait(net::as_tuple(use_awaitable));
+        co_await bench::parallel_for(static_cast<std::size_t>(jobs),
+                                     static_cast<std::size_t>(concurrency),
+                                     [&](std::size_t i) -> awaitable<void> {
+                                       JobSpec s;
+                                       s.id = "b-" + std::to_string(i);
+                                       s.cmd = {"true"};
+                                       co_await q.enqueue(std::move(s));
+                                     });
         enqueue_s = std::chrono::duration<double>(Clock::now() - start).count();
-        if (failure) co_return;
         client_cpu_enqueue = own_cpu_s() - client_cpu0;
         double redis_cpu1 = (co_await bench::redis_cpu_ms(*q.client())) / 1000;
         redis_cpu_enqueue = redis_cpu1 - redis_cpu0;
         client_cpu0 = own_cpu_s();
 
         // Phase 2: claim in batches and finish each job.
-        active = concurrency;
-        done.expires_at(Clock::time_point::max());
         start = Clock::now();
-        for (int w = 0; w < concurrency; ++w) {
-          net::co_spawn(
-              ex,
-              [&, w]() -> awaitable<void> {
-                std::string consumer = "bench-" + std::to_string(w);
-                while (finished < jobs) {
-                  auto claimed = co_await q.claim(consumer, static_cast<std::size_t>(batch), 0ms);
-                  if (claimed.empty()) break;  // the stream is drained
-                  for (auto& j : claimed) {
-                    JobResult ok;
-                    co_await q.finish(j.lease, ok);
-                    ++finished;
-                  }
+        co_await bench::parallel_for(
+            static_cast<std::size_t>(concurrency), static_cast<std::size_t>(concurrency),
+            [&](std::size_t w) -> awaitable<void> {
+              std::string consumer = "bench-" + std::to_string(w);
+              while (finished < jobs) {
+                auto claimed = co_await q.claim(consumer, static_cast<std::size_t>(batch), 0ms);
+                if (claimed.empty()) break;  // the stream is drained
+                for (auto& j : claimed) {
+                  JobResult ok;
+                  co_await q.finish(j.lease, ok);
+                  ++finished;
                 }
-                if (--active == 0) done.cancel();
-              },
-              [&](std::exception_ptr e) {
-                if (e && !failure) failure = e;
-                if (e && --active == 0) done.cancel();
-              });
-        }
-        co_await done.async_wait(net::as_tuple(use_awaitable));
+              }
+            });
         claim_s = std::chrono::duration<double>(Clock::now() - start).count();
         client_cpu_claim = own_cpu_s() - client_cpu0;
         redis_cpu_claim = (co_await bench::redis_cpu_ms(*q.client())) / 1000 - redis_cpu1;

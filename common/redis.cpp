@@ -10,11 +10,11 @@
 // thread-safe and nothing here locks.
 #include "common/redis.hpp"
 
+#include "common/digest.hpp"
 #include "common/log.hpp"
 
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
-#include <openssl/evp.h>
 
 #include <algorithm>
 #include <cctype>
@@ -218,26 +218,40 @@ Reply convert(const redisReply* r) {
   return out;
 }
 
+}  // namespace
+
+bool is_transient(const std::exception& error) {
+  if (dynamic_cast<const ConnectionError*>(&error) != nullptr) return true;
+  if (dynamic_cast<const ReplyError*>(&error) == nullptr) return false;
+  std::string_view text = error.what();
+  for (std::string_view code : {"LOADING", "READONLY", "MASTERDOWN", "TRYAGAIN", "BUSY ",
+                                "CLUSTERDOWN", "NOREPLICAS"}) {
+    // The reply text may be prefixed by the command ("EVALSHA: LOADING ...").
+    if (text.substr(0, code.size()) == code) return true;
+    if (text.find(": " + std::string(code)) != std::string_view::npos) return true;
+  }
+  return false;
+}
+
+bool is_transient(const std::exception_ptr& error) {
+  if (!error) return false;
+  try {
+    std::rethrow_exception(error);
+  } catch (const std::exception& e) {
+    return is_transient(e);
+  } catch (...) {
+    return false;
+  }
+}
+
+namespace {
+
 std::string command_name(const std::vector<std::string>& args) {
   std::string name = args.empty() ? std::string() : args.front();
   for (char& c : name) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
   return name;
 }
 
-std::string sha1_hex(const std::string& text) {
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  if (EVP_Digest(text.data(), text.size(), md, &len, EVP_sha1(), nullptr) != 1) {
-    throw std::runtime_error("SHA1 of a Lua script failed");
-  }
-  static constexpr char digits[] = "0123456789abcdef";
-  std::string out;
-  for (unsigned int i = 0; i < len; ++i) {
-    out.push_back(digits[md[i] >> 4]);
-    out.push_back(digits[md[i] & 0xf]);
-  }
-  return out;
-}
 
 Duration backoff_for(const ClientOptions& o, int failures) {
   Duration d = o.reconnect_min_backoff;

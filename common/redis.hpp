@@ -92,6 +92,14 @@ struct ProtocolError : Error {
   using Error::Error;
 };
 
+// A failure that goes away by itself: the connection (refused, reset, lost,
+// deadline), or a server that cannot serve yet: LOADING (a restart still
+// loading its AOF/RDB), READONLY (a replica during a failover), MASTERDOWN,
+// TRYAGAIN, BUSY (a long script), CLUSTERDOWN. Callers retry these with backoff
+// within their own deadline; anything else is an answer.
+bool is_transient(const std::exception& error);
+bool is_transient(const std::exception_ptr& error);
+
 struct ClientOptions {
   Url url;                                 // where to connect
   Duration connect_timeout = 3s;           // per connection attempt

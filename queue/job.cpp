@@ -1,5 +1,6 @@
 #include "queue/job.hpp"
 
+#include "common/digest.hpp"
 #include "common/time.hpp"
 #include "queue/validation.hpp"
 
@@ -47,7 +48,6 @@ nlohmann::json JobSpec::to_json() const {
       {"queue", queue},
       {"cmd", cmd},
       {"env", env},
-      {"timeout_s", timeout_s},
       {"max_attempts", max_attempts},
       {"resources",
        {{"memory_mb", resources.memory_mb}, {"cpus", resources.cpus}, {"pids", resources.pids}}},
@@ -58,7 +58,15 @@ nlohmann::json JobSpec::to_json() const {
         {"key", snapshot->key}, {"reuse", snapshot->reuse}, {"commit", snapshot->commit}};
   }
   if (!concurrency_key.empty()) j["concurrency_key"] = concurrency_key;
+  if (timeout_s > 0) j["timeout_s"] = timeout_s;
   return j;
+}
+
+std::string JobSpec::fingerprint() const {
+  nlohmann::json j = to_json();
+  j.erase("id");
+  // nlohmann's objects keep their keys sorted: the dump is canonical.
+  return sha256_hex(j.dump());
 }
 
 JobSpec JobSpec::from_json(const nlohmann::json& j) {
@@ -115,6 +123,8 @@ nlohmann::json JobRecord::to_json() const {
           {"snapshot_fallback", snapshot_fallback},
           {"container_id", string_or_null(container_id)},
           {"router_id", string_or_null(router_id)},
+          {"snapshot_error", string_or_null(snapshot_error)},
+          {"waiting_for_key", string_or_null(waiting_for_key)},
           {"spec", spec.to_json()},
           {"log_tail", log_tail}};
 }
@@ -140,6 +150,8 @@ JobRecord JobRecord::from_json(const nlohmann::json& j) {
   r.container_id = str("container_id");
   r.router_id = str("router_id");
   r.log_tail = str("log_tail");
+  r.snapshot_error = str("snapshot_error");
+  r.waiting_for_key = str("waiting_for_key");
   r.from_snapshot = j.value("from_snapshot", false);
   r.snapshot_fallback = j.value("snapshot_fallback", false);
   r.spec = JobSpec::from_json(j.at("spec"));

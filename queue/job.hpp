@@ -46,7 +46,8 @@ struct JobSpec {
   std::vector<std::string> cmd;               // argv, never empty
   std::map<std::string, std::string> env;     // worker environment (secrets: never logged)
   std::optional<SnapshotSpec> snapshot;       // none: a cold run, nothing committed
-  std::int64_t timeout_s = 1800;              // wall-clock limit of one attempt
+  std::int64_t timeout_s = 0;                 // wall-clock limit of one attempt; 0: the router's
+                                              // default_timeout
   int max_attempts = 1;                       // 1..100; retries = max_attempts - 1
   std::string concurrency_key;                // empty: no mutual exclusion
   ResourceSpec resources;                     // container limits
@@ -58,6 +59,9 @@ struct JobSpec {
   nlohmann::json to_json() const;
   // Strict: runs validate_job() and throws std::invalid_argument with its reason.
   static JobSpec from_json(const nlohmann::json& j);
+  // SHA-256 (hex) of everything but the id: the same id with another
+  // fingerprint is a different job (enqueue answers a conflict).
+  std::string fingerprint() const;
 };
 
 struct JobRecord {
@@ -77,6 +81,8 @@ struct JobRecord {
   JobSpec spec;
   std::string log_tail;
   std::optional<std::int64_t> due_at;  // scheduled: when the retry becomes due (Unix ms)
+  std::string snapshot_error;          // the commit after this job's success failed: why
+  std::string waiting_for_key;         // queued behind its busy concurrency_key
 
   bool operator==(const JobRecord&) const = default;
 

@@ -2,9 +2,16 @@
 // durable job queue. RedisQueue (redis_queue.hpp) is the real adapter.
 //
 // Lifecycle seen from a router:
-//   claim() -> mark_running() -> finish() | fail_attempt()
-// with renew_leases() every lease/3 while a job runs, reclaim_expired() to take
-// over the jobs of a router that died, and promote_due() to bring retries back.
+//   claim() -> mark_running() -> finish() | fail_attempt() | hand_back()
+// with renew_leases() while a job runs (it also reports cancels, so a lost
+// cancel message costs one renewal period), reclaim_expired() to take over the
+// jobs of a router that died, and promote_due() to bring retries back.
+//
+// Concurrency keys are enforced here, fleet-wide: a job whose
+// `concurrency_key` has `concurrency_key_limit` running jobs is not handed to
+// any router; it waits in the queue (state `queued`, `waiting_for_key` set)
+// without a claim, and the next job leaving that key wakes it.
+// MemoryQueue (memory_queue.hpp) is the in-memory test double.
 #pragma once
 #include "common/net.hpp"
 #include "queue/job.hpp"
@@ -37,6 +44,22 @@ class LeaseLost : public QueueError {
 class InvalidJob : public QueueError {
  public:
   using QueueError::QueueError;
+};
+// enqueue() of an id that exists with another spec (JobSpec::fingerprint()).
+class IdConflict : public QueueError {
+ public:
+  IdConflict(std::string job_id, std::string existing, std::string requested)
+      : QueueError("job " + job_id + " exists with another spec (spec " + existing.substr(0, 12) +
+                   ", this one " + requested.substr(0, 12) + ")"),
+        job_id_(std::move(job_id)),
+        existing_(std::move(existing)),
+        requested_(std::move(requested)) {}
+  const std::string& job_id() const { return job_id_; }
+  const std::string& existing_fingerprint() const { return existing_; }
+  const std::string& requested_fingerprint() const { return requested_; }
+
+ private:
+  std::string job_id_, existing_, requested_;
 };
 
 // Proof of a claim: what finish()/fail_attempt()/renew_leases() need.
@@ -71,7 +94,14 @@ struct RunInfo {
 struct JobResult {
   JobState state = JobState::succeeded;  // succeeded | failed | timed_out | cancelled
   std::optional<int> exit_code;
-  std::string error;  // empty for success
+  std::string error;           // empty for success
+  std::string snapshot_error;  // the snapshot commit after a success failed (the job still succeeded)
+};
+
+// What one renew_leases() round trip found.
+struct LeaseReport {
+  std::vector<std::string> lost;       // held by another router now, or gone: stop touching them
+  std::vector<std::string> cancelled;  // still ours, but a cancel was recorded
 };
 
 // What finish() recorded. When a cancel won the race the state is
@@ -123,8 +153,9 @@ class Queue {
 
   virtual ~Queue() = default;
 
-  // Idempotent by spec.id (generated when empty): the same id twice gives one
-  // record and one stream entry. Writes a job.queued event. Throws InvalidJob.
+  // Idempotent by spec.id (generated when empty): the same id and spec twice
+  // give one record and one stream entry. Writes a job.queued event. Throws
+  // InvalidJob, or IdConflict when the id exists with another spec.
   virtual awaitable<EnqueueResult> enqueue(JobSpec spec) = 0;
 
   // Up to `max_jobs` jobs for `consumer`, waiting up to `block` when none is
@@ -132,10 +163,10 @@ class Queue {
   // reason and are acknowledged; cancelled jobs are acknowledged and skipped.
   virtual awaitable<std::vector<ClaimedJob>> claim(std::string consumer, std::size_t max_jobs,
                                                    Duration block) = 0;
-  // Resets the idle time of held jobs (heartbeat every lease/3). Returns the
-  // ids whose lease was lost (reclaimed by someone else, or finished).
-  virtual awaitable<std::vector<std::string>> renew_leases(std::string consumer,
-                                                           std::vector<LeaseHandle> leases) = 0;
+  // Resets the idle time of held jobs (and of their concurrency keys), and
+  // reports in the same round trip the leases lost and the jobs cancelled.
+  virtual awaitable<LeaseReport> renew_leases(std::string consumer,
+                                              std::vector<LeaseHandle> leases) = 0;
   // The jobs `consumer` holds right now (its pending entries), unchanged: what a
   // restarted router with the same id must re-attach, finalize or run.
   virtual awaitable<std::vector<ClaimedJob>> held_by(std::string consumer) = 0;
@@ -156,7 +187,16 @@ class Queue {
   // and attempts remain, else terminal `failed`. Throws LeaseLost.
   virtual awaitable<JobRecord> fail_attempt(const LeaseHandle& lease, std::string reason,
                                             bool retryable) = 0;
-  // Moves due scheduled retries back onto their streams; returns how many.
+  // Gives a claimed job back without spending its attempt (the attempt number
+  // is reused, so its container name is too): `scheduled`, due after `delay`,
+  // event job.deferred {reason, delay_s}. For failures that are not the job's
+  // (the engine unreachable). A job cancelled meanwhile is only released.
+  // Throws LeaseLost.
+  virtual awaitable<void> hand_back(const LeaseHandle& lease, std::string reason,
+                                    Duration delay) = 0;
+  // Moves due scheduled retries back onto their streams, and wakes jobs
+  // waiting for a concurrency key that has room again (its holder's router
+  // died); returns how many moved.
   virtual awaitable<std::size_t> promote_due() = 0;
 
   virtual awaitable<CancelResult> cancel(std::string job_id) = 0;

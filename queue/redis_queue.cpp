@@ -22,7 +22,8 @@ const std::string& script(const char* body) {
     std::unordered_map<const char*, std::string> m;
     for (const char* b :
          {scripts::kEnqueue, scripts::kClaim, scripts::kRenew, scripts::kMarkRunning,
-          scripts::kFinish, scripts::kFailAttempt, scripts::kPromote, scripts::kCancel,
+          scripts::kFinish, scripts::kFailAttempt, scripts::kHandBack, scripts::kPromote,
+         scripts::kCancel,
           scripts::kList, scripts::kCounts, scripts::kSetLogTail}) {
       // The body's returns leave main(); the deferred writes go out after it.
       m.emplace(b, lua_transition_table() + scripts::kPrelude + "local function main()\n" + b +
@@ -67,6 +68,8 @@ JobRecord record_from_hash(const Reply& reply) {
   r.router_id = get("router_id");
   r.log_tail = get("log_tail");
   r.due_at = to_int(get("due_at"));
+  r.snapshot_error = get("snapshot_error");
+  r.waiting_for_key = get("parked");
   std::string spec = get("spec");
   if (!spec.empty()) {
     // Written by us after validation; a parse failure means a corrupted record.
@@ -164,7 +167,9 @@ awaitable<Reply> RedisQueue::run_script(const std::string& body, std::vector<std
   std::int64_t now = unix_ms_now();
   std::vector<std::string> argv =
       make_args(options_.key_prefix, now, rfc3339(now), options_.events_max,
-                static_cast<std::int64_t>(options_.retention.count()), options_.group);
+                static_cast<std::int64_t>(options_.retention.count()), options_.group,
+                static_cast<std::int64_t>(options_.lease_timeout.count()),
+                options_.concurrency_key_limit);
   argv.insert(argv.end(), std::make_move_iterator(args.begin()),
               std::make_move_iterator(args.end()));
   std::vector<std::string> no_keys;
@@ -195,10 +200,15 @@ awaitable<EnqueueResult> RedisQueue::enqueue(JobSpec spec) {
   if (!v.ok()) throw InvalidJob("invalid job " + spec.id + ": " + v.reason);
   JobSpec checked = std::move(*v.spec);
   std::string spec_json = checked.to_json().dump();
+  std::string fingerprint = checked.fingerprint();
   std::int64_t before = unix_ms_now();
-  auto args_2 = make_args(checked.id, checked.queue, spec_json, checked.max_attempts);
+  auto args_2 =
+      make_args(checked.id, checked.queue, spec_json, checked.max_attempts, fingerprint);
   Reply r = co_await run_script(script(scripts::kEnqueue), std::move(args_2));
   EnqueueResult out;
+  if (r.is_array() && r.as_array().size() == 2 && r.as_array()[0].str == "conflict") {
+    throw IdConflict(checked.id, r.as_array()[1].as_string(), fingerprint);
+  }
   if (r.type == Reply::Type::integer) {
     // Created: the record is what we just wrote (no second round trip).
     out.created = true;
@@ -261,11 +271,16 @@ awaitable<std::vector<ClaimedJob>> RedisQueue::process_entries(const std::string
           }
         }
       }
+      std::string key;
+      if (auto it = specs.find(entry_id); mode == "ok" && it != specs.end()) {
+        key = it->second.concurrency_key;
+      }
       args.push_back(queue);
       args.push_back(entry_id);
       args.push_back(std::move(mode));
       args.push_back(std::move(id));
       args.push_back(std::move(data));
+      args.push_back(std::move(key));
       ++entries;
     }
   }
@@ -299,6 +314,9 @@ awaitable<std::vector<ClaimedJob>> RedisQueue::process_entries(const std::string
       }
       job.lease = LeaseHandle{id, job.record.spec.queue, entry_id, consumer, job.record.attempts};
       out.push_back(std::move(job));
+    } else if (outcome == "parked") {
+      log::debug("job waits for its concurrency key",
+                 {{"job", id}, {"key", parts.at(3).as_string()}});
     } else if (outcome == "rejected") {
       log::warn("job rejected from the stream",
                 {{"job", id}, {"entry", entry_id}, {"error", parts.at(3).as_string()}});
@@ -362,9 +380,9 @@ awaitable<std::vector<ClaimedJob>> RedisQueue::claim(std::string consumer, std::
   }
 }
 
-awaitable<std::vector<std::string>> RedisQueue::renew_leases(std::string consumer,
-                                                             std::vector<LeaseHandle> leases) {
-  if (leases.empty()) co_return std::vector<std::string>{};
+awaitable<LeaseReport> RedisQueue::renew_leases(std::string consumer,
+                                                std::vector<LeaseHandle> leases) {
+  if (leases.empty()) co_return LeaseReport{};
   std::vector<std::string> args = make_args(consumer);
   for (const auto& l : leases) {
     args.push_back(l.queue);
@@ -372,9 +390,10 @@ awaitable<std::vector<std::string>> RedisQueue::renew_leases(std::string consume
     args.push_back(l.job_id);
   }
   Reply r = co_await run_script(script(scripts::kRenew), std::move(args));
-  std::vector<std::string> lost;
-  for (const Reply& id : r.as_array()) lost.push_back(id.as_string());
-  co_return lost;
+  LeaseReport report;
+  for (const Reply& id : r.as_array().at(0).as_array()) report.lost.push_back(id.as_string());
+  for (const Reply& id : r.as_array().at(1).as_array()) report.cancelled.push_back(id.as_string());
+  co_return report;
 }
 
 awaitable<std::vector<ClaimedJob>> RedisQueue::held_by(std::string consumer) {
@@ -475,7 +494,8 @@ awaitable<FinishOutcome> RedisQueue::finish(const LeaseHandle& lease, JobResult 
   std::string exit_code;
   if (result.exit_code) exit_code = std::to_string(*result.exit_code);
   auto args_6 = make_args(lease.job_id, lease.entry_id, lease.consumer, lease.queue,
-                          std::string(to_string(result.state)), exit_code, result.error);
+                          std::string(to_string(result.state)), exit_code, result.error,
+                          result.snapshot_error);
   Reply r = co_await finish_batcher_.run(std::move(args_6));
   expect_ok(r, lease, "finish");
   // {'ok', state, finished_at, exit_code, error}
@@ -496,6 +516,14 @@ awaitable<JobRecord> RedisQueue::fail_attempt(const LeaseHandle& lease, std::str
                           retryable ? "1" : "0", delay.count());
   Reply r = co_await run_script(script(scripts::kFailAttempt), std::move(args_7));
   co_return expect_record(r, lease, "fail_attempt");
+}
+
+awaitable<void> RedisQueue::hand_back(const LeaseHandle& lease, std::string reason,
+                                      Duration delay) {
+  auto args = make_args(lease.job_id, lease.entry_id, lease.consumer, lease.queue, reason,
+                        static_cast<std::int64_t>(delay.count()));
+  Reply r = co_await run_script(script(scripts::kHandBack), std::move(args));
+  expect_ok(r, lease, "hand_back");
 }
 
 awaitable<std::size_t> RedisQueue::promote_due() {

@@ -21,6 +21,8 @@ struct RedisQueueOptions {
   std::vector<std::string> queues = {"default"};    // streams claim() reads
   std::string group = "routers";                    // consumer group of every stream
   Duration lease_timeout = 30s;                     // idle time after which a job is reclaimed
+  int concurrency_key_limit = 1;                    // jobs of one concurrency_key running at once,
+                                                    // fleet-wide (every router: the same value)
   int max_reclaims = 3;                             // lease expiries before a job fails
   Duration retention = std::chrono::hours(24 * 7);  // finished records expire after this
   std::size_t events_max = 10000;                   // event stream cap (MAXLEN ~)
@@ -41,8 +43,8 @@ class RedisQueue final : public Queue {
   awaitable<EnqueueResult> enqueue(JobSpec spec) override;
   awaitable<std::vector<ClaimedJob>> claim(std::string consumer, std::size_t max_jobs,
                                            Duration block) override;
-  awaitable<std::vector<std::string>> renew_leases(std::string consumer,
-                                                   std::vector<LeaseHandle> leases) override;
+  awaitable<LeaseReport> renew_leases(std::string consumer,
+                                      std::vector<LeaseHandle> leases) override;
   awaitable<std::vector<ClaimedJob>> held_by(std::string consumer) override;
   awaitable<std::vector<ClaimedJob>> reclaim_expired(std::string consumer,
                                                      std::size_t max_jobs) override;
@@ -50,6 +52,8 @@ class RedisQueue final : public Queue {
   awaitable<FinishOutcome> finish(const LeaseHandle& lease, JobResult result) override;
   awaitable<JobRecord> fail_attempt(const LeaseHandle& lease, std::string reason,
                                     bool retryable) override;
+  awaitable<void> hand_back(const LeaseHandle& lease, std::string reason,
+                            Duration delay) override;
   awaitable<std::size_t> promote_due() override;
   awaitable<CancelResult> cancel(std::string job_id) override;
   awaitable<std::optional<JobRecord>> get(std::string job_id) override;

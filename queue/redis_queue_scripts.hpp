@@ -5,7 +5,8 @@
 //
 // Common ARGV of every script (see RedisQueue::run_script):
 //   1 key prefix, 2 now (Unix ms), 3 now (RFC 3339), 4 events MAXLEN,
-//   5 retention (ms), 6 consumer group; script arguments start at ARGV[7].
+//   5 retention (ms), 6 consumer group, 7 lease timeout (ms), 8 concurrency
+//   key limit; script arguments start at ARGV[9].
 // Keys are derived from the prefix inside the scripts (docs/queue.md): fine
 // for a standalone Redis, not for Redis Cluster.
 #pragma once
@@ -20,6 +21,8 @@ local TS = ARGV[3]
 local EVENTS_MAX = ARGV[4]
 local RETENTION_MS = tonumber(ARGV[5])
 local GROUP = ARGV[6]
+local LEASE_MS = tonumber(ARGV[7])
+local KEY_LIMIT = tonumber(ARGV[8])
 local TERMINAL = {succeeded = true, failed = true, timed_out = true, cancelled = true}
 local function next_state(from, event)
   local row = TRANSITIONS[from]
@@ -62,6 +65,46 @@ local function call_chunked(cmd, key, pre, list, step)
     redis.call(unpack(args))
   end
 end
+-- Concurrency keys, fleet-wide (docs/queue.md): `ckey:<key>` holds the jobs
+-- running with the key (score = lease expiry, renewed with the lease, so a
+-- dead router's hold runs out), `ckwait:<key>` the jobs waiting for it (FIFO,
+-- off the stream, no claim), `ckwaiting` the keys that have waiters.
+local function ck(key) return P .. 'ckey:' .. key end
+local function room(key)
+  redis.call('ZREMRANGEBYSCORE', ck(key), '-inf', '(' .. NOW_S)
+  return KEY_LIMIT - redis.call('ZCARD', ck(key))
+end
+local function hold_key(id, key)
+  redis.call('ZADD', ck(key), NOW + LEASE_MS, id)
+  redis.call('HSET', jk(id), 'ckey', key)
+end
+-- Wakes up to `n` waiters of `key`: each gets the key reserved (so no newer
+-- job overtakes it) and goes back onto its stream.
+local function wake_waiters(key, n)
+  local wl = P .. 'ckwait:' .. key
+  while n > 0 do
+    local wid = redis.call('LPOP', wl)
+    if not wid then break end
+    local f = redis.call('HMGET', jk(wid), 'state', 'queue', 'spec', 'parked')
+    if f[1] == 'queued' and f[4] == key then
+      hold_key(wid, key)
+      local entry = redis.call('XADD', P .. 'stream:' .. f[2], '*', 'job', f[3])
+      redis.call('HSET', jk(wid), 'entry', entry, 'parked', '')
+      n = n - 1
+    end
+  end
+  if redis.call('LLEN', wl) == 0 then redis.call('SREM', P .. 'ckwaiting', key) end
+end
+-- The job no longer runs (finished, retried later, handed back, cancelled):
+-- its key goes to the next waiter.
+local function release_key(id)
+  local key = redis.call('HGET', jk(id), 'ckey')
+  if not key or key == '' then return end
+  redis.call('HSET', jk(id), 'ckey', '')
+  redis.call('ZREM', ck(key), id)
+  local free = room(key)
+  if free > 0 then wake_waiters(key, free) end
+end
 local function flush_deferred()
   for queue, entries in pairs(DEFER.ack) do
     local s = P .. 'stream:' .. queue
@@ -78,34 +121,63 @@ local function flush_deferred()
 end
 )lua";
 
-// ARGV[7..10]: id, queue, spec JSON, max_attempts.
-// Returns 1 when created, else the existing record (HGETALL).
+// ARGV[9..13]: id, queue, spec JSON, max_attempts, spec fingerprint.
+// Returns 1 when created, {'conflict', stored fingerprint} when the id exists
+// with another spec, else the existing record (HGETALL).
 inline constexpr const char* kEnqueue = R"lua(
-local id, queue, spec, max = ARGV[7], ARGV[8], ARGV[9], ARGV[10]
+local id, queue, spec, max, hash = ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13]
 local k = jk(id)
-if redis.call('EXISTS', k) == 1 then return redis.call('HGETALL', k) end
+if redis.call('EXISTS', k) == 1 then
+  local stored = redis.call('HGET', k, 'spec_hash')
+  if stored and stored ~= '' and stored ~= hash then return {'conflict', stored} end
+  return redis.call('HGETALL', k)
+end
 local entry = redis.call('XADD', P .. 'stream:' .. queue, '*', 'job', spec)
 redis.call('HSET', k, 'id', id, 'state', 'queued', 'attempts', 0, 'max_attempts', max,
-           'queue', queue, 'created_at', NOW_S, 'spec', spec, 'entry', entry)
+           'queue', queue, 'created_at', NOW_S, 'spec', spec, 'entry', entry, 'spec_hash', hash)
 move_state(id, nil, 'queued')
 redis.call('SADD', P .. 'queues', queue)
 emit({type = 'job.queued', job = id, queue = queue})
 return 1
 )lua";
 
-// ARGV[7] consumer, ARGV[8] '1' when reclaiming, ARGV[9] max reclaims, then
-// per entry 5 values: queue, entry id, 'ok' | 'bad', job id, spec JSON | reason.
+// ARGV[9] consumer, ARGV[10] '1' when reclaiming, ARGV[11] max reclaims, then
+// per entry 6 values: queue, entry id, 'ok' | 'bad', job id, spec JSON |
+// reason, concurrency key ('' none).
 // Returns per entry {entry, outcome, id, ...}:
 //   claimed:   {entry, 'claimed', id, state, attempts, created_at} (the caller
 //              has the spec it sent: no record round trip on the hot path)
 //   reclaimed: {entry, 'reclaimed', id, record (HGETALL)}
 //   rejected:  {entry, 'rejected', id, reason}
 //   skipped:   {entry, 'skipped', id, state}
+//   parked:    {entry, 'parked', id, key} (waits off the stream for its key)
 inline constexpr const char* kClaim = R"lua(
-local consumer, reclaim, max_reclaims = ARGV[7], ARGV[8] == '1', tonumber(ARGV[9])
+local consumer, reclaim, max_reclaims = ARGV[9], ARGV[10] == '1', tonumber(ARGV[11])
+-- Takes the key for a job about to run, or parks the job behind the key's
+-- waiters (FIFO: a newcomer never overtakes them). True when it may run.
+local function admit(id, key, queue, entry)
+  if key == '' then return true end
+  if redis.call('ZSCORE', ck(key), id) then
+    hold_key(id, key)  -- reserved when it was woken, or held across a reclaim
+    return true
+  end
+  local free = room(key)
+  local wl = P .. 'ckwait:' .. key
+  if free > 0 and redis.call('LLEN', wl) == 0 then
+    hold_key(id, key)
+    return true
+  end
+  redis.call('RPUSH', wl, id)
+  redis.call('SADD', P .. 'ckwaiting', key)
+  redis.call('HSET', jk(id), 'parked', key)
+  ack(queue, entry)
+  if free > 0 then wake_waiters(key, free) end
+  return false
+end
 local out = {}
-for i = 10, #ARGV, 5 do
-  local queue, entry, mode, id, data = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+for i = 12, #ARGV, 6 do
+  local queue, entry, mode, id, data, key =
+    ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
   if mode == 'bad' then
     -- A malformed entry never touches an existing record, whatever id it claims.
     if id == '' or redis.call('EXISTS', jk(id)) == 1 then id = 'raw-' .. queue .. '-' .. entry end
@@ -132,7 +204,13 @@ for i = 10, #ARGV, 5 do
       state, indexed, created = 'queued', nil, NOW_S
     end
     local to_claim = next_state(state, 'claimed')
-    if state == 'queued' and to_claim then
+    if state == 'queued' and to_claim and not admit(id, key, queue, entry) then
+      if not indexed then
+        redis.call('HSET', k, 'state', 'queued')
+        move_state(id, nil, 'queued')
+      end
+      out[#out + 1] = {entry, 'parked', id, key}
+    elseif state == 'queued' and to_claim then
       attempts = attempts + 1
       if attempts == 1 then
         redis.call('HSET', k, 'state', to_claim, 'attempts', attempts, 'entry', entry,
@@ -156,8 +234,11 @@ for i = 10, #ARGV, 5 do
         emit({type = 'job.failed', job = id, error = reason})
         retire(id, to)
         ack(queue, entry)
+        release_key(id)
         out[#out + 1] = {entry, 'rejected', id, reason}
       else
+        -- It ran already: it keeps its key whatever the limit says now.
+        if key ~= '' then hold_key(id, key) end
         redis.call('HSET', k, 'consumer', consumer, 'router_id', consumer)
         out[#out + 1] = {entry, 'reclaimed', id, redis.call('HGETALL', k)}
       end
@@ -171,47 +252,55 @@ end
 return out
 )lua";
 
-// ARGV[7] consumer, then triples: queue, entry, id. Returns the ids whose lease is lost.
+// ARGV[9] consumer, then triples: queue, entry, id. Returns {lost ids,
+// cancelled ids}: one round trip renews the leases and reports the cancels
+// whose message may have been lost.
 inline constexpr const char* kRenew = R"lua(
-local consumer = ARGV[7]
-local lost = {}
-for i = 8, #ARGV, 3 do
+local consumer = ARGV[9]
+local lost, cancelled = {}, {}
+for i = 10, #ARGV, 3 do
   local queue, entry, id = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local f = redis.call('HMGET', jk(id), 'consumer', 'entry', 'state')
+  local f = redis.call('HMGET', jk(id), 'consumer', 'entry', 'state', 'ckey')
   local held = f[1] == consumer and f[2] == entry and (f[3] == 'running' or f[3] == 'cancelled')
   if held then
     -- JUSTID: resets the idle time without counting a delivery.
     local r = redis.call('XCLAIM', P .. 'stream:' .. queue, GROUP, consumer, 0, entry, 'JUSTID')
     held = #r == 1
   end
-  if not held then lost[#lost + 1] = id end
+  if not held then
+    lost[#lost + 1] = id
+  else
+    if f[4] and f[4] ~= '' then redis.call('ZADD', ck(f[4]), 'XX', NOW + LEASE_MS, id) end
+    if f[3] == 'cancelled' then cancelled[#cancelled + 1] = id end
+  end
 end
-return lost
+return {lost, cancelled}
 )lua";
 
-// ARGV[7..14]: id, entry, consumer, image, from_snapshot, snapshot_fallback,
+// ARGV[9..16]: id, entry, consumer, image, from_snapshot, snapshot_fallback,
 // container id, router id. Returns {'ok', record} | {'lost'} | {'illegal', state}.
 inline constexpr const char* kMarkRunning = R"lua(
-local id, entry, consumer = ARGV[7], ARGV[8], ARGV[9]
+local id, entry, consumer = ARGV[9], ARGV[10], ARGV[11]
 local k = jk(id)
 local f = redis.call('HMGET', k, 'state', 'entry', 'consumer')
 if not f[1] or f[2] ~= entry or f[3] ~= consumer then return {'lost'} end
 if f[1] == 'cancelled' then return {'ok', redis.call('HGETALL', k)} end
 local to = next_state(f[1], 'started')
 if not to then return {'illegal', f[1]} end
-local router = ARGV[14] ~= '' and ARGV[14] or consumer
-redis.call('HSET', k, 'state', to, 'image', ARGV[10], 'from_snapshot', ARGV[11],
-           'snapshot_fallback', ARGV[12], 'container_id', ARGV[13], 'router_id', router,
+local router = ARGV[16] ~= '' and ARGV[16] or consumer
+redis.call('HSET', k, 'state', to, 'image', ARGV[12], 'from_snapshot', ARGV[13],
+           'snapshot_fallback', ARGV[14], 'container_id', ARGV[15], 'router_id', router,
            'started_at', NOW_S)
 move_state(id, f[1], to)
-emit({type = 'job.started', job = id, image = ARGV[10], from_snapshot = ARGV[11] == '1',
-      container = ARGV[13], router = router,
+emit({type = 'job.started', job = id, image = ARGV[12], from_snapshot = ARGV[13] == '1',
+      container = ARGV[15], router = router,
       attempt = tonumber(redis.call('HGET', k, 'attempts'))})
 return {'ok', redis.call('HGETALL', k)}
 )lua";
 
-// Batched (queue/script_batcher.hpp): ARGV[7..] holds items of 7 values: id,
-// entry, consumer, queue, result state, exit code ('' none), error. Returns one
+// Batched (queue/script_batcher.hpp): ARGV[9..] holds items of 8 values: id,
+// entry, consumer, queue, result state, exit code ('' none), error, snapshot
+// error ('' none). Returns one
 // reply per item: {'ok', state, finished_at, exit_code, error} | {'lost'} |
 // {'missing'} | {'illegal', state}. (Not the record: reading it back cost a
 // fifth of the script's time, and the router does not need it.)
@@ -220,7 +309,7 @@ local function stored(k)
   local f = redis.call('HMGET', k, 'state', 'finished_at', 'exit_code', 'error')
   return {'ok', f[1], f[2] or '', f[3] or '', f[4] or ''}
 end
-local function finish(id, entry, consumer, queue, result, code, err)
+local function finish(id, entry, consumer, queue, result, code, err, snap_err)
   local k = jk(id)
   local f = redis.call('HMGET', k, 'state', 'entry', 'consumer')
   if not f[1] then
@@ -235,32 +324,37 @@ local function finish(id, entry, consumer, queue, result, code, err)
     -- Cancelled while running: the router's report only releases the entry.
     if TERMINAL[f[1]] then
       ack(queue, entry)
+      release_key(id)
+      if snap_err ~= '' then redis.call('HSET', k, 'snapshot_error', snap_err) end
       return stored(k)
     end
     return {'illegal', f[1]}
   end
-  redis.call('HSET', k, 'state', to, 'finished_at', NOW_S, 'exit_code', code, 'error', err)
+  redis.call('HSET', k, 'state', to, 'finished_at', NOW_S, 'exit_code', code, 'error', err,
+             'snapshot_error', snap_err)
   move_state(id, f[1], to)
   local ev = {type = 'job.' .. to, job = id}
   if code ~= '' then ev.exit_code = tonumber(code) end
   if err ~= '' then ev.error = err end
+  if snap_err ~= '' then ev.snapshot_error = snap_err end
   emit(ev)
   ack(queue, entry)
   retire(id, to)
+  release_key(id)
   return {'ok', to, NOW_S, code, err}
 end
 local out = {}
-for i = 7, #ARGV, 7 do
+for i = 9, #ARGV, 8 do
   out[#out + 1] = finish(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4],
-                         ARGV[i + 5], ARGV[i + 6])
+                         ARGV[i + 5], ARGV[i + 6], ARGV[i + 7])
 end
 return out
 )lua";
 
-// ARGV[7..13]: id, entry, consumer, queue, reason, retryable '1'/'0', delay ms.
+// ARGV[9..15]: id, entry, consumer, queue, reason, retryable '1'/'0', delay ms.
 inline constexpr const char* kFailAttempt = R"lua(
 local id, entry, consumer, queue, reason, retryable, delay =
-  ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12] == '1', tonumber(ARGV[13])
+  ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13], ARGV[14] == '1', tonumber(ARGV[15])
 local k = jk(id)
 local f = redis.call('HMGET', k, 'state', 'entry', 'consumer', 'attempts', 'max_attempts')
 if not f[1] then
@@ -270,8 +364,10 @@ end
 if f[2] ~= entry or f[3] ~= consumer then return {'lost'} end
 if TERMINAL[f[1]] then
   ack(queue, entry)
+  release_key(id)
   return {'ok', redis.call('HGETALL', k)}
 end
+release_key(id)
 local attempts, max = tonumber(f[4]), tonumber(f[5])
 if retryable and attempts < max then
   local to = next_state(f[1], 'retry_scheduled')
@@ -297,9 +393,37 @@ end
 return {'ok', redis.call('HGETALL', k)}
 )lua";
 
-// ARGV[7] limit. Returns {promoted, next due (Unix ms) or -1}.
+// ARGV[9..14]: id, entry, consumer, queue, reason, delay ms. The attempt is
+// not spent: `attempts` goes back down, so the next claim runs (and names its
+// container) as the same attempt. Returns {'ok'} | {'lost'} | {'missing'}.
+inline constexpr const char* kHandBack = R"lua(
+local id, entry, consumer, queue, reason, delay =
+  ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13], tonumber(ARGV[14])
+local k = jk(id)
+local f = redis.call('HMGET', k, 'state', 'entry', 'consumer', 'attempts')
+if not f[1] then
+  ack(queue, entry)
+  return {'missing'}
+end
+if f[2] ~= entry or f[3] ~= consumer then return {'lost'} end
+ack(queue, entry)
+release_key(id)
+if TERMINAL[f[1]] then return {'ok'} end
+local to = next_state(f[1], 'handed_back')
+if not to then return {'illegal', f[1]} end
+local due = NOW + delay
+redis.call('HSET', k, 'state', to, 'attempts', math.max(0, (tonumber(f[4]) or 1) - 1),
+           'due_at', due, 'consumer', '', 'container_id', '')
+redis.call('ZADD', P .. 'scheduled', due, id)
+move_state(id, f[1], to)
+emit({type = 'job.deferred', job = id, reason = reason, delay_s = delay / 1000})
+return {'ok'}
+)lua";
+
+// ARGV[9] limit. Returns {promoted, next due (Unix ms) or -1}. Also wakes the
+// waiters of concurrency keys whose holders' leases ran out.
 inline constexpr const char* kPromote = R"lua(
-local ids = redis.call('ZRANGEBYSCORE', P .. 'scheduled', '-inf', NOW_S, 'LIMIT', 0, tonumber(ARGV[7]))
+local ids = redis.call('ZRANGEBYSCORE', P .. 'scheduled', '-inf', NOW_S, 'LIMIT', 0, tonumber(ARGV[9]))
 local n = 0
 for _, id in ipairs(ids) do
   redis.call('ZREM', P .. 'scheduled', id)
@@ -313,15 +437,19 @@ for _, id in ipairs(ids) do
     n = n + 1
   end
 end
+for _, key in ipairs(redis.call('SMEMBERS', P .. 'ckwaiting')) do
+  local free = room(key)
+  if free > 0 then wake_waiters(key, free) end
+end
 local nxt = redis.call('ZRANGE', P .. 'scheduled', 0, 0, 'WITHSCORES')
 return {n, nxt[2] or '-1'}
 )lua";
 
-// ARGV[7] id. Returns {outcome, previous state}.
+// ARGV[9] id. Returns {outcome, previous state}.
 inline constexpr const char* kCancel = R"lua(
-local id = ARGV[7]
+local id = ARGV[9]
 local k = jk(id)
-local f = redis.call('HMGET', k, 'state', 'queue', 'entry', 'router_id')
+local f = redis.call('HMGET', k, 'state', 'queue', 'entry', 'router_id', 'parked')
 if not f[1] then return {'not_found'} end
 local to = next_state(f[1], 'cancel')
 if not to then return {'already_finished', f[1]} end
@@ -330,6 +458,11 @@ if f[1] == 'queued' then
   -- Not delivered yet: it never will be. Delivered but not claimed: the
   -- claim script sees `cancelled` and acknowledges it.
   redis.call('XDEL', P .. 'stream:' .. f[2], f[3])
+  if f[5] and f[5] ~= '' then
+    redis.call('LREM', P .. 'ckwait:' .. f[5], 0, id)
+    redis.call('HSET', k, 'parked', '')
+  end
+  release_key(id)  -- a woken waiter's reservation
 elseif f[1] == 'scheduled' then
   redis.call('ZREM', P .. 'scheduled', id)
 elseif f[1] == 'running' then
@@ -343,9 +476,9 @@ retire(id, to)
 return {outcome, f[1]}
 )lua";
 
-// ARGV[7] state, ARGV[8] limit. Records newest first (missing ones skipped).
+// ARGV[9] state, ARGV[10] limit. Records newest first (missing ones skipped).
 inline constexpr const char* kList = R"lua(
-local ids = redis.call('ZREVRANGE', P .. 'state:' .. ARGV[7], 0, tonumber(ARGV[8]) - 1)
+local ids = redis.call('ZREVRANGE', P .. 'state:' .. ARGV[9], 0, tonumber(ARGV[10]) - 1)
 local out = {}
 for _, id in ipairs(ids) do
   local r = redis.call('HGETALL', jk(id))
@@ -354,10 +487,10 @@ end
 return out
 )lua";
 
-// ARGV[7..]: state names. Returns {per-state counts..., {queue, depth}..., due}.
+// ARGV[9..]: state names. Returns {per-state counts..., {queue, depth}..., due}.
 inline constexpr const char* kCounts = R"lua(
 local out = {}
-for i = 7, #ARGV do out[#out + 1] = redis.call('ZCARD', P .. 'state:' .. ARGV[i]) end
+for i = 9, #ARGV do out[#out + 1] = redis.call('ZCARD', P .. 'state:' .. ARGV[i]) end
 local depth = {}
 for _, q in ipairs(redis.call('SMEMBERS', P .. 'queues')) do
   depth[#depth + 1] = q
@@ -368,10 +501,10 @@ out[#out + 1] = redis.call('ZCOUNT', P .. 'scheduled', '-inf', NOW_S)
 return out
 )lua";
 
-// ARGV[7] id, ARGV[8] tail. 1 when stored, 0 when the job does not exist.
+// ARGV[9] id, ARGV[10] tail. 1 when stored, 0 when the job does not exist.
 inline constexpr const char* kSetLogTail = R"lua(
-if redis.call('EXISTS', jk(ARGV[7])) == 0 then return 0 end
-redis.call('HSET', jk(ARGV[7]), 'log_tail', ARGV[8])
+if redis.call('EXISTS', jk(ARGV[9])) == 0 then return 0 end
+redis.call('HSET', jk(ARGV[9]), 'log_tail', ARGV[10])
 return 1
 )lua";
 

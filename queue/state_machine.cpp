@@ -22,6 +22,8 @@ std::string_view to_string(JobEvent event) {
       return "retry_due";
     case JobEvent::reclaimed:
       return "reclaimed";
+    case JobEvent::handed_back:
+      return "handed_back";
   }
   return "?";
 }
@@ -66,6 +68,8 @@ std::optional<JobState> transition(JobState from, JobEvent event) {
         case E::cancel:
           return S::cancelled;
         case E::retry_scheduled:
+          return S::scheduled;
+        case E::handed_back:
           return S::scheduled;
         default:
           return std::nullopt;

@@ -20,12 +20,13 @@ enum class JobEvent {
   retry_scheduled,  // the attempt failed and another one is due after a backoff
   retry_due,        // the backoff is over: back on the stream
   reclaimed,        // another router took over an expired lease
+  handed_back,      // the router gave it back unspent (its engine was unreachable)
 };
 
-inline constexpr std::array<JobEvent, 9> kAllEvents = {
-    JobEvent::claimed,         JobEvent::started,   JobEvent::succeeded,
-    JobEvent::failed,          JobEvent::timed_out, JobEvent::cancel,
-    JobEvent::retry_scheduled, JobEvent::retry_due, JobEvent::reclaimed};
+inline constexpr std::array<JobEvent, 10> kAllEvents = {
+    JobEvent::claimed,   JobEvent::started,         JobEvent::succeeded, JobEvent::failed,
+    JobEvent::timed_out, JobEvent::cancel,          JobEvent::retry_scheduled,
+    JobEvent::retry_due, JobEvent::reclaimed,       JobEvent::handed_back};
 
 std::string_view to_string(JobEvent event);
 

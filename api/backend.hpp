@@ -22,9 +22,10 @@ namespace warmstart::api {
 // finished job) or 503 (Redis or Docker unavailable). Anything else a Backend
 // throws is a bug and answers 500.
 struct BackendError : std::runtime_error {
-  BackendError(int status_code, const std::string& message)
-      : std::runtime_error(message), status(status_code) {}
+  BackendError(int status_code, const std::string& message, nlohmann::json extra = nullptr)
+      : std::runtime_error(message), status(status_code), details(std::move(extra)) {}
   int status;
+  nlohmann::json details;  // an object: more fields of the error body (e.g. both spec hashes)
 };
 
 struct EnqueueResult {

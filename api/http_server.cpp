@@ -332,7 +332,9 @@ awaitable<HttpServer::Response> HttpServer::handle(const Request& request,
   try {
     co_return co_await dispatch(request, context);
   } catch (const BackendError& e) {
-    failure = json_error(e.status, e.what());
+    json body = {{"error", e.what()}};
+    if (e.details.is_object()) body.update(e.details);
+    failure = json_response(static_cast<http::status>(e.status), body);
   } catch (const DeadlineExceeded& e) {
     log::warn("backend call timed out", {{"error", e.what()}});
     failure = json_error(503, "backend did not answer in time");

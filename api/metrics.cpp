@@ -51,6 +51,10 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
   container_start_ = histogram("warmstart_container_start_seconds",
                                "Docker container start latency", latency_buckets());
   running_containers_ = gauge("warmstart_running_containers", "Job containers currently running");
+  engine_up_ = gauge("warmstart_engine_up",
+                     "1 while the container engine answers, 0 while claiming is paused");
+  jobs_handed_back_ = counter("warmstart_jobs_handed_back_total",
+                              "Jobs given back unspent because the engine did not answer");
   snapshot_hits_ = counter("warmstart_snapshot_hits_total", "Jobs started from a cached snapshot");
   snapshot_misses_ =
       counter("warmstart_snapshot_misses_total", "Jobs with a snapshot key and no usable snapshot");

@@ -36,6 +36,8 @@ class Metrics {
   prometheus::Histogram& container_create_latency() { return *container_create_; }  // s
   prometheus::Histogram& container_start_latency() { return *container_start_; }    // s
   prometheus::Gauge& running_containers() { return *running_containers_; }
+  prometheus::Gauge& engine_up() { return *engine_up_; }
+  prometheus::Counter& jobs_handed_back() { return *jobs_handed_back_; }
 
   prometheus::Counter& snapshot_hits() { return *snapshot_hits_; }
   prometheus::Counter& snapshot_misses() { return *snapshot_misses_; }
@@ -61,6 +63,8 @@ class Metrics {
   prometheus::Histogram* container_create_;
   prometheus::Histogram* container_start_;
   prometheus::Gauge* running_containers_;
+  prometheus::Gauge* engine_up_;
+  prometheus::Counter* jobs_handed_back_;
   prometheus::Counter* snapshot_hits_;
   prometheus::Counter* snapshot_misses_;
   prometheus::Counter* snapshot_fallbacks_;

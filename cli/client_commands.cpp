@@ -1,6 +1,7 @@
 // The client subcommands: thin over queue::Queue and snapshots::SnapshotCache.
 #include "cli/commands.hpp"
 #include "cli/services.hpp"
+#include "common/retry.hpp"
 #include "common/time.hpp"
 #include "queue/validation.hpp"
 
@@ -57,8 +58,16 @@ std::string state_line(const queue::JobRecord& r) {
   return line;
 }
 
-awaitable<queue::JobRecord> must_get(queue::Queue& q, const std::string& id) {
-  auto rec = co_await q.get(id);
+// Every Redis call of a command rides out transient failures (a restart
+// still loading its AOF, a failover, a dropped connection) with backoff until
+// the command's deadline; past it the last error stands (exit 3).
+Clock::time_point redis_deadline(const Common& common) {
+  return Clock::now() + common.redis_timeout;
+}
+
+awaitable<queue::JobRecord> must_get(queue::Queue& q, const std::string& id,
+                                     Clock::time_point until) {
+  auto rec = co_await retry_until([&] { return q.get(id); }, until);
   if (!rec) throw std::runtime_error("no such job: " + id);
   co_return *rec;
 }
@@ -109,7 +118,21 @@ int run_enqueue(const Common& common, const EnqueueOptions& o) {
   net::io_context io;
   return run_command(io, [&]() -> awaitable<int> {
     auto q = open_queue(io, common);
-    auto result = co_await q->enqueue(*checked.spec);
+    // The id is fixed before the first try: a retry after a lost reply finds
+    // the job it created (same id, same spec) instead of making a second one.
+    const queue::JobSpec& spec = *checked.spec;
+    std::optional<queue::EnqueueResult> enqueued;
+    std::string conflict;
+    try {
+      enqueued = co_await retry_until([&] { return q->enqueue(spec); }, redis_deadline(common));
+    } catch (const queue::IdConflict& e) {
+      conflict = e.what();
+    }
+    if (!enqueued) {
+      std::cerr << "warmstart: " << conflict << "; not enqueued\n";
+      co_return failed;
+    }
+    const queue::EnqueueResult& result = *enqueued;
     std::cout << result.record.id << std::endl;
     if (!result.created) {
       std::cerr << "warmstart: job " << result.record.id << " already exists ("
@@ -123,7 +146,7 @@ int run_status(const Common& common, const std::string& job_id, bool as_json) {
   net::io_context io;
   return run_command(io, [&]() -> awaitable<int> {
     auto q = open_queue(io, common);
-    auto rec = co_await must_get(*q, job_id);
+    auto rec = co_await must_get(*q, job_id, redis_deadline(common));
     if (as_json) {
       std::cout << rec.to_json().dump() << std::endl;
     } else {
@@ -145,7 +168,9 @@ int run_wait(const Common& common, const std::string& job_id, const std::string&
     const auto until = Clock::now() + *limit;
     Duration poll = 50ms;
     while (true) {
-      auto rec = co_await must_get(*q, job_id);
+      // Keeps waiting across a Redis restart: only past --timeout is an
+      // unreachable Redis an error (exit 3, never 1: 1 means the job failed).
+      auto rec = co_await must_get(*q, job_id, until);
       if (queue::is_terminal(rec.state)) {
         if (rec.state == JobState::succeeded) co_return ok;
         std::cerr << "warmstart: " << state_line(rec) << "\n";
@@ -166,7 +191,7 @@ int run_logs(const Common& common, const std::string& job_id) {
   net::io_context io;
   return run_command(io, [&]() -> awaitable<int> {
     auto q = open_queue(io, common);
-    auto rec = co_await must_get(*q, job_id);
+    auto rec = co_await must_get(*q, job_id, redis_deadline(common));
     std::cout << rec.log_tail;
     if (!rec.log_tail.empty() && rec.log_tail.back() != '\n') std::cout << '\n';
     co_return ok;
@@ -177,7 +202,7 @@ int run_cancel(const Common& common, const std::string& job_id) {
   net::io_context io;
   return run_command(io, [&]() -> awaitable<int> {
     auto q = open_queue(io, common);
-    auto r = co_await q->cancel(job_id);
+    auto r = co_await retry_until([&] { return q->cancel(job_id); }, redis_deadline(common));
     switch (r.outcome) {
       case queue::CancelOutcome::cancelled:
         std::cout << job_id << " cancelled\n";
@@ -213,8 +238,9 @@ int run_jobs(const Common& common, const std::optional<std::string>& state, bool
   return run_command(io, [&]() -> awaitable<int> {
     auto q = open_queue(io, common);
     json all = json::array();
+    const auto until = redis_deadline(common);
     for (auto s : states) {
-      auto records = co_await q->list(s, 1000);
+      auto records = co_await retry_until([&] { return q->list(s, 1000); }, until);
       for (const auto& rec : records) {
         if (as_json) {
           all.push_back(rec.to_json());
@@ -235,9 +261,7 @@ int with_snapshots(const Common& common,
   net::io_context io;
   return run_command(io, [&]() -> awaitable<int> {
     auto config = config_of(common);
-    container::DockerClientOptions dopts;
-    dopts.socket_path = router::docker_socket_path(config.docker_host);
-    auto docker = container::DockerClient::create(io.get_executor(), dopts);
+    auto docker = container::DockerClient::create(io.get_executor(), docker_options(config));
     co_await docker->ping();
     auto redis = redis::Client::create(io.get_executor(), redis_options(config.redis_url));
     co_await redis->connect();
@@ -296,7 +320,8 @@ int run_events(const Common& common, bool follow, bool as_json) {
     auto q = open_queue(io, common);
     std::string after = "0";
     while (true) {
-      auto batch = co_await q->read_events(after, 500);
+      auto batch =
+          co_await retry_until([&] { return q->read_events(after, 500); }, redis_deadline(common));
       for (const auto& ev : batch) {
         after = ev.id;
         if (as_json) {

@@ -1,6 +1,7 @@
 // The warmstart subcommands. main.cpp parses flags into these option structs;
 // each run_* returns the process exit code (see ExitCode).
 #pragma once
+#include "common/net.hpp"
 #include "router/config.hpp"
 
 #include <map>
@@ -21,6 +22,9 @@ struct Common {
   std::string redis_url;    // --redis / WARMSTART_REDIS_URL
   std::string docker_host;  // --docker-host / WARMSTART_DOCKER_HOST (snapshots only)
   std::string key_prefix = "ws:";
+  // How long a command rides out a Redis that does not answer (restart, AOF
+  // loading, failover) before it gives up with exit 3; `wait` uses its --timeout.
+  Duration redis_timeout = std::chrono::seconds(30);
 };
 
 struct EnqueueOptions {

@@ -8,7 +8,7 @@
 #include "cli/services.hpp"
 #include "common/log.hpp"
 #include "router/api_backend.hpp"
-#include "router/router.hpp"
+#include "router/dispatcher.hpp"
 
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
@@ -49,7 +49,7 @@ void advance(prometheus::Counter& counter, std::uint64_t now, std::uint64_t& las
   last = now;
 }
 
-void hook_router_metrics(router::Router& router, api::Metrics& metrics) {
+void hook_router_metrics(router::Dispatcher& router, api::Metrics& metrics) {
   auto& observers = router.observers();
   observers.dispatch_latency = [&metrics](double s) { metrics.dispatch_latency().Observe(s); };
   observers.create_latency = [&metrics](double s) {
@@ -61,11 +61,12 @@ void hook_router_metrics(router::Router& router, api::Metrics& metrics) {
 // Every `period`: jobs by state and queue depth from Redis, running containers
 // and fallbacks from the router, the snapshot cache's counters.
 awaitable<void> publish_metrics(std::shared_ptr<queue::Queue> queue,
-                                std::shared_ptr<router::Router> router,
+                                std::shared_ptr<router::Dispatcher> router,
                                 std::shared_ptr<snapshots::SnapshotCache> cache,
                                 api::Metrics& metrics, Duration period) {
   snapshots::CacheMetrics last;
   std::uint64_t last_fallbacks = 0;
+  std::uint64_t last_handed_back = 0;
   bool failing = false;
   for (;;) {
     std::optional<queue::QueueCounts> counts;
@@ -88,9 +89,11 @@ awaitable<void> publish_metrics(std::shared_ptr<queue::Queue> queue,
     }
     failing = !counts;
 
-    const router::RouterStats& stats = router->stats();
+    const router::RouterStats stats = router->stats();
     metrics.running_containers().Set(stats.running);
+    metrics.engine_up().Set(stats.engine_up ? 1 : 0);
     advance(metrics.snapshot_fallbacks(), stats.snapshot_fallbacks, last_fallbacks);
+    advance(metrics.jobs_handed_back(), stats.handed_back, last_handed_back);
 
     const snapshots::CacheMetrics now = cache->metrics();
     advance(metrics.snapshot_hits(), now.hits, last.hits);
@@ -124,6 +127,18 @@ awaitable<void> stop_http(api::HttpServer& http, Duration grace) {
   }
 }
 
+// With WatchdogSec= in the unit, systemd restarts a router whose event loop
+// stops turning: WATCHDOG=1 from the loop itself, twice per period.
+awaitable<void> feed_watchdog() {
+  std::uint64_t usec = 0;
+  if (sd_watchdog_enabled(0, &usec) <= 0 || usec == 0) co_return;
+  const auto period = std::chrono::duration_cast<Duration>(std::chrono::microseconds(usec / 2));
+  for (;;) {
+    sd_notify(0, "WATCHDOG=1");
+    co_await sleep_for(period);
+  }
+}
+
 }  // namespace
 
 int run_router(const std::string& config_file, router::RouterConfig config) {
@@ -136,15 +151,7 @@ int run_router(const std::string& config_file, router::RouterConfig config) {
   auto ex = io.get_executor();
 
   auto queue = std::make_shared<queue::RedisQueue>(ex, queue_options(config));
-  container::DockerClientOptions dopts;
-  dopts.socket_path = router::docker_socket_path(config.docker_host);
-  dopts.request_timeout = config.docker_timeout;
-  // One idle connection per job that may call the engine at once (plus the
-  // events stream and housekeeping): beyond the cache, every concurrent request
-  // opens and closes a unix-socket connection (bench/RESULTS.md, load_bench).
-  dopts.max_cached_connections =
-      std::max<long>(dopts.max_cached_connections, static_cast<long>(config.concurrency) + 8);
-  auto docker = container::DockerClient::create(ex, dopts);
+  auto docker = container::DockerClient::create(ex, docker_options(config));
   auto redis = redis::Client::create(ex, redis_options(config.redis_url));
 
   auto sopts = snapshot_options(config);
@@ -156,7 +163,7 @@ int run_router(const std::string& config_file, router::RouterConfig config) {
   auto snapshots = std::make_shared<snapshots::SnapshotCache>(docker, redis, sopts);
 
   router::RouterDeps deps{queue, docker, snapshots};
-  auto router = std::make_shared<router::Router>(ex, config, deps);
+  auto router = std::make_shared<router::Dispatcher>(ex, config, deps);
 
   api::Metrics metrics;
   hook_router_metrics(*router, metrics);
@@ -207,6 +214,7 @@ int run_router(const std::string& config_file, router::RouterConfig config) {
         net::co_spawn(ex, publish_metrics(queue, router, snapshots, metrics, metrics_period),
                       net::detached);
         sd_notify(0, "READY=1");
+        net::co_spawn(ex, feed_watchdog(), net::detached);
         co_await router->run();
         // /readyz answered 503 "draining" meanwhile; now the front goes away.
         if (http) co_await stop_http(*http, http_stop_grace);

@@ -7,6 +7,7 @@
 #include "container/docker_client.hpp"
 #include "queue/redis_queue.hpp"
 #include "router/config.hpp"
+#include "router/wiring.hpp"
 #include "snapshots/snapshot_cache.hpp"
 
 #include <exception>
@@ -16,9 +17,10 @@
 
 namespace warmstart::cli {
 
-redis::ClientOptions redis_options(const std::string& url);
-queue::RedisQueueOptions queue_options(const router::RouterConfig& config);
-snapshots::SnapshotCacheOptions snapshot_options(const router::RouterConfig& config);
+using router::docker_options;
+using router::queue_options;
+using router::redis_options;
+using router::snapshot_options;
 
 // Maps an exception from a subcommand to its exit code and prints one line.
 int report_error(std::exception_ptr error);

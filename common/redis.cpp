@@ -224,8 +224,8 @@ bool is_transient(const std::exception& error) {
   if (dynamic_cast<const ConnectionError*>(&error) != nullptr) return true;
   if (dynamic_cast<const ReplyError*>(&error) == nullptr) return false;
   std::string_view text = error.what();
-  for (std::string_view code : {"LOADING", "READONLY", "MASTERDOWN", "TRYAGAIN", "BUSY ",
-                                "CLUSTERDOWN", "NOREPLICAS"}) {
+  for (std::string_view code :
+       {"LOADING", "READONLY", "MASTERDOWN", "TRYAGAIN", "BUSY ", "CLUSTERDOWN", "NOREPLICAS"}) {
     // The reply text may be prefixed by the command ("EVALSHA: LOADING ...").
     if (text.substr(0, code.size()) == code) return true;
     if (text.find(": " + std::string(code)) != std::string_view::npos) return true;
@@ -251,7 +251,6 @@ std::string command_name(const std::vector<std::string>& args) {
   for (char& c : name) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
   return name;
 }
-
 
 Duration backoff_for(const ClientOptions& o, int failures) {
   Duration d = o.reconnect_min_backoff;

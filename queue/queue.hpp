@@ -94,8 +94,9 @@ struct RunInfo {
 struct JobResult {
   JobState state = JobState::succeeded;  // succeeded | failed | timed_out | cancelled
   std::optional<int> exit_code;
-  std::string error;           // empty for success
-  std::string snapshot_error;  // the snapshot commit after a success failed (the job still succeeded)
+  std::string error;  // empty for success
+  std::string
+      snapshot_error;  // the snapshot commit after a success failed (the job still succeeded)
 };
 
 // What one renew_leases() round trip found.

@@ -52,8 +52,7 @@ class RedisQueue final : public Queue {
   awaitable<FinishOutcome> finish(const LeaseHandle& lease, JobResult result) override;
   awaitable<JobRecord> fail_attempt(const LeaseHandle& lease, std::string reason,
                                     bool retryable) override;
-  awaitable<void> hand_back(const LeaseHandle& lease, std::string reason,
-                            Duration delay) override;
+  awaitable<void> hand_back(const LeaseHandle& lease, std::string reason, Duration delay) override;
   awaitable<std::size_t> promote_due() override;
   awaitable<CancelResult> cancel(std::string job_id) override;
   awaitable<std::optional<JobRecord>> get(std::string job_id) override;

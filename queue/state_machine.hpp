@@ -24,9 +24,9 @@ enum class JobEvent {
 };
 
 inline constexpr std::array<JobEvent, 10> kAllEvents = {
-    JobEvent::claimed,   JobEvent::started,         JobEvent::succeeded, JobEvent::failed,
-    JobEvent::timed_out, JobEvent::cancel,          JobEvent::retry_scheduled,
-    JobEvent::retry_due, JobEvent::reclaimed,       JobEvent::handed_back};
+    JobEvent::claimed,   JobEvent::started,    JobEvent::succeeded,       JobEvent::failed,
+    JobEvent::timed_out, JobEvent::cancel,     JobEvent::retry_scheduled, JobEvent::retry_due,
+    JobEvent::reclaimed, JobEvent::handed_back};
 
 std::string_view to_string(JobEvent event);
 

@@ -2,10 +2,11 @@
 
 #include "api/sse.hpp"
 #include "common/log.hpp"
+#include "common/retry.hpp"
 #include "common/time.hpp"
 #include "container/errors.hpp"
 #include "queue/validation.hpp"
-#include "router/router.hpp"
+#include "router/dispatcher.hpp"
 
 #include <algorithm>
 #include <map>
@@ -28,6 +29,11 @@ namespace {
     throw;
   } catch (const queue::InvalidJob& e) {
     throw api::BackendError(400, e.what());
+  } catch (const queue::IdConflict& e) {
+    throw api::BackendError(409, e.what(),
+                            {{"job", e.job_id()},
+                             {"existing_spec_hash", e.existing_fingerprint()},
+                             {"requested_spec_hash", e.requested_fingerprint()}});
   } catch (const redis::ProtocolError&) {
     throw;
   } catch (const redis::Error& e) {
@@ -182,7 +188,10 @@ awaitable<api::EnqueueResult> ApiBackend::enqueue(json job_body) {
     if (!validated.ok()) throw api::BackendError(400, validated.reason);
     std::string reason;
     if (!policy_.resolve(validated.spec->image, &reason)) throw api::BackendError(400, reason);
-    queue::EnqueueResult result = co_await deps_.queue->enqueue(*validated.spec);
+    // The id is fixed (validate_job generates one): a retry is idempotent.
+    const queue::JobSpec& spec = *validated.spec;
+    queue::EnqueueResult result =
+        co_await retry_until([&] { return deps_.queue->enqueue(spec); }, redis_deadline());
     if (result.created) {
       log::info("job enqueued through the api",
                 {{"job", result.record.id}, {"queue", result.record.spec.queue}});
@@ -193,8 +202,13 @@ awaitable<api::EnqueueResult> ApiBackend::enqueue(json job_body) {
   }
 }
 
+Clock::time_point ApiBackend::redis_deadline() const {
+  return Clock::now() + options_.redis_retry;
+}
+
 awaitable<queue::JobRecord> ApiBackend::require_job(std::string id) {
-  std::optional<queue::JobRecord> record = co_await deps_.queue->get(id);
+  std::optional<queue::JobRecord> record =
+      co_await retry_until([&] { return deps_.queue->get(id); }, redis_deadline());
   if (!record) throw api::BackendError(404, "no such job: " + id);
   co_return std::move(*record);
 }
@@ -221,7 +235,8 @@ awaitable<std::vector<json>> ApiBackend::list_jobs(std::optional<std::string> st
     }
     std::vector<queue::JobRecord> records;
     for (const queue::JobState s : states) {
-      std::vector<queue::JobRecord> part = co_await deps_.queue->list(s, limit);
+      std::vector<queue::JobRecord> part =
+          co_await retry_until([&] { return deps_.queue->list(s, limit); }, redis_deadline());
       for (auto& record : part) records.push_back(std::move(record));
     }
     // Each state's list is newest first; merged, the newest `limit` of all.
@@ -250,7 +265,8 @@ awaitable<std::string> ApiBackend::job_logs(std::string id) {
 
 awaitable<json> ApiBackend::cancel_job(std::string id) {
   try {
-    const queue::CancelResult result = co_await deps_.queue->cancel(id);
+    const queue::CancelResult result =
+        co_await retry_until([&] { return deps_.queue->cancel(id); }, redis_deadline());
     switch (result.outcome) {
       case queue::CancelOutcome::not_found:
         throw api::BackendError(404, "no such job: " + id);
@@ -345,7 +361,13 @@ awaitable<api::ReadyStatus> ApiBackend::check_ready() {
   auto [redis_ok, docker_ok] = co_await (redis_alive() && docker_alive());
   status.redis_ok = redis_ok;
   status.docker_ok = docker_ok;
-  status.draining = deps_.router != nullptr && deps_.router->stats().draining;
+  if (deps_.router != nullptr) {
+    const RouterStats stats = deps_.router->stats();
+    status.draining = stats.draining;
+    // Claiming is paused until the engine answers again, even when this
+    // probe's ping happened to get through.
+    status.docker_ok = status.docker_ok && stats.engine_up;
+  }
   co_return status;
 }
 

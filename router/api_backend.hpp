@@ -13,18 +13,19 @@
 #include "container/runtime.hpp"
 #include "queue/queue.hpp"
 #include "router/policy.hpp"
-#include "snapshots/snapshot_cache.hpp"
+#include "snapshots/cache.hpp"
 
 #include <memory>
 #include <string>
 
 namespace warmstart::router {
 
-class Router;
+class Dispatcher;
 
 struct ApiBackendOptions {
-  std::string key_prefix = "ws:";        // webhook delivery marks live under it (like the queue)
-  Duration ready_timeout = 2s;           // each readiness probe (Redis PING, Docker /_ping)
+  std::string key_prefix = "ws:";  // webhook delivery marks live under it (like the queue)
+  Duration ready_timeout = 2s;     // each readiness probe (Redis PING, Docker /_ping)
+  Duration redis_retry = 3s;       // a request rides out a Redis blip this long, then answers 503
   Duration event_poll_interval = 200ms;  // the event tailer's XRANGE period while idle
   std::size_t event_page = 500;          // events per XRANGE of the tailer
   // The tailer's first read starts this long before "now" (the local clock),
@@ -37,10 +38,10 @@ struct ApiBackendOptions {
 
 struct ApiBackendDeps {
   queue::QueuePtr queue;
-  std::shared_ptr<snapshots::SnapshotCache> snapshots;
-  container::RuntimePtr runtime;   // readiness
-  redis::ClientPtr redis;          // readiness and webhook delivery marks
-  std::shared_ptr<Router> router;  // draining state; null = never draining (tools, tests)
+  snapshots::CachePtr snapshots;
+  container::RuntimePtr runtime;       // readiness
+  redis::ClientPtr redis;              // readiness and webhook delivery marks
+  std::shared_ptr<Dispatcher> router;  // draining state; null = never draining (tools, tests)
 };
 
 class ApiBackend final : public api::Backend {
@@ -79,6 +80,7 @@ class ApiBackend final : public api::Backend {
   class TailSubscription;
 
   awaitable<queue::JobRecord> require_job(std::string id);
+  Clock::time_point redis_deadline() const;
   awaitable<bool> redis_alive();
   awaitable<bool> docker_alive();
 

@@ -5,31 +5,26 @@
 using namespace warmstart::router;
 
 TEST_CASE("slots bound the jobs held at once", "[unit][capacity]") {
-  Capacity c(2, 1);
+  Capacity c(2);
   CHECK(c.free_slots() == 2);
   CHECK(c.acquire_slot("a"));
   CHECK_FALSE(c.acquire_slot("a"));  // no second slot for the same job
   CHECK(c.acquire_slot("b"));
   CHECK_FALSE(c.acquire_slot("c"));
-  c.release("a");
-  c.release("a");  // idempotent
+  c.release_slot("a");
+  c.release_slot("a");  // idempotent
   CHECK(c.free_slots() == 1);
   CHECK(c.acquire_slot("c"));
 }
 
-TEST_CASE("a concurrency key admits up to its limit and is released on every path",
-          "[unit][capacity]") {
-  Capacity c(10, 2);
-  CHECK(c.key_has_room(""));
-  CHECK(c.key_has_room("k"));
-  c.acquire_key("a", "k");
-  c.acquire_key("a", "k");  // counted once
-  CHECK(c.running_with_key("k") == 1);
-  c.acquire_key("b", "k");
-  CHECK_FALSE(c.key_has_room("k"));
-  CHECK(c.key_has_room("other"));
-  c.release("a");
-  CHECK(c.key_has_room("k"));
-  c.release("b");
-  CHECK(c.running_with_key("k") == 0);
+TEST_CASE("re-attached jobs may take slots past the limit", "[unit][capacity]") {
+  Capacity c(1);
+  c.force_slot("a");
+  c.force_slot("b");
+  CHECK(c.held() == 2);
+  CHECK(c.free_slots() == -1);
+  CHECK_FALSE(c.acquire_slot("c"));
+  c.release_slot("a");
+  c.release_slot("b");
+  CHECK(c.acquire_slot("c"));
 }

@@ -19,7 +19,8 @@ struct RouterConfig {
   // Images a job may ask for (globs, '*' and '?'). The base image is always allowed.
   std::vector<std::string> image_allowlist;
   int concurrency = 4;                    // containers running at once
-  int concurrency_key_limit = 1;          // jobs sharing a concurrency_key running at once
+  int concurrency_key_limit = 1;          // jobs sharing a concurrency_key running at once,
+                                          // fleet-wide: every router on a Redis needs the same
   std::string network_mode = "none";      // NetworkMode of job containers ("host" is refused)
   std::string listen = "127.0.0.1:8080";  // HTTP front; empty disables it
   std::string key_prefix = "ws:";         // Redis key namespace
@@ -37,7 +38,6 @@ struct RouterConfig {
   Duration snapshot_ttl = 24h;                           // unused snapshots expire after this
   int snapshot_max_count = 100;                          // per engine
   std::int64_t snapshot_max_bytes = 20LL << 30;          // per engine
-  int snapshot_max_depth = 64;                           // past this, the next commit is flattened
   Duration snapshot_gc_interval = 10min;                 // periodic eviction
   std::string snapshot_work_dir = "/var/tmp/warmstart";  // temp tars while flattening
 

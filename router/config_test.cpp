@@ -30,7 +30,6 @@ lease_timeout = "45s"
 stop_grace = 3
 [snapshots]
 max_bytes = "2g"
-max_depth = 32
 ttl = "12h"
 )");
   RouterConfig c;
@@ -42,7 +41,6 @@ ttl = "12h"
   CHECK(c.lease_timeout == 45s);
   CHECK(c.stop_grace == 3s);
   CHECK(c.snapshot_max_bytes == (2LL << 30));
-  CHECK(c.snapshot_max_depth == 32);
   CHECK(c.snapshot_ttl == 12h);
   CHECK(c.base_image == "warmstart-worker:latest");  // untouched default
   CHECK_NOTHROW(validate(c));
@@ -62,6 +60,18 @@ TEST_CASE("config errors name the key and the reason", "[unit][config]") {
   RouterConfig host_net;
   host_net.network_mode = "host";
   CHECK_THROWS_WITH(validate(host_net), Catch::Contains("never allowed"));
+}
+
+TEST_CASE("unknown and removed keys are errors, never ignored", "[unit][config]") {
+  RouterConfig c;
+  auto typo = write_temp("[router]\nconcurency = 8\n");
+  CHECK_THROWS_WITH(load_config_file(typo, c),
+                    Catch::Contains("router.concurency") && Catch::Contains("unknown key"));
+  std::remove(typo.c_str());
+  auto removed = write_temp("[snapshots]\nmax_depth = 32\n");
+  CHECK_THROWS_WITH(load_config_file(removed, c),
+                    Catch::Contains("snapshots.max_depth") && Catch::Contains("flattened"));
+  std::remove(removed.c_str());
 }
 
 TEST_CASE("docker host forms", "[unit][config]") {

@@ -362,6 +362,16 @@ Action JobRun::after_stop(const Input& in) {
 
 Action JobRun::after_collect(const Input& in) {
   if (in.fault == Fault::engine_down) return retry_same(in);
+  if (in.fault == Fault::none && in.still_running) {
+    // Not exited after all: keep waiting, or stop it again (a stop that did
+    // not take), after a pause.
+    trace_ += "->running";
+    exited_ = false;
+    Action again = after_container_ran();
+    if (again.kind == Kind::stop) again.delay = 1s;
+    current_ = again;
+    return again;
+  }
   if (lease_lost_) {
     trace_ += " lost";
     return abandon();

@@ -101,6 +101,7 @@ struct Input {
   // collect
   std::optional<int> exit_code;
   bool oom_killed = false;
+  bool still_running = false;  // the exit was noted by mistake (a stale list)
   // mark_running: the record says `cancelled` (a cancel won the race)
   bool cancelled = false;
 

@@ -205,6 +205,10 @@ awaitable<CommitResult> SnapshotCache::commit(CommitRequest request) {
     log::error("snapshot commit failed",
                fields("job", request.job_id, "container", request.container_id, "key", request.key,
                       "error", error));
+    emit({{"type", "snapshot.commit_failed"},
+          {"key", request.key},
+          {"job", request.job_id},
+          {"reason", error}});
     // An image the registry never got would only wait for the next gc.
     if (!progress.image_id.empty() && !progress.registered) {
       co_await remove_image_unless_running(progress.image_id, "", request.key, "commit_failed");

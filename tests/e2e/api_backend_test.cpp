@@ -4,6 +4,7 @@
 #include "router/api_backend.hpp"
 #include "e2e/router_process.hpp"
 #include "queue/redis_queue.hpp"
+#include "snapshots/snapshot_cache.hpp"
 
 #include <catch2/catch.hpp>
 

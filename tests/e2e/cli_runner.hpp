@@ -40,7 +40,7 @@ inline CliResult run_cli(const RouterProcess& router, std::vector<std::string> a
   argv.push_back(nullptr);
   std::vector<std::string> env_strings = {
       "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
-      "WARMSTART_REDIS_URL=" + redis_url(),
+      "WARMSTART_REDIS_URL=" + router.redis_url(),
       "WARMSTART_KEY_PREFIX=" + router.key_prefix(),
       "WARMSTART_DOCKER_HOST=unix://" + docker_socket(),
   };

@@ -68,6 +68,7 @@ struct RouterProcessOptions {
   std::string id;          // router id; empty = a unique one (set it to restart "the same" router)
   std::string key_prefix;  // Redis key prefix; empty = derived from the id
   std::chrono::seconds ready_limit{30};  // /readyz must answer 200 within this
+  std::string redis_url;  // empty = the run's redis-server (a test's own, to restart it)
 };
 
 class RouterProcess {
@@ -112,6 +113,9 @@ class RouterProcess {
   const std::string& router_id() const { return id_; }
   const std::string& key_prefix() const { return key_prefix_; }
   std::string base_url() const { return "http://127.0.0.1:" + std::to_string(port_); }
+  std::string redis_url() const {
+    return options_.redis_url.empty() ? testing::redis_url() : options_.redis_url;
+  }
   pid_t pid() const { return pid_; }
 
   // The child's stdout and stderr (JSON log lines), for failure messages.
@@ -244,6 +248,7 @@ class RouterProcess {
           redis::ClientOptions o;
           o.url = redis::Url::parse(redis_url());
           auto client = redis::Client::create(co_await net::this_coro::executor, o);
+          if (!options_.redis_url.empty()) co_return;  // the test's own server: it goes away
           co_await client->connect();
           std::string cursor = "0";
           do {

@@ -1,0 +1,363 @@
+// The dispatcher and executor against the in-memory doubles of their ports
+// (MemoryQueue, MemoryRuntime, MemoryCache): every fault path of the router
+// in milliseconds, no server. The same paths run against the real Redis and
+// dockerd in tests/e2e/outage_e2e_test.cpp.
+#include "router/dispatcher.hpp"
+#include "container/memory_runtime.hpp"
+#include "queue/memory_queue.hpp"
+#include "snapshots/memory_cache.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <functional>
+
+using namespace warmstart;
+using namespace warmstart::router;
+using container::MemoryRuntime;
+using queue::JobState;
+using queue::MemoryQueue;
+
+namespace {
+
+constexpr const char* kBase = "base:latest";
+
+struct Harness {
+  net::io_context io;
+  RouterConfig config;
+  queue::MemoryQueueOptions queue_options;
+  std::shared_ptr<MemoryRuntime> engine = MemoryRuntime::create(io.get_executor());
+  std::shared_ptr<MemoryQueue> queue;
+  std::shared_ptr<snapshots::MemoryCache> cache;
+  std::vector<std::shared_ptr<Dispatcher>> routers;
+
+  Harness() {
+    config.router_id = "r1";
+    config.base_image = kBase;
+    config.concurrency = 2;
+    config.lease_timeout = 3s;
+    config.reconcile_interval = 50ms;
+    config.stop_grace = 1s;
+    config.orphan_grace = 200ms;
+    config.docker_timeout = 1s;
+    engine->add_image(kBase);
+  }
+  ~Harness() {
+    for (auto& r : routers) r->stop_now();
+    io.run_for(300ms);
+  }
+
+  // Starts a router (another one with `id`) on the shared doubles.
+  std::shared_ptr<Dispatcher> start(const std::string& id = "r1") {
+    if (!queue) {
+      queue_options.lease_timeout = config.lease_timeout;
+      queue_options.concurrency_key_limit = config.concurrency_key_limit;
+      queue = std::make_shared<MemoryQueue>(io.get_executor(), queue_options);
+      cache = std::make_shared<snapshots::MemoryCache>(engine);
+    }
+    RouterConfig c = config;
+    c.router_id = id;
+    auto router =
+        std::make_shared<Dispatcher>(io.get_executor(), c, RouterDeps{queue, engine, cache});
+    net::co_spawn(io, router->run(), net::detached);
+    routers.push_back(router);
+    io.run_for(50ms);
+    return router;
+  }
+
+  template <typename T>
+  T await(awaitable<T> op) {
+    std::optional<T> out;
+    std::exception_ptr error;
+    net::co_spawn(io, std::move(op), [&](std::exception_ptr e, T value) {
+      error = e;
+      if (!e) out = std::move(value);
+    });
+    while (!out && !error) io.run_one_for(100ms);
+    if (error) std::rethrow_exception(error);
+    return std::move(*out);
+  }
+
+  std::string enqueue(std::vector<std::string> cmd,
+                      std::function<void(queue::JobSpec&)> edit = {}) {
+    queue::JobSpec spec;
+    spec.cmd = std::move(cmd);
+    if (edit) edit(spec);
+    return await(queue->enqueue(spec)).record.id;
+  }
+
+  bool until(const std::function<bool()>& done, Duration limit = 10s) {
+    const auto end = Clock::now() + limit;
+    while (Clock::now() < end) {
+      if (done()) return true;
+      io.run_for(10ms);
+    }
+    return done();
+  }
+
+  JobState state(const std::string& id) const { return queue->record(id)->state; }
+  bool finished(const std::string& id) const { return queue::is_terminal(state(id)); }
+  std::size_t running_containers(const std::string& label = "") const {
+    std::size_t n = 0;
+    for (const auto& c : engine->containers()) {
+      if (!c.state.running) continue;
+      if (label.empty() || c.labels.count(label) != 0) ++n;
+    }
+    return n;
+  }
+  std::size_t count(const std::vector<std::string>& types, const std::string& type) const {
+    return static_cast<std::size_t>(std::count(types.begin(), types.end(), type));
+  }
+};
+
+}  // namespace
+
+TEST_CASE("dispatcher: an engine outage hands jobs back unspent; claiming resumes by itself",
+          "[unit][dispatcher]") {
+  Harness h;
+  auto router = h.start();
+  h.engine->set_down(true);
+  std::vector<std::string> ids;
+  for (int i = 0; i < 6; ++i) ids.push_back(h.enqueue({"true"}));
+
+  REQUIRE(h.until([&] { return !router->stats().engine_up; }));
+  REQUIRE(h.until([&] { return router->stats().handed_back >= 1; }));
+  h.io.run_for(500ms);  // down for a while: nothing fails, nothing spins
+  for (const auto& id : ids) CHECK_FALSE(h.finished(id));
+  const auto types = h.queue->event_types();
+  CHECK(h.count(types, "router.engine_down") == 1);
+  CHECK(h.count(types, "job.failed") == 0);
+
+  h.engine->set_auto_exit(0, 10ms);
+  h.engine->set_down(false);
+  REQUIRE(h.until([&] {
+    return std::all_of(ids.begin(), ids.end(), [&](auto& id) { return h.finished(id); });
+  }));
+  for (const auto& id : ids) {
+    CHECK(h.state(id) == JobState::succeeded);
+    CHECK(h.queue->record(id)->attempts == 1);
+  }
+  CHECK(router->stats().engine_up);
+  CHECK(h.count(h.queue->event_types(), "router.engine_up") == 1);
+}
+
+TEST_CASE("dispatcher: a hung engine call is an outage, not the job's failure",
+          "[unit][dispatcher]") {
+  Harness h;
+  auto router = h.start();
+  h.engine->set_auto_exit(0, 10ms);
+  h.engine->fail_next(MemoryRuntime::Op::create_container, MemoryRuntime::Fault::hang);
+  auto id = h.enqueue({"true"});
+  REQUIRE(h.until([&] { return h.finished(id); }));
+  CHECK(h.state(id) == JobState::succeeded);
+  CHECK(h.queue->record(id)->attempts == 1);
+  CHECK(router->stats().handed_back == 1);
+}
+
+TEST_CASE(
+    "dispatcher: Redis errors at mark_running and at the result are ridden out; one "
+    "container",
+    "[unit][dispatcher]") {
+  Harness h;
+  h.start();
+  h.engine->set_auto_exit(0, 20ms);
+  h.queue->fail_next(MemoryQueue::Op::mark_running, MemoryQueue::connection_error(), 2);
+  h.queue->fail_next(MemoryQueue::Op::finish, MemoryQueue::loading_error(), 3);
+  // A reply lost after the write: the retry meets the recorded result.
+  h.queue->fail_next(MemoryQueue::Op::finish, MemoryQueue::connection_error(), 1,
+                     MemoryQueue::FaultPoint::after);
+  auto id = h.enqueue({"true"});
+  REQUIRE(h.until([&] { return h.finished(id) && h.engine->containers().empty(); }));
+  CHECK(h.state(id) == JobState::succeeded);
+  CHECK(h.queue->record(id)->attempts == 1);
+  CHECK(h.engine->calls(MemoryRuntime::Op::create_container) == 1);
+  CHECK(h.queue->calls(MemoryQueue::Op::finish) == 5);
+}
+
+TEST_CASE("dispatcher: a cancel whose message is lost stops the container within one renewal",
+          "[unit][dispatcher]") {
+  Harness h;
+  h.start();
+  h.queue->drop_cancel_messages(true);
+  auto id = h.enqueue({"sleep", "600"});
+  REQUIRE(h.until([&] { return h.running_containers() == 1; }));
+  h.await(h.queue->cancel(id));
+  const auto t0 = Clock::now();
+  REQUIRE(h.until([&] { return h.engine->containers().empty(); }));
+  CHECK(Clock::now() - t0 < 2s);  // renewal every 50 ms, stop, collect, record, remove
+  CHECK(h.state(id) == JobState::cancelled);
+}
+
+TEST_CASE("dispatcher: jobs of a busy concurrency key hold no slot; unrelated jobs run",
+          "[unit][dispatcher]") {
+  Harness h;
+  h.start();
+  const std::string key_label = "warmstart.job";
+  std::vector<std::string> keyed;
+  for (int i = 0; i < 4; ++i) {
+    keyed.push_back(h.enqueue({"keyed"}, [](queue::JobSpec& s) { s.concurrency_key = "k"; }));
+  }
+  auto unrelated = h.enqueue({"other"});
+  // Keyed containers run until the test ends them; the unrelated one exits.
+  h.engine->set_exit_plan(
+      [](const container::ContainerSpec& spec) -> std::optional<container::ExitPlan> {
+        if (spec.cmd.at(0) == "other") return container::ExitPlan{0, 10ms};
+        return std::nullopt;
+      });
+  REQUIRE(h.until([&] { return h.finished(unrelated); }));
+  CHECK(h.state(unrelated) == JobState::succeeded);
+  CHECK(h.running_containers() == 1);  // one keyed job; the other three wait, slot-less
+  int waiting = 0;
+  for (const auto& id : keyed) waiting += !h.queue->record(id)->waiting_for_key.empty();
+  CHECK(waiting == 3);
+  for (int round = 0; round < 4; ++round) {
+    REQUIRE(h.until([&] { return h.running_containers() == 1; }));
+    CHECK(h.running_containers() == 1);
+    for (const auto& c : h.engine->containers()) {
+      if (c.state.running) h.engine->exit(c.id, 0);
+    }
+    h.io.run_for(20ms);
+    CHECK(h.running_containers() <= 1);
+  }
+  REQUIRE(h.until([&] {
+    return std::all_of(keyed.begin(), keyed.end(), [&](auto& id) { return h.finished(id); });
+  }));
+}
+
+TEST_CASE("dispatcher: two routers on one queue never run two jobs of one key at once",
+          "[unit][dispatcher]") {
+  Harness h;
+  h.start("r1");
+  h.start("r2");
+  h.engine->set_auto_exit(0, 30ms);
+  std::vector<std::string> ids;
+  for (int i = 0; i < 6; ++i) {
+    ids.push_back(h.enqueue({"keyed"}, [](queue::JobSpec& s) { s.concurrency_key = "k"; }));
+  }
+  std::size_t most = 0;
+  REQUIRE(h.until([&] {
+    most = std::max(most, h.running_containers());
+    return std::all_of(ids.begin(), ids.end(), [&](auto& id) { return h.finished(id); });
+  }));
+  CHECK(most == 1);
+  std::set<std::string> routers;
+  for (const auto& id : ids) routers.insert(h.queue->record(id)->router_id);
+  CHECK(routers.size() >= 1);
+}
+
+TEST_CASE("dispatcher: default_timeout applies to a job that names none", "[unit][dispatcher]") {
+  Harness h;
+  h.config.default_timeout = 1s;
+  h.start();
+  auto unbounded = h.enqueue({"sleep", "600"});
+  auto bounded = h.enqueue({"sleep", "600"}, [](queue::JobSpec& s) { s.timeout_s = 3600; });
+  REQUIRE(h.until([&] { return h.finished(unbounded); }, 5s));
+  CHECK(h.state(unbounded) == JobState::timed_out);
+  CHECK(h.queue->record(unbounded)->error == "timed out after 1 s");
+  CHECK(h.state(bounded) == JobState::running);
+}
+
+TEST_CASE("dispatcher: an OOM kill fails the job", "[unit][dispatcher]") {
+  Harness h;
+  h.start();
+  h.engine->set_exit_plan([](const container::ContainerSpec&) {
+    return std::optional<container::ExitPlan>(container::ExitPlan{137, 10ms, true});
+  });
+  auto id = h.enqueue({"hog"});
+  REQUIRE(h.until([&] { return h.finished(id); }));
+  CHECK(h.state(id) == JobState::failed);
+  CHECK(h.queue->record(id)->error == "exit code 137 (OOM killed)");
+}
+
+TEST_CASE(
+    "dispatcher: a warm start, the 404 fallback, and a failed commit that keeps the job's "
+    "success",
+    "[unit][dispatcher]") {
+  Harness h;
+  h.start();
+  h.engine->set_auto_exit(0, 10ms);
+  auto with_key = [](queue::JobSpec& s) { s.snapshot = queue::SnapshotSpec{"repo/main"}; };
+
+  auto cold = h.enqueue({"build"}, with_key);
+  REQUIRE(h.until([&] { return h.finished(cold); }));
+  REQUIRE(h.cache->entry("repo/main"));
+  auto warm = h.enqueue({"test"}, with_key);
+  REQUIRE(h.until([&] { return h.finished(warm); }));
+  CHECK(h.queue->record(warm)->from_snapshot);
+
+  // The snapshot image vanishes behind the router's back.
+  h.engine->delete_image(h.cache->entry("repo/main")->image);
+  auto fallback = h.enqueue({"test"}, with_key);
+  REQUIRE(h.until([&] { return h.finished(fallback); }));
+  auto rec = h.queue->record(fallback);
+  CHECK(rec->state == JobState::succeeded);
+  CHECK(rec->snapshot_fallback);
+  CHECK_FALSE(rec->from_snapshot);
+  CHECK(h.cache->invalidated() == std::vector<std::string>{"repo/main:image_missing"});
+  CHECK(h.count(h.queue->event_types(fallback), "job.snapshot_fallback") == 1);
+
+  h.cache->fail_commits("disk full");
+  auto unlucky = h.enqueue({"build"}, with_key);
+  REQUIRE(h.until([&] { return h.finished(unlucky); }));
+  CHECK(h.state(unlucky) == JobState::succeeded);
+  CHECK(h.queue->record(unlucky)->snapshot_error == "snapshot commit failed: disk full");
+}
+
+TEST_CASE("dispatcher: orphan containers are swept periodically, not only at start",
+          "[unit][dispatcher]") {
+  Harness h;
+  auto router = h.start();
+  container::ContainerSpec orphan;
+  orphan.image = kBase;
+  orphan.labels = {{"warmstart.managed", "true"},
+                   {"warmstart.router", "r1"},
+                   {"warmstart.job", "ghost"},
+                   {"warmstart.attempt", "1"}};
+  h.await(h.engine->create_container(orphan));
+  REQUIRE(h.engine->containers().size() == 1);
+  REQUIRE(h.until([&] { return h.engine->containers().empty(); }, 5s));
+  CHECK(router->stats().orphans_removed == 1);
+}
+
+TEST_CASE("dispatcher: a lost lease stops and removes the container and records nothing",
+          "[unit][dispatcher]") {
+  Harness h;
+  queue::ManualClock clock;
+  h.queue_options.now_ms = clock;
+  h.config.reconcile_interval = 10s;  // renewals every lease/3 = 1 s
+  h.start();
+  auto id = h.enqueue({"sleep", "600"});
+  REQUIRE(h.until([&] { return h.running_containers() == 1; }));
+  clock.advance(10s);  // r1's lease runs out (its renewals are late) ...
+  auto taken = h.await(h.queue->reclaim_expired("r2", 10));  // ... and r2 takes the job
+  REQUIRE(taken.size() == 1);
+  REQUIRE(h.until([&] { return h.engine->containers().empty(); }, 5s));
+  auto rec = h.queue->record(id);
+  CHECK(rec->state == JobState::running);  // r2's now; r1 recorded nothing
+  CHECK(rec->router_id == "r2");
+}
+
+TEST_CASE("dispatcher: concurrency, log_tail_bytes and the image allowlist apply",
+          "[unit][dispatcher]") {
+  Harness h;
+  h.config.concurrency = 3;
+  h.config.log_tail_bytes = 8;
+  h.start();
+  h.engine->set_exit_plan([](const container::ContainerSpec&) {
+    return std::optional<container::ExitPlan>(
+        container::ExitPlan{0, 30ms, false, "0123456789abcdef\n"});
+  });
+  std::vector<std::string> ids;
+  for (int i = 0; i < 9; ++i) ids.push_back(h.enqueue({"work"}));
+  auto refused = h.enqueue({"x"}, [](queue::JobSpec& s) { s.image = "evil:latest"; });
+  std::size_t most = 0;
+  REQUIRE(h.until([&] {
+    most = std::max(most, h.running_containers());
+    return std::all_of(ids.begin(), ids.end(), [&](auto& id) { return h.finished(id); });
+  }));
+  CHECK(most == 3);
+  CHECK(h.queue->record(ids[0])->log_tail.size() <= 8);
+  REQUIRE(h.until([&] { return h.finished(refused); }));
+  CHECK(h.queue->record(refused)->error.find("not allowed") != std::string::npos);
+  CHECK(h.engine->calls(MemoryRuntime::Op::create_container) == 9);
+}

@@ -1,0 +1,303 @@
+#include "router/job_executor.hpp"
+
+#include "common/log.hpp"
+#include "common/time.hpp"
+#include "router/launch.hpp"
+#include "router/outcome.hpp"
+
+namespace warmstart::router {
+
+using Kind = Action::Kind;
+using namespace std::chrono;
+
+namespace {
+
+// Handed-back jobs become due again after this: long enough not to spin on an
+// engine that is still down, short enough that another router picks them up.
+constexpr Duration hand_back_delay = 1s;
+
+double seconds_since(Clock::time_point t0) {
+  return duration<double>(Clock::now() - t0).count();
+}
+
+}  // namespace
+
+std::int64_t effective_timeout_s(const queue::JobSpec& spec, const RouterConfig& config) {
+  if (spec.timeout_s > 0) return spec.timeout_s;
+  return std::max<std::int64_t>(1, duration_cast<seconds>(config.default_timeout).count());
+}
+
+awaitable<void> JobExecutor::execute(ActiveJobPtr job, StartMode mode) {
+  Action action = job->run.begin(mode);
+  while (action.kind != Kind::done) {
+    if (action.delay > Duration::zero()) co_await sleep_for(action.delay);
+    std::optional<Input> in = co_await perform(job, action);
+    if (!in) co_return;  // stopping: the next start re-attaches
+    if (in->fault == Fault::engine_down && hooks_.engine_down) hooks_.engine_down(in->error);
+    action = job->run.resume(*in);
+  }
+  log_end(*job);
+}
+
+awaitable<std::optional<Input>> JobExecutor::perform(const ActiveJobPtr& job,
+                                                     const Action& action) {
+  switch (action.kind) {
+    case Kind::choose_image:
+      co_return co_await choose_image(*job);
+    case Kind::create:
+      co_return co_await create(job, action);
+    case Kind::invalidate:
+      co_return co_await invalidate(*job, action);
+    case Kind::adopt:
+      co_return co_await adopt(job);
+    case Kind::start:
+      co_return co_await start(*job);
+    case Kind::mark_running:
+      co_return co_await mark_running(*job);
+    case Kind::wait:
+      co_return co_await wait(*job);
+    case Kind::stop:
+      co_return co_await stop(*job);
+    case Kind::collect:
+      co_return co_await collect(*job);
+    case Kind::free_slot:
+      if (hooks_.slot_freed) hooks_.slot_freed(job);
+      co_return Input::ok();
+    case Kind::commit:
+      co_return co_await commit(*job);
+    case Kind::record:
+      co_return co_await record(*job, action);
+    case Kind::hand_back:
+      co_return co_await hand_back(*job, action);
+    case Kind::remove:
+      co_return co_await remove(*job);
+    case Kind::done:
+      break;
+  }
+  co_return Input::ok();
+}
+
+awaitable<Input> JobExecutor::choose_image(ActiveJob& job) {
+  const RunSpec& spec = job.run.spec();
+  auto op = ports_.snapshots->choose_image(spec.snapshot_key, config_.base_image, spec.reuse);
+  auto choice = co_await attempt(std::move(op));
+  if (!choice) co_return choice.input();
+  job.snapshot_image_id = choice.value->observed_image_id;
+  Input in;
+  if (choice.value->outcome == snapshots::LookupOutcome::hit) {
+    in.snapshot_image = choice.value->image;
+    if (choice.value->entry) job.snapshot_image_id = choice.value->entry->image_id;
+  }
+  co_return in;
+}
+
+awaitable<Input> JobExecutor::create(const ActiveJobPtr& job, const Action& action) {
+  const RunSpec& run = job->run.spec();
+  const queue::JobSpec& spec = job->spec();
+  LaunchRequest req;
+  req.router_id = config_.router_id;
+  req.job_id = run.job_id;
+  req.attempt = run.attempt;
+  req.image = action.image;
+  req.from_snapshot = action.from_snapshot;
+  req.snapshot_key = run.snapshot_key;
+  req.commit_on_success = run.commit;
+  req.cmd = spec.cmd;
+  req.env = spec.env;
+  req.resources.memory_bytes = spec.resources.memory_mb * 1024 * 1024;
+  req.resources.nano_cpus = static_cast<std::int64_t>(spec.resources.cpus * 1e9);
+  req.resources.pids_limit = spec.resources.pids;
+  req.network_mode = config_.network_mode;
+  const auto t0 = Clock::now();
+  // Awaitables are built in their own statement: g++ 12 may destroy
+  // temporaries of a co_await expression twice (docs/queue.md).
+  auto op = ports_.runtime->create_container(make_container_spec(req));
+  auto created = co_await attempt(std::move(op));
+  if (!created) co_return created.input();
+  if (observers_.create_latency) observers_.create_latency(seconds_since(t0));
+  job->container_id = *created.value;
+  if (hooks_.container_known) hooks_.container_known(job);
+  co_return Input::ok();
+}
+
+awaitable<Input> JobExecutor::invalidate(ActiveJob& job, const Action& action) {
+  const std::string& key = job.run.spec().snapshot_key;
+  log::warn("snapshot image vanished; falling back to the base image",
+            {{"job", job.id()}, {"snapshot_key", key}, {"image", action.image}});
+  ++stats_.snapshot_fallbacks;
+  hooks_.emit({{"type", "job.snapshot_fallback"},
+               {"job", job.id()},
+               {"key", key},
+               {"image", action.image}});
+  auto op = ports_.snapshots->invalidate(key, action.reason, job.snapshot_image_id);
+  auto dropped = co_await attempt(std::move(op));
+  // The commit after this run replaces whatever is registered now.
+  job.snapshot_image_id.clear();
+  co_return dropped.input();
+}
+
+awaitable<Input> JobExecutor::adopt(const ActiveJobPtr& job) {
+  const RunSpec& run = job->run.spec();
+  auto op = ports_.runtime->inspect_container(container_name(run.job_id, run.attempt));
+  auto info = co_await attempt(std::move(op));
+  if (!info) co_return info.input();
+  job->container_id = info.value->id;
+  if (hooks_.container_known) hooks_.container_known(job);
+  log::info("adopted the existing container of this attempt",
+            {{"job", job->id()}, {"container", job->container_id}});
+  Input in;
+  in.container_state = info.value->state.status;
+  co_return in;
+}
+
+awaitable<Input> JobExecutor::start(ActiveJob& job) {
+  const auto t0 = Clock::now();
+  auto op = ports_.runtime->start_container(job.container_id);
+  auto started = co_await attempt(std::move(op));
+  if (started && observers_.start_latency) observers_.start_latency(seconds_since(t0));
+  co_return started.input();
+}
+
+awaitable<Input> JobExecutor::mark_running(ActiveJob& job) {
+  queue::RunInfo info{job.run.image(), job.run.from_snapshot(), job.run.snapshot_fallback(),
+                      job.container_id, config_.router_id};
+  auto op = ports_.queue->mark_running(job.claimed.lease, info);
+  auto marked = co_await attempt(std::move(op));
+  if (!marked) co_return marked.input();
+  const auto& rec = job.claimed.record;
+  job.claimed.record.started_at = unix_ms_now();
+  job.deadline = Clock::now() + seconds(job.run.spec().timeout_s);
+  ++stats_.dispatched;
+  if (observers_.dispatch_latency) {
+    observers_.dispatch_latency(
+        static_cast<double>(std::max<std::int64_t>(0, unix_ms_now() - rec.created_at)) / 1000.0);
+  }
+  log::info("job started", {{"job", rec.id},
+                            {"container", job.container_id},
+                            {"image", job.run.image()},
+                            {"from_snapshot", job.run.from_snapshot()},
+                            {"snapshot_fallback", job.run.snapshot_fallback()},
+                            {"attempt", job.run.spec().attempt}});
+  Input in;
+  in.cancelled = marked.value->state == queue::JobState::cancelled;
+  co_return in;
+}
+
+awaitable<std::optional<Input>> JobExecutor::wait(ActiveJob& job) {
+  if (!job.signalled) {
+    if (Clock::now() < job.deadline) {
+      job.wake.expires_at(job.deadline);
+      co_await job.wake.async_wait(net::as_tuple(use_awaitable));
+    }
+  }
+  job.signalled = false;
+  if (hooks_.stopping && hooks_.stopping()) co_return std::nullopt;
+  if (Clock::now() >= job.deadline) job.run.note_timeout();
+  co_return Input::ok();
+}
+
+awaitable<Input> JobExecutor::stop(ActiveJob& job) {
+  const auto grace = duration_cast<seconds>(config_.stop_grace);
+  auto op = with_deadline(ports_.runtime->stop_container(job.container_id, grace),
+                          config_.stop_grace + config_.docker_timeout, "container stop");
+  auto stopped = co_await attempt(std::move(op));
+  co_return stopped.input();
+}
+
+awaitable<Input> JobExecutor::collect(ActiveJob& job) {
+  auto inspect = ports_.runtime->inspect_container(job.container_id);
+  auto info = co_await attempt(std::move(inspect));
+  if (!info) co_return info.input();
+  auto read_logs = ports_.runtime->container_logs(job.container_id, config_.log_tail_bytes);
+  auto logs = co_await attempt(std::move(read_logs));
+  if (logs) {
+    job.log_tail = std::move(logs.value->combined);
+  } else {
+    log::warn("could not read container logs", {{"job", job.id()}, {"error", logs.error}});
+  }
+  Input in;
+  in.exit_code = info.value->state.exit_code;
+  in.oom_killed = info.value->state.oom_killed;
+  in.still_running = info.value->state.running;
+  co_return in;
+}
+
+awaitable<Input> JobExecutor::commit(ActiveJob& job) {
+  snapshots::CommitRequest req;
+  req.container_id = job.container_id;
+  req.job_id = job.id();
+  req.key = job.run.spec().snapshot_key;
+  req.base_image = config_.base_image;
+  req.expected_image_id = job.snapshot_image_id;
+  auto op = ports_.snapshots->commit(req);
+  auto done = co_await attempt(std::move(op));
+  if (!done) co_return done.input();
+  const auto& result = *done.value;
+  log::info("snapshot commit", {{"job", job.id()},
+                                {"key", req.key},
+                                {"status", snapshots::to_string(result.status)},
+                                {"image", result.image},
+                                {"took_ms", result.took.count()},
+                                {"error", result.error}});
+  if (result.status == snapshots::CommitResult::Status::failed) {
+    co_return Input::failed(Fault::other, "snapshot commit failed: " + result.error);
+  }
+  co_return Input::ok();
+}
+
+awaitable<Input> JobExecutor::record(ActiveJob& job, const Action& action) {
+  const auto& lease = job.claimed.lease;
+  if (!job.log_tail.empty()) {
+    auto store = ports_.queue->set_log_tail(job.id(), job.log_tail);
+    auto stored = co_await attempt(std::move(store));
+    if (!stored) co_return stored.input();
+  }
+  if (action.retry) {
+    auto op = ports_.queue->fail_attempt(lease, action.result.error, true);
+    auto failed = co_await attempt(std::move(op));
+    if (!failed) co_return failed.input();
+  } else {
+    auto op = ports_.queue->finish(lease, action.result);
+    auto finished = co_await attempt(std::move(op));
+    if (!finished) co_return finished.input();
+  }
+  ++stats_.finished;
+  co_return Input::ok();
+}
+
+awaitable<Input> JobExecutor::hand_back(ActiveJob& job, const Action& action) {
+  log::warn("job handed back unspent", {{"job", job.id()}, {"reason", action.reason}});
+  auto op = ports_.queue->hand_back(job.claimed.lease, action.reason, hand_back_delay);
+  auto handed = co_await attempt(std::move(op));
+  if (handed) ++stats_.handed_back;
+  co_return handed.input();
+}
+
+awaitable<Input> JobExecutor::remove(ActiveJob& job) {
+  auto op = ports_.runtime->remove_container(job.container_id, true);
+  auto removed = co_await attempt(std::move(op));
+  if (!removed && removed.fault != Fault::not_found) {
+    // The periodic orphan sweep removes it later.
+    log::warn("container remove failed",
+              {{"container", job.container_id}, {"error", removed.error}});
+    co_return removed.input();
+  }
+  co_return Input::ok();
+}
+
+void JobExecutor::log_end(const ActiveJob& job) const {
+  const auto& result = job.run.result();
+  nlohmann::json fields = {{"job", job.id()},
+                           {"container", job.container_id},
+                           {"attempt", job.run.spec().attempt},
+                           {"run", job.run.trace()}};
+  if (result) {
+    fields["state"] = std::string(queue::to_string(result->state));
+    fields["exit_code"] = result->exit_code ? nlohmann::json(*result->exit_code) : nullptr;
+    fields["error"] = result->error;
+    if (!result->snapshot_error.empty()) fields["snapshot_error"] = result->snapshot_error;
+  }
+  log::info("job run ended", fields);
+}
+
+}  // namespace warmstart::router

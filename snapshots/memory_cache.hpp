@@ -1,0 +1,47 @@
+// MemoryCache: the in-memory test double of the snapshots::Cache port, for
+// router unit tests. Entries live in a map; a commit creates the snapshot
+// image in the given engine (a container::MemoryRuntime in tests) so a later
+// job can really be created from it. Failures are scripted.
+#pragma once
+#include "container/runtime.hpp"
+#include "snapshots/cache.hpp"
+
+#include <exception>
+#include <map>
+#include <string>
+
+namespace warmstart::snapshots {
+
+class MemoryCache final : public Cache {
+ public:
+  explicit MemoryCache(container::RuntimePtr runtime = nullptr) : runtime_(std::move(runtime)) {}
+
+  awaitable<Choice> choose_image(std::string key, std::string base_image,
+                                 bool reuse = true) override;
+  awaitable<CommitResult> commit(CommitRequest request) override;
+  awaitable<bool> invalidate(std::string key, std::string reason,
+                             std::string only_if_image_id = "") override;
+  awaitable<GcReport> gc() override;
+  awaitable<std::vector<SnapshotEntry>> list() override;
+  CacheMetrics metrics() const override { return metrics_; }
+
+  // Scripting.
+  void put(const std::string& key, const std::string& image);  // a registered snapshot
+  void fail_commits(std::string error) { commit_error_ = std::move(error); }
+  void fail_choose(std::exception_ptr error) { choose_error_ = std::move(error); }
+  // Inspection.
+  std::optional<SnapshotEntry> entry(const std::string& key) const;
+  int commits_tried() const { return commits_tried_; }
+  const std::vector<std::string>& invalidated() const { return invalidated_; }
+
+ private:
+  container::RuntimePtr runtime_;
+  std::map<std::string, SnapshotEntry> entries_;
+  std::string commit_error_;
+  std::exception_ptr choose_error_;
+  int commits_tried_ = 0;
+  std::vector<std::string> invalidated_;  // "key:reason"
+  CacheMetrics metrics_;
+};
+
+}  // namespace warmstart::snapshots

@@ -23,8 +23,7 @@ const std::string& script(const char* body) {
     for (const char* b :
          {scripts::kEnqueue, scripts::kClaim, scripts::kRenew, scripts::kMarkRunning,
           scripts::kFinish, scripts::kFailAttempt, scripts::kHandBack, scripts::kPromote,
-         scripts::kCancel,
-          scripts::kList, scripts::kCounts, scripts::kSetLogTail}) {
+          scripts::kCancel, scripts::kList, scripts::kCounts, scripts::kSetLogTail}) {
       // The body's returns leave main(); the deferred writes go out after it.
       m.emplace(b, lua_transition_table() + scripts::kPrelude + "local function main()\n" + b +
                        "\nend\nlocal result = main()\nflush_deferred()\nreturn result\n");
@@ -165,11 +164,10 @@ std::string RedisQueue::cancel_channel() const {
 
 awaitable<Reply> RedisQueue::run_script(const std::string& body, std::vector<std::string> args) {
   std::int64_t now = unix_ms_now();
-  std::vector<std::string> argv =
-      make_args(options_.key_prefix, now, rfc3339(now), options_.events_max,
-                static_cast<std::int64_t>(options_.retention.count()), options_.group,
-                static_cast<std::int64_t>(options_.lease_timeout.count()),
-                options_.concurrency_key_limit);
+  std::vector<std::string> argv = make_args(
+      options_.key_prefix, now, rfc3339(now), options_.events_max,
+      static_cast<std::int64_t>(options_.retention.count()), options_.group,
+      static_cast<std::int64_t>(options_.lease_timeout.count()), options_.concurrency_key_limit);
   argv.insert(argv.end(), std::make_move_iterator(args.begin()),
               std::make_move_iterator(args.end()));
   std::vector<std::string> no_keys;
@@ -202,8 +200,7 @@ awaitable<EnqueueResult> RedisQueue::enqueue(JobSpec spec) {
   std::string spec_json = checked.to_json().dump();
   std::string fingerprint = checked.fingerprint();
   std::int64_t before = unix_ms_now();
-  auto args_2 =
-      make_args(checked.id, checked.queue, spec_json, checked.max_attempts, fingerprint);
+  auto args_2 = make_args(checked.id, checked.queue, spec_json, checked.max_attempts, fingerprint);
   Reply r = co_await run_script(script(scripts::kEnqueue), std::move(args_2));
   EnqueueResult out;
   if (r.is_array() && r.as_array().size() == 2 && r.as_array()[0].str == "conflict") {
@@ -271,16 +268,16 @@ awaitable<std::vector<ClaimedJob>> RedisQueue::process_entries(const std::string
           }
         }
       }
-      std::string key;
+      std::string concurrency_key;
       if (auto it = specs.find(entry_id); mode == "ok" && it != specs.end()) {
-        key = it->second.concurrency_key;
+        concurrency_key = it->second.concurrency_key;
       }
       args.push_back(queue);
       args.push_back(entry_id);
       args.push_back(std::move(mode));
       args.push_back(std::move(id));
       args.push_back(std::move(data));
-      args.push_back(std::move(key));
+      args.push_back(std::move(concurrency_key));
       ++entries;
     }
   }

@@ -178,6 +178,7 @@ void MemoryQueue::fail_next(Op op, std::exception_ptr error, int times, FaultPoi
 void MemoryQueue::set_down(bool down) {
   down_ = down;
   subscribers_->down = down;
+  if (down) wake_claimers();  // their blocked reads fail with the connection
 }
 
 void MemoryQueue::add_raw_entry(const std::string& queue, std::optional<std::string> job_field) {
@@ -318,6 +319,7 @@ awaitable<std::vector<ClaimedJob>> MemoryQueue::claim(std::string consumer, std:
       // The caller gave up (a deadline): claim nothing it would never see.
       throw boost::system::system_error(net::error::operation_aborted);
     }
+    if (down_) std::rethrow_exception(connection_error("XREADGROUP"));
   }
 }
 

@@ -192,6 +192,24 @@ TEST_CASE("a blocked claim returns when a job is enqueued", "[unit]") {
   });
 }
 
+TEST_CASE("a blocked claim fails when Redis goes down", "[unit]") {
+  with_queue([](MemoryQueue& q, ManualClock&) -> awaitable<void> {
+    auto ex = co_await net::this_coro::executor;
+    bool failed = false, done = false;
+    net::co_spawn(
+        ex,
+        [&]() -> awaitable<void> {
+          failed = co_await throws<redis::ConnectionError>(q.claim("r", 1, 60s));
+        },
+        [&](std::exception_ptr) { done = true; });
+    co_await settle();
+    CHECK_FALSE(done);
+    q.set_down(true);
+    while (!done) co_await net::post(ex, use_awaitable);
+    CHECK(failed);
+  });
+}
+
 TEST_CASE("a blocked claim wakes for a retry that became due", "[unit]") {
   MemoryQueueOptions o;
   o.retry_backoff.initial = 30s;

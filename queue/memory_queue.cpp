@@ -632,39 +632,50 @@ std::optional<ClaimedJob> MemoryQueue::reclaim_job(Job& job, const std::string& 
 // A raw entry: its validated job's id (adopted when new), or nullopt when it
 // was rejected and recorded `failed` with the reason.
 std::optional<std::string> MemoryQueue::adopt_raw(const Entry& entry) {
-  std::string id, reason;
-  std::optional<JobSpec> spec;
+  Validated v = validate_raw(entry);
+  if (!v.ok()) {
+    reject_raw(entry, v.id, v.reason);
+    return std::nullopt;
+  }
+  if (find(v.id) == nullptr) {
+    Job job;
+    job.record.id = v.id;
+    job.record.created_at = now_ms();
+    job.record.spec = std::move(*v.spec);
+    jobs_.emplace(v.id, std::move(job));  // not in the state index until it moves
+    queues_seen_.insert(entry.queue);
+    emit({{"type", "job.queued"}, {"job", v.id}, {"queue", entry.queue}});
+  }
+  return v.id;
+}
+
+// What RedisQueue::process_entries makes of an entry before its script runs.
+Validated MemoryQueue::validate_raw(const Entry& entry) const {
+  Validated out;
   if (!entry.payload) {
-    reason = "stream entry has no \"job\" field";
-  } else if (auto j = nlohmann::json::parse(*entry.payload, nullptr, false); j.is_discarded()) {
-    reason = "job is not valid JSON";
-  } else {
-    if (j.is_object() && !j.contains("id")) j["id"] = "s-" + entry.queue + "-" + entry.id;
-    if (j.is_object() && !j.contains("queue")) j["queue"] = entry.queue;
-    ValidationOptions validation = options_.validation;
-    validation.generate_id = false;
-    Validated v = validate_job(j, validation);
-    id = v.id;
-    if (v.ok()) {
-      spec = std::move(v.spec);
-      spec->queue = entry.queue;  // the stream it is on wins
-    } else {
-      reason = "invalid job: " + v.reason;
-    }
+    out.reason = "stream entry has no \"job\" field";
+    return out;
   }
-  if (spec) {
-    if (find(id) == nullptr) {
-      Job job;
-      job.record.id = id;
-      job.record.created_at = now_ms();
-      job.record.spec = std::move(*spec);
-      jobs_.emplace(id, std::move(job));  // not in the state index until it moves
-      queues_seen_.insert(entry.queue);
-      emit({{"type", "job.queued"}, {"job", id}, {"queue", entry.queue}});
-    }
-    return id;
+  auto j = nlohmann::json::parse(*entry.payload, nullptr, false);
+  if (j.is_discarded()) {
+    out.reason = "job is not valid JSON";
+    return out;
   }
-  // A malformed entry never touches an existing record, whatever id it claims.
+  // An id-less raw job gets an id derived from its entry, so a redelivery
+  // maps to the same record.
+  if (j.is_object() && !j.contains("id")) j["id"] = "s-" + entry.queue + "-" + entry.id;
+  if (j.is_object() && !j.contains("queue")) j["queue"] = entry.queue;
+  ValidationOptions validation = options_.validation;
+  validation.generate_id = false;
+  out = validate_job(j, validation);
+  if (out.ok()) out.spec->queue = entry.queue;  // the stream it is on wins
+  if (!out.ok()) out.reason = "invalid job: " + out.reason;
+  return out;
+}
+
+// A malformed entry ends `failed` with the reason, acknowledged.
+void MemoryQueue::reject_raw(const Entry& entry, std::string id, const std::string& reason) {
+  // It never touches an existing record, whatever id it claims.
   if (id.empty() || find(id) != nullptr) id = "raw-" + entry.queue + "-" + entry.id;
   Job job;
   job.record.id = id;
@@ -679,7 +690,6 @@ std::optional<std::string> MemoryQueue::adopt_raw(const Entry& entry) {
   emit({{"type", "job.failed"}, {"job", id}, {"error", reason}});
   retire(stored);
   ack(entry.id);
-  return std::nullopt;
 }
 
 LeaseReport MemoryQueue::do_renew(const std::string& consumer,

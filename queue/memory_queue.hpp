@@ -181,6 +181,8 @@ class MemoryQueue final : public Queue {
   std::optional<ClaimedJob> claim_job(Job& job, const std::string& consumer, const Entry& entry);
   std::optional<ClaimedJob> reclaim_job(Job& job, const std::string& consumer, const Entry& entry);
   std::optional<std::string> adopt_raw(const Entry& entry);
+  Validated validate_raw(const Entry& entry) const;
+  void reject_raw(const Entry& entry, std::string id, const std::string& reason);
   LeaseReport do_renew(const std::string& consumer, const std::vector<LeaseHandle>& leases);
   std::vector<ClaimedJob> do_held_by(const std::string& consumer);
   JobRecord do_mark_running(const LeaseHandle& lease, const RunInfo& info);

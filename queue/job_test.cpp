@@ -47,13 +47,14 @@ TEST_CASE("JobSpec defaults fill what the JSON leaves out", "[unit][job]") {
   CHECK(s.queue == "default");
   CHECK(s.image.empty());
   CHECK_FALSE(s.snapshot);
-  CHECK(s.timeout_s == 1800);
+  CHECK(s.timeout_s == 0);  // the router's default_timeout applies
   CHECK(s.max_attempts == 1);
   CHECK(s.resources == ResourceSpec{1024, 1.0, 512});
   json j = s.to_json();
   CHECK_FALSE(j.contains("image"));
   CHECK_FALSE(j.contains("snapshot"));
   CHECK_FALSE(j.contains("concurrency_key"));
+  CHECK_FALSE(j.contains("timeout_s"));
   CHECK_THROWS_WITH(JobSpec::from_json(json::parse(R"({"id": "a"})")), "cmd is missing");
 }
 
@@ -75,10 +76,10 @@ TEST_CASE("JobRecord JSON has exactly the contract's fields", "[unit][job]") {
   json j = r.to_json();
   std::vector<std::string> keys;
   for (const auto& [k, v] : j.items()) keys.push_back(k);
-  CHECK(keys == std::vector<std::string>{"attempts", "container_id", "created_at", "error",
-                                         "exit_code", "finished_at", "from_snapshot", "id", "image",
-                                         "log_tail", "router_id", "snapshot_fallback", "spec",
-                                         "started_at", "state"});
+  CHECK(keys == std::vector<std::string>{
+                    "attempts", "container_id", "created_at", "error", "exit_code", "finished_at",
+                    "from_snapshot", "id", "image", "log_tail", "router_id", "snapshot_error",
+                    "snapshot_fallback", "spec", "started_at", "state", "waiting_for_key"});
   CHECK(j["created_at"] == "2026-11-22T01:47:41.123Z");
   CHECK(j["finished_at"] == "2026-11-22T01:47:43.500Z");
   CHECK(j["error"].is_null());

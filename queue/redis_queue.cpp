@@ -268,16 +268,16 @@ awaitable<std::vector<ClaimedJob>> RedisQueue::process_entries(const std::string
           }
         }
       }
-      std::string key;
+      std::string concurrency_key;
       if (auto it = specs.find(entry_id); mode == "ok" && it != specs.end()) {
-        key = it->second.concurrency_key;
+        concurrency_key = it->second.concurrency_key;
       }
       args.push_back(queue);
       args.push_back(entry_id);
       args.push_back(std::move(mode));
       args.push_back(std::move(id));
       args.push_back(std::move(data));
-      args.push_back(std::move(key));
+      args.push_back(std::move(concurrency_key));
       ++entries;
     }
   }

@@ -270,7 +270,9 @@ for i = 10, #ARGV, 3 do
   if not held then
     lost[#lost + 1] = id
   else
-    if f[4] and f[4] ~= '' then redis.call('ZADD', ck(f[4]), 'XX', NOW + LEASE_MS, id) end
+    -- Not XX: a hold that ran out while renewals were late (and was trimmed)
+    -- is taken back, else the key's limit would no longer count this job.
+    if f[4] and f[4] ~= '' then redis.call('ZADD', ck(f[4]), NOW + LEASE_MS, id) end
     if f[3] == 'cancelled' then cancelled[#cancelled + 1] = id end
   end
 end

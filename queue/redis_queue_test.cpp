@@ -3,6 +3,7 @@
 #include "queue/redis_queue.hpp"
 
 #include "common/redis_test_server.hpp"
+#include "queue/queue_contract_test.hpp"
 #include "support/test_env.hpp"
 
 #include <catch2/catch.hpp>
@@ -98,7 +99,7 @@ awaitable<std::vector<ClaimedJob>> claim_n(Queue& q, const std::string& consumer
 
 }  // namespace
 
-TEST_CASE("enqueue is idempotent by id", "[queue]") {
+TEST_CASE("enqueue is idempotent by id and spec", "[queue]") {
   const std::string prefix = unique_prefix();
   KeyCleanup cleanup{testing::redis_url(), prefix};
   run_coro([&]() -> awaitable<void> {
@@ -106,12 +107,23 @@ TEST_CASE("enqueue is idempotent by id", "[queue]") {
     auto first = co_await q.enqueue(job("same-id"));
     CHECK(first.created);
     CHECK(first.record.state == JobState::queued);
-    JobSpec changed = job("same-id");
-    changed.cmd = {"false"};
-    auto second = co_await q.enqueue(changed);
+    auto second = co_await q.enqueue(job("same-id"));
     CHECK_FALSE(second.created);
     CHECK(second.record.id == "same-id");
-    CHECK(second.record.spec.cmd == std::vector<std::string>{"true"});  // the original
+    // The same id with another spec is a conflict, and changes nothing.
+    JobSpec changed = job("same-id");
+    changed.cmd = {"false"};
+    bool conflict = false;
+    try {
+      co_await q.enqueue(changed);
+    } catch (const IdConflict& e) {
+      conflict = true;
+      CHECK(e.existing_fingerprint() == job("same-id").fingerprint());
+      CHECK(e.requested_fingerprint() == changed.fingerprint());
+    }
+    CHECK(conflict);
+    auto stored = co_await q.get("same-id");
+    CHECK(stored->spec.cmd == std::vector<std::string>{"true"});  // the original
     auto len = co_await q.client()->command(make_args("XLEN", q.stream_key("default")));
     CHECK(len.as_integer() == 1);
     auto counts = co_await q.counts();
@@ -204,9 +216,9 @@ TEST_CASE("a renewed lease keeps a long job from being reclaimed", "[queue]") {
     std::size_t stolen = 0;
     while (Clock::now() < until) {
       if (Clock::now() >= next_beat) {
-        auto lost =
+        auto report =
             co_await a.renew_leases("router-a", std::vector<LeaseHandle>(1, claimed[0].lease));
-        CHECK(lost.lost.empty());
+        CHECK(report.lost.empty());
         next_beat += 333ms;
       }
       stolen += (co_await b.reclaim_expired("router-b", 10)).size();
@@ -642,4 +654,23 @@ TEST_CASE("a queue command against a frozen server fails at its deadline", "[que
     CHECK(rec.has_value());
   });
   server.stop();
+}
+
+// The scenarios MemoryQueue passes in its unit tests (queue_contract_test.hpp),
+// here against the real Redis: the double cannot drift from the adapter unnoticed.
+TEST_CASE("RedisQueue keeps the queue contract", "[queue]") {
+  for (const auto& [name, scenario] : contract::scenarios()) {
+    DYNAMIC_SECTION(name) {
+      const std::string prefix = unique_prefix();
+      KeyCleanup cleanup{testing::redis_url(), prefix};
+      run_coro([&]() -> awaitable<void> {
+        auto o = options_for(testing::redis_url(), prefix);
+        contract::apply_contract_knobs(o);
+        RedisQueue q(co_await net::this_coro::executor, o);
+        // Real time: leases and key holds expire by the clock of the scripts.
+        contract::Harness h{q, [](Duration d) { return sleep_for(d); }};
+        co_await scenario(h);
+      });
+    }
+  }
 }

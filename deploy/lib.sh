@@ -28,7 +28,7 @@ WS_DEPLOY_BUILD_PACKAGES=(
 # curl for the HEALTHCHECK.
 WS_DEPLOY_RUNTIME_PACKAGES=(
   libhiredis0.14 libcurl4 libspdlog1.10 libfmt9 libssl3 libsystemd0
-  libprometheus-cpp-core1.0 curl
+  libprometheus-cpp-core1.0 libtomlplusplus3 curl
 )
 # Redis for the compose file's `redis` service (deploy/smoke only; a real
 # deployment may use any Redis 7 image).

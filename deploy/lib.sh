@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shell functions of deploy/build-image, deploy/smoke and deploy/check. Source it
 # after scripts/lib/common.sh; it defines functions and WS_DEPLOY_* variables only.
 #

@@ -50,12 +50,25 @@ ws_install_deps() {
   [ $rc -eq 0 ] || ws_die "apt-get failed installing ${missing[*]}"
 }
 
-# Configures and builds into $1 (default build/). Extra args go to cmake.
-ws_build() {
+# Configures $1 (default build/). Extra args go to cmake.
+ws_configure() {
   local dir=${1:-$WS_ROOT/build}; shift || true
   cmake -S "$WS_ROOT" -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" >/dev/null ||
     ws_die "cmake configure failed"
+}
+
+# Configures and builds into $1 (default build/). Extra args go to cmake.
+ws_build() {
+  local dir=${1:-$WS_ROOT/build}; shift || true
+  ws_configure "$dir" "$@"
   cmake --build "$dir" -j "$(nproc)" || ws_die "build failed"
+}
+
+# Configures $1 and builds only the named targets: ws_build_targets build warmstart
+ws_build_targets() {
+  local dir=$1; shift
+  ws_configure "$dir"
+  cmake --build "$dir" -j "$(nproc)" --target "$@" || ws_die "build of $* failed"
 }
 
 # Creates the run directory (short path: unix socket paths are limited to 108 bytes).

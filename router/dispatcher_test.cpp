@@ -26,7 +26,9 @@ struct Harness {
   net::io_context io;
   RouterConfig config;
   queue::MemoryQueueOptions queue_options;
-  std::shared_ptr<MemoryRuntime> engine = MemoryRuntime::create(io.get_executor());
+  // A hung call fails like DockerClient's: after the router's docker_timeout.
+  std::shared_ptr<MemoryRuntime> engine = MemoryRuntime::create(
+      io.get_executor(), container::MemoryRuntimeOptions{"memory-engine", "1.41", 1s});
   std::shared_ptr<MemoryQueue> queue;
   std::shared_ptr<snapshots::MemoryCache> cache;
   std::vector<std::shared_ptr<Dispatcher>> routers;

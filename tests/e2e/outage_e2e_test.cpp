@@ -241,6 +241,8 @@ TEST_CASE(
   // taken away: its subscription is dropped and cannot come back, and the
   // cancel's PUBLISH reaches nobody.
   redis_command(redis.port(), {"ACL", "SETUSER", "router", "on", ">pw", "~*", "&*", "+@all"});
+  // The CLI (the default user) publishes the cancel.
+  redis_command(redis.port(), {"ACL", "SETUSER", "default", "allchannels"});
   RouterProcessOptions options;
   options.redis_url = "redis://router:pw@127.0.0.1:" + std::to_string(redis.port()) + "/0";
   options.router_toml = "stop_grace = \"1s\"";  // reconcile_interval is 1 s in RouterProcess
@@ -251,7 +253,8 @@ TEST_CASE(
   redis_command(redis.port(), {"ACL", "SETUSER", "router", "resetchannels"});
   redis_command(redis.port(), {"CLIENT", "KILL", "USER", "router", "SKIPME", "yes"});
   const auto cancelled_at = std::chrono::steady_clock::now();
-  auto cancel = run_cli(router, {"cancel", id});
+  auto cancel = run_cli(router, {"cancel", id, "--redis", redis.url()});
+  INFO("cancel: " << cancel.out << cancel.err);
   REQUIRE(cancel.exit_code == 0);
 
   INFO("router log:\n" << router.log_tail());

@@ -4,6 +4,8 @@
 
 #include <toml++/toml.h>
 
+#include <unistd.h>
+
 #include <cstdlib>
 #include <stdexcept>
 
@@ -109,6 +111,7 @@ void load_config_file(const std::string& path, RouterConfig& c) {
     read(*r, "network_mode", s, c.network_mode);
     read(*r, "listen", s, c.listen);
     read(*r, "key_prefix", s, c.key_prefix);
+    read(*r, "state_dir", s, c.state_dir);
     read(*r, "lease_timeout", s, c.lease_timeout);
     read(*r, "stop_grace", s, c.stop_grace);
     read(*r, "default_timeout", s, c.default_timeout);
@@ -128,6 +131,16 @@ void load_config_file(const std::string& path, RouterConfig& c) {
     read(*t, "max_depth", s, c.snapshot_max_depth);
     read(*t, "gc_interval", s, c.snapshot_gc_interval);
     read(*t, "work_dir", s, c.snapshot_work_dir);
+    if (t->get("exclude") != nullptr) {
+      std::vector<std::string> exclude;
+      read(*t, "exclude", s, exclude);
+      c.snapshot_exclude = std::move(exclude);
+    }
+    if (const auto* n = t->get("strip_git_credentials")) {
+      auto v = n->value<bool>();
+      if (!v) bad(s + ".strip_git_credentials", "expected true or false");
+      c.snapshot_strip_git_credentials = *v;
+    }
   }
 }
 
@@ -136,6 +149,18 @@ void apply_environment(RouterConfig& c) {
   if (const char* v = std::getenv("WARMSTART_DOCKER_HOST"); v && *v) c.docker_host = v;
   if (const char* v = std::getenv("WARMSTART_ROUTER_ID"); v && *v) c.router_id = v;
   if (const char* v = std::getenv("WARMSTART_LOG_LEVEL"); v && *v) c.log_level = v;
+  if (const char* v = std::getenv("WARMSTART_STATE_DIR"); v && *v) c.state_dir = v;
+}
+
+std::string default_state_dir() {
+  if (::geteuid() == 0) return "/var/lib/warmstart";
+  if (const char* v = std::getenv("XDG_STATE_HOME"); v != nullptr && v[0] == '/') {
+    return std::string(v) + "/warmstart";
+  }
+  if (const char* v = std::getenv("HOME"); v != nullptr && v[0] == '/') {
+    return std::string(v) + "/.local/state/warmstart";
+  }
+  bad("state_dir", "no default (not root, no XDG_STATE_HOME or HOME): set [router] state_dir");
 }
 
 void validate(const RouterConfig& c) {
@@ -149,12 +174,22 @@ void validate(const RouterConfig& c) {
     bad("snapshots.max_depth", "must be 2..100 (the engine fails near 125 layers)");
   }
   if (c.log_tail_bytes > 16 * 1024 * 1024) bad("log_tail_bytes", "at most 16 MiB");
+  if (c.snapshot_exclude) {
+    for (const auto& path : *c.snapshot_exclude) {
+      if (path.empty() || path[0] != '/' || path.find_first_not_of('/') == std::string::npos) {
+        bad("snapshots.exclude", "\"" + path + "\": expected an absolute path below /");
+      }
+    }
+  }
   for (const char* bad_char : {" ", "/"}) {
     if (c.router_id.find(bad_char) != std::string::npos) {
       bad("router id", "must not contain spaces or '/'");
     }
   }
   docker_socket_path(c.docker_host);
+  if (!c.state_dir.empty() && c.state_dir[0] != '/') {
+    bad("state_dir", "must be an absolute path, got \"" + c.state_dir + "\"");
+  }
 }
 
 std::string docker_socket_path(const std::string& docker_host) {

@@ -676,7 +676,8 @@ awaitable<HttpServer::Response> HttpServer::handle_webhook(const Request& reques
         log::info(
             "webhook duplicate delivery",
             {{"webhook", name}, {"delivery", decision.delivery_id}, {"job", (*existing)["id"]}});
-        co_return json_response(http::status::ok, json{{"duplicate", true}, {"job", *existing}});
+        co_return json_response(http::status::ok,
+                                json{{"duplicate", true}, {"job", job_summary(*existing)}});
       }
     } else if (seen) {
       co_return json_response(http::status::ok, json{{"duplicate", true}});
@@ -693,8 +694,10 @@ awaitable<HttpServer::Response> HttpServer::handle_webhook(const Request& reques
                                  {"delivery", decision.delivery_id},
                                  {"job", result.job.value("id", "")},
                                  {"created", result.created}});
+  // A summary: the sender (GitHub's delivery log) never sees env values, which
+  // may hold secrets from the webhook's config.
   co_return json_response(result.created ? http::status::created : http::status::ok,
-                          json{{"duplicate", !result.created}, {"job", result.job}});
+                          json{{"duplicate", !result.created}, {"job", job_summary(result.job)}});
 }
 
 }  // namespace warmstart::api

@@ -157,20 +157,52 @@ std::string format_pax(const std::vector<std::pair<std::string, std::string>>& r
 
 enum class Match { none, exact, below };
 
-Match match_patterns(std::string_view path, const std::vector<std::string>& patterns) {
+std::size_t segment_count(std::string_view path) {
+  return static_cast<std::size_t>(std::count(path.begin(), path.end(), '/')) + 1;
+}
+
+// With FNM_PATHNAME no wildcard matches '/', so a pattern of k segments can
+// only match the path's first k segments: one fnmatch per pattern and entry,
+// and a literal first segment rejects most entries without any.
+Match match_patterns(std::string_view path, const std::vector<TarPattern>& patterns) {
   if (path.empty()) return Match::none;
-  const std::string full(path);
+  const std::size_t slash = path.find('/');
+  const std::string_view first = path.substr(0, slash);
+  const std::size_t segments = segment_count(path);
   Match best = Match::none;
   for (const auto& pattern : patterns) {
-    // Ancestors first: "below" wins over "exact" (a dir inside an excluded dir goes).
-    for (std::size_t pos = full.find('/'); pos != std::string::npos;
-         pos = full.find('/', pos + 1)) {
-      const std::string ancestor = full.substr(0, pos);
-      if (::fnmatch(pattern.c_str(), ancestor.c_str(), FNM_PATHNAME) == 0) return Match::below;
+    if (pattern.segments > segments) continue;
+    if (!pattern.first_literal.empty() && pattern.first_literal != first) continue;
+    const bool whole = pattern.segments == segments;
+    std::size_t end = path.size();
+    if (!whole) {
+      // The '/' that ends the pattern.segments-th segment.
+      std::size_t from = 0;
+      for (std::size_t i = 0; i < pattern.segments; ++i) {
+        end = path.find('/', from);
+        from = end + 1;
+      }
     }
-    if (::fnmatch(pattern.c_str(), full.c_str(), FNM_PATHNAME) == 0) best = Match::exact;
+    const std::string prefix(path.substr(0, end));
+    if (::fnmatch(pattern.text.c_str(), prefix.c_str(), FNM_PATHNAME) != 0) continue;
+    if (!whole) return Match::below;  // below wins: a directory inside an excluded one goes
+    best = Match::exact;
   }
   return best;
+}
+
+std::vector<TarPattern> compile_patterns(const std::vector<std::string>& patterns) {
+  std::vector<TarPattern> out;
+  for (const auto& pattern : patterns) {
+    TarPattern p;
+    p.text = normalize_tar_path(pattern);
+    if (p.text.empty()) throw std::invalid_argument("tar filter: cannot exclude the root");
+    p.segments = segment_count(p.text);
+    const std::string first = p.text.substr(0, p.text.find('/'));
+    if (first.find_first_of("*?[\\") == std::string::npos) p.first_literal = first;
+    out.push_back(std::move(p));
+  }
+  return out;
 }
 
 char lower(char c) {
@@ -253,9 +285,7 @@ std::string normalize_tar_path(std::string_view path) {
 }
 
 bool tar_path_excluded(std::string_view path, const std::vector<std::string>& patterns) {
-  std::vector<std::string> normalized;
-  for (const auto& p : patterns) normalized.push_back(normalize_tar_path(p));
-  return match_patterns(normalize_tar_path(path), normalized) != Match::none;
+  return match_patterns(normalize_tar_path(path), compile_patterns(patterns)) != Match::none;
 }
 
 std::string strip_git_config_credentials(std::string_view text) {
@@ -276,12 +306,8 @@ std::string strip_git_config_credentials(std::string_view text) {
   return out;
 }
 
-TarFilter::TarFilter(TarFilterOptions options) : options_(std::move(options)) {
-  for (const auto& pattern : options_.exclude) {
-    std::string p = normalize_tar_path(pattern);
-    if (p.empty()) throw std::invalid_argument("tar filter: cannot exclude the root");
-    patterns_.push_back(std::move(p));
-  }
+TarFilter::TarFilter(TarFilterOptions options)
+    : options_(std::move(options)), patterns_(compile_patterns(options_.exclude)) {
   block_.reserve(kBlock);
 }
 

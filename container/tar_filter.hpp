@@ -61,6 +61,14 @@ std::string strip_git_config_credentials(std::string_view text);
 // True when `path` (normalized) is `pattern` or lies below it.
 bool tar_path_excluded(std::string_view path, const std::vector<std::string>& patterns);
 
+// An exclude pattern, normalized, with what lets most paths be rejected
+// without calling fnmatch.
+struct TarPattern {
+  std::string text;           // "root/.netrc", "home/*/.ssh/id_*"
+  std::size_t segments = 0;   // '/'-separated parts
+  std::string first_literal;  // the first part when it has no wildcard, else ""
+};
+
 class TarFilter {
  public:
   explicit TarFilter(TarFilterOptions options);
@@ -82,7 +90,7 @@ class TarFilter {
   void reset_pending();
 
   TarFilterOptions options_;
-  std::vector<std::string> patterns_;  // normalized
+  std::vector<TarPattern> patterns_;
   TarFilterStats stats_;
   State state_ = State::header;
   std::string block_;            // a header being assembled (512 bytes)

@@ -203,6 +203,13 @@ TEST_CASE("tar filter: paths normalize like the engine cleans them", "[unit][tar
   CHECK_FALSE(tar_path_excluded("home/alice/.ssh/known_hosts", {"/home/*/.ssh/id_*"}));
   CHECK_FALSE(tar_path_excluded("tmpfile", {"/tmp"}));
   CHECK_FALSE(tar_path_excluded("work/root/.netrc", {"/root/.netrc"}));
+  // Wildcards stay inside one segment, also the first one.
+  CHECK(tar_path_excluded("opt/secret/x", {"/*/secret"}));
+  CHECK_FALSE(tar_path_excluded("opt/a/secret", {"/*/secret"}));
+  CHECK(tar_path_excluded("home/bob/.ssh/id_rsa.pub", {"/home/*/.ssh/id_*"}));
+  CHECK_FALSE(tar_path_excluded("home/.ssh/id_rsa", {"/home/*/.ssh/id_*"}));
+  CHECK(tar_path_excluded("var/tmp", {"/tmp", "/var/tmp"}));
+  CHECK_THROWS_AS(TarFilter(TarFilterOptions{{"/"}, true}), std::invalid_argument);
 }
 
 TEST_CASE("tar filter: excluded files, subtrees and links to them are dropped", "[unit][tar]") {

@@ -94,9 +94,10 @@ class FilterPipe {
     read_pos_ += n;
     bytes_out_ += n;
     if (read_pos_ == buffer_.size()) {
-      buffer_.clear();
+      buffer_.clear();  // keeps its capacity: no allocation in steady state
       read_pos_ = 0;
-    } else if (read_pos_ >= low) {
+    } else if (read_pos_ >= buffer_.size() / 2) {
+      // Moves at most as many bytes as were consumed: amortized O(1) per byte.
       buffer_.erase(0, read_pos_);
       read_pos_ = 0;
     }
@@ -132,7 +133,7 @@ class FilterPipe {
 };
 
 // Large transfers read and write in bigger pieces than curl's 16 KiB default.
-constexpr long stream_buffer_bytes = 512 * 1024;
+constexpr long stream_buffer_bytes = 256 * 1024;
 
 }  // namespace
 

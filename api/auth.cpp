@@ -1,11 +1,21 @@
 #include "api/auth.hpp"
 
+#include "common/log.hpp"
+
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <openssl/rand.h>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <array>
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
@@ -107,6 +117,60 @@ std::optional<std::string> load_api_token(const std::optional<std::string>& toke
   }
   if (token_file && !token_file->empty()) return read_secret_file(*token_file);
   return std::nullopt;
+}
+
+std::string random_token() {
+  std::array<unsigned char, 32> bytes{};
+  if (RAND_bytes(bytes.data(), static_cast<int>(bytes.size())) != 1) {
+    throw std::runtime_error("no random bytes for a token (RAND_bytes failed)");
+  }
+  return to_hex(std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
+}
+
+std::string load_or_create_secret_file(const std::string& path) {
+  namespace fs = std::filesystem;
+  const fs::path file(path);
+  std::error_code ec;
+  const fs::path dir = file.parent_path();
+  if (!dir.empty() && !fs::exists(dir, ec)) {
+    // Each created level gets 0700: the token's directory is nobody else's.
+    fs::path partial;
+    for (const auto& part : dir) {
+      partial /= part;
+      if (fs::exists(partial, ec)) continue;
+      if (::mkdir(partial.c_str(), 0700) != 0 && errno != EEXIST) {
+        throw std::runtime_error("cannot create the state directory " + partial.string() + ": " +
+                                 std::strerror(errno));
+      }
+    }
+  }
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd >= 0) {
+    const std::string secret = random_token() + "\n";
+    const bool written =
+        ::write(fd, secret.data(), secret.size()) == static_cast<ssize_t>(secret.size()) &&
+        ::fsync(fd) == 0;
+    ::close(fd);
+    if (!written) {
+      ::unlink(path.c_str());
+      throw std::runtime_error("cannot write the token file " + path);
+    }
+    log::info("api token generated", {{"path", path}});
+  } else if (errno != EEXIST) {
+    throw std::runtime_error("cannot create the token file " + path + ": " + std::strerror(errno));
+  }
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) {
+    throw std::runtime_error("the token file " + path + " is not a regular file");
+  }
+  if ((st.st_mode & 077) != 0) {
+    if (::chmod(path.c_str(), 0600) != 0) {
+      throw std::runtime_error("the token file " + path +
+                               " is readable by others and cannot be made 0600");
+    }
+    log::warn("api token file was readable by others; now 0600", {{"path", path}});
+  }
+  return read_secret_file(path);
 }
 
 }  // namespace warmstart::api

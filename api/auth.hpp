@@ -28,6 +28,14 @@ std::optional<std::string> bearer_token(std::string_view authorization_header);
 // when the file is named but unreadable or empty.
 std::optional<std::string> load_api_token(const std::optional<std::string>& token_file);
 
+// Reads the secret at `path`, or creates it when absent: 32 random bytes as
+// hex, written with O_EXCL | O_NOFOLLOW and mode 0600, the parent directories
+// created 0700. A file readable by group or others is tightened to 0600 (and
+// logged). Throws std::runtime_error naming the path (never the content).
+std::string load_or_create_secret_file(const std::string& path);
+// 32 bytes from the OpenSSL CSPRNG, hex-encoded.
+std::string random_token();
+
 // Reads a secret file: contents with trailing whitespace/newlines removed.
 // Throws std::runtime_error naming the path (never the content).
 std::string read_secret_file(const std::string& path);

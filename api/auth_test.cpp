@@ -6,6 +6,8 @@
 #include <filesystem>
 #include <fstream>
 
+#include <sys/stat.h>
+
 using namespace warmstart::api;
 
 TEST_CASE("HMAC-SHA256 matches GitHub's published webhook test vector", "[unit]") {
@@ -56,5 +58,35 @@ TEST_CASE("API token: env wins over the file, file is trimmed, no source means n
                     Catch::Contains("cannot read secret file"));
   std::ofstream(file) << "\n";
   CHECK_THROWS_WITH(load_api_token(file), Catch::Contains("is empty"));
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("a generated token file is 0600 in a 0700 directory and read back", "[unit]") {
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("ws-api-gen-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  const auto file = (dir / "state" / "api-token").string();
+  const std::string first = load_or_create_secret_file(file);
+  CHECK(first.size() == 64);
+  CHECK(from_hex(first).has_value());
+  struct stat st {};
+  REQUIRE(::stat(file.c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0600);
+  REQUIRE(::stat((dir / "state").c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0700);
+  CHECK(load_or_create_secret_file(file) == first);  // kept across restarts
+  CHECK(random_token() != random_token());
+
+  // Loosened by hand: tightened again on the next start.
+  ::chmod(file.c_str(), 0644);
+  CHECK(load_or_create_secret_file(file) == first);
+  REQUIRE(::stat(file.c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0600);
+
+  // A symlink planted where the token goes is not followed.
+  const auto planted = (dir / "state" / "planted").string();
+  std::filesystem::create_symlink(dir / "elsewhere", planted);
+  CHECK_THROWS_AS(load_or_create_secret_file(planted), std::runtime_error);
+  CHECK_FALSE(std::filesystem::exists(dir / "elsewhere"));
   std::filesystem::remove_all(dir);
 }

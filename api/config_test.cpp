@@ -3,6 +3,8 @@
 #include <catch2/catch.hpp>
 
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
 
 using namespace warmstart;
 using namespace warmstart::api;
@@ -36,15 +38,81 @@ TEST_CASE("[api] and [webhooks] sections fill ServerOptions", "[unit]") {
   CHECK(options.webhook_dedup_ttl == 1h);
   CHECK(options.sse.keepalive == 2s);
   CHECK(options.sse.max_queue == 16);
-  CHECK_FALSE(options.api_token);
+  CHECK(options.auth == AuthMode::token);
+  CHECK(options.tokens.empty());  // ensure_api_token() generates one
   REQUIRE(options.webhooks.count("gh") == 1);
   CHECK(options.webhooks.at("gh").secret == "s");
 
   ::setenv("WARMSTART_API_TOKEN", "env-token", 1);
   ServerOptions with_token;
   load_api_config(toml::parse(""), with_token);
-  CHECK(with_token.api_token == "env-token");
+  REQUIRE(with_token.tokens.size() == 1);
+  CHECK(with_token.tokens[0].secret == "env-token");
+  CHECK_FALSE(with_token.tokens[0].snapshot_prefix);
+  // An env or file token is the main one: nothing is generated.
+  CHECK_FALSE(ensure_api_token(with_token, "/nonexistent/state"));
   ::unsetenv("WARMSTART_API_TOKEN");
+}
+
+TEST_CASE("[api] auth modes, scoped tokens, allowed hosts and stream caps", "[unit]") {
+  ::unsetenv("WARMSTART_API_TOKEN");
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("ws-api-config-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir / "ci-token") << "ci-secret\n";
+  auto root = toml::parse(R"(
+    [api]
+    allowed_hosts = ["warmstart.example.com"]
+    allowed_origins = ["https://ops.example.com"]
+    max_connections_per_client = 9
+    max_event_streams = 11
+    max_event_streams_per_client = 3
+    [[api.tokens]]
+    name = "ci"
+    token_file = ")" + (dir / "ci-token").string() +
+                          R"("
+    snapshot_prefix = "ci/"
+  )");
+  ServerOptions options;
+  load_api_config(root, options);
+  CHECK(options.allowed_hosts == std::vector<std::string>{"warmstart.example.com"});
+  CHECK(options.allowed_origins == std::vector<std::string>{"https://ops.example.com"});
+  CHECK(options.max_connections_per_client == 9);
+  CHECK(options.max_event_streams == 11);
+  CHECK(options.max_event_streams_per_client == 3);
+  REQUIRE(options.tokens.size() == 1);
+  CHECK(options.tokens[0].name == "ci");
+  CHECK(options.tokens[0].secret == "ci-secret");
+  CHECK(options.tokens[0].snapshot_prefix == "ci/");
+
+  // A scoped token is not the main one: the main one is generated, once.
+  const auto state = dir / "state" / "nested";
+  const auto path = ensure_api_token(options, state.string());
+  REQUIRE(path);
+  CHECK(*path == (state / "api-token").string());
+  REQUIRE(options.tokens.size() == 2);
+  CHECK(options.tokens[0].name == "default");
+  CHECK_FALSE(options.tokens[0].snapshot_prefix);
+  CHECK(options.tokens[0].secret.size() == 64);
+  ServerOptions again;
+  load_api_config(root, again);
+  ensure_api_token(again, state.string());
+  CHECK(again.tokens[0].secret == options.tokens[0].secret);  // read back, not regenerated
+
+  ServerOptions none;
+  load_api_config(toml::parse("[api]\nauth = \"none\""), none);
+  CHECK(none.auth == AuthMode::none);
+  CHECK(none.tokens.empty());
+  CHECK_FALSE(ensure_api_token(none, state.string()));
+  CHECK_THROWS_WITH(load_api_config(toml::parse("[api]\nauth = \"off\""), none),
+                    Catch::Contains("api.auth"));
+  CHECK_THROWS_WITH(
+      load_api_config(toml::parse("[api]\nauth = \"none\"\ntoken_file = \"x\""), none),
+      Catch::Contains("api.auth"));
+  CHECK_THROWS_WITH(load_api_config(toml::parse("[[api.tokens]]\nname = \"x\""), none),
+                    Catch::Contains("token_file is required"));
+  std::filesystem::remove_all(dir);
 }
 
 TEST_CASE("[api] errors name the key", "[unit]") {

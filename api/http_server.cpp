@@ -10,6 +10,7 @@
 
 #include <array>
 #include <charconv>
+#include <set>
 #include <stdexcept>
 
 namespace warmstart::api {
@@ -18,10 +19,45 @@ using net::ip::tcp;
 using nlohmann::json;
 
 struct HttpServer::Connection {
-  explicit Connection(tcp::socket socket) : stream(std::move(socket)) {}
+  Connection(tcp::socket socket, std::string peer)
+      : stream(std::move(socket)), client(std::move(peer)) {}
   beast::tcp_stream stream;
-  bool idle = true;  // waiting for a request; only touched on the stream's strand
+  const std::string client;  // the remote address: the unit of the per-client caps
+  bool idle = true;          // waiting for a request; only touched on the stream's strand
+  bool streaming = false;    // counted in the event-stream pool (guarded by connections_mutex_)
 };
+
+void validate_server_options(const ServerOptions& options) {
+  if (options.auth == AuthMode::none) {
+    if (!is_loopback_listen(options.listen)) {
+      throw std::invalid_argument(
+          "api.auth = \"none\" is only allowed on a loopback listener, not on " + options.listen);
+    }
+  } else if (options.tokens.empty()) {
+    throw std::invalid_argument("api: auth is on but no token is configured");
+  }
+  std::set<std::string> names;
+  for (const auto& token : options.tokens) {
+    if (token.secret.empty()) throw std::invalid_argument("api: token " + token.name + " is empty");
+    if (!names.insert(token.name).second) {
+      throw std::invalid_argument("api.tokens: the name " + token.name + " is used twice");
+    }
+    if (token.snapshot_prefix && token.snapshot_prefix->empty()) {
+      throw std::invalid_argument("api.tokens: snapshot_prefix of " + token.name +
+                                  " must not be empty (leave it out for every key)");
+    }
+  }
+  for (std::size_t i = 0; i < options.tokens.size(); ++i) {
+    for (std::size_t j = i + 1; j < options.tokens.size(); ++j) {
+      if (secrets_equal(options.tokens[i].secret, options.tokens[j].secret)) {
+        throw std::invalid_argument("api: tokens " + options.tokens[i].name + " and " +
+                                    options.tokens[j].name + " are the same secret");
+      }
+    }
+  }
+  FrontDoor check({options.listen, options.allowed_hosts, options.allowed_origins});
+  (void)check;
+}
 
 namespace {
 
@@ -93,6 +129,9 @@ HttpServer::HttpServer(net::io_context& io, Backend& backend, Metrics& metrics,
 HttpServer::~HttpServer() = default;
 
 void HttpServer::start() {
+  validate_server_options(options_);
+  front_door_.emplace(
+      FrontDoorOptions{options_.listen, options_.allowed_hosts, options_.allowed_origins});
   const tcp::endpoint endpoint = parse_listen(options_.listen);
   acceptor_.open(endpoint.protocol());
   acceptor_.set_option(net::socket_base::reuse_address(true));
@@ -101,7 +140,8 @@ void HttpServer::start() {
   port_ = acceptor_.local_endpoint().port();
   log::info("http listening", {{"address", endpoint.address().to_string()},
                                {"port", port_},
-                               {"auth", options_.api_token.has_value()},
+                               {"auth", options_.auth == AuthMode::token ? "token" : "none"},
+                               {"tokens", options_.tokens.size()},
                                {"webhooks", options_.webhooks.size()}});
   net::co_spawn(acceptor_.get_executor(), accept_loop(), [](std::exception_ptr e) {
     if (!e) return;
@@ -141,6 +181,35 @@ std::size_t HttpServer::connection_count() const {
   return connections_.size();
 }
 
+std::size_t HttpServer::event_stream_count() const {
+  std::lock_guard lock(connections_mutex_);
+  return event_streams_;
+}
+
+std::optional<HttpServer::Response> HttpServer::begin_stream(Connection& connection) {
+  std::lock_guard lock(connections_mutex_);
+  if (event_streams_ >= options_.max_event_streams) {
+    return json_error(503, "too many event streams");
+  }
+  if (streams_per_client_[connection.client] >= options_.max_event_streams_per_client) {
+    return json_error(429, "too many event streams from this address");
+  }
+  connection.streaming = true;
+  --http_connections_;
+  if (--http_per_client_[connection.client] == 0) http_per_client_.erase(connection.client);
+  ++event_streams_;
+  ++streams_per_client_[connection.client];
+  return std::nullopt;
+}
+
+// Called with connections_mutex_ held.
+void HttpServer::release(const Connection& connection) {
+  auto& pool = connection.streaming ? streams_per_client_ : http_per_client_;
+  auto& total = connection.streaming ? event_streams_ : http_connections_;
+  --total;
+  if (auto it = pool.find(connection.client); it != pool.end() && --it->second == 0) pool.erase(it);
+}
+
 awaitable<void> HttpServer::accept_loop() {
   for (;;) {
     auto [ec, socket] =
@@ -152,18 +221,34 @@ awaitable<void> HttpServer::accept_loop() {
       co_await sleep_for(100ms);
       continue;
     }
-    if (connection_count() >= options_.max_connections) {
-      auto executor = socket.get_executor();
-      net::co_spawn(executor, refuse(std::move(socket)), net::detached);
-      continue;
-    }
-    auto connection = std::make_shared<Connection>(std::move(socket));
+    boost::system::error_code peer_error;
+    const auto peer = socket.remote_endpoint(peer_error);
+    std::string client = peer_error ? std::string("?") : peer.address().to_string();
+    std::optional<Response> refusal;
+    std::shared_ptr<Connection> connection;
     {
       std::lock_guard lock(connections_mutex_);
-      connections_.emplace(connection.get(), connection);
+      if (http_connections_ >= options_.max_connections) {
+        refusal = json_error(503, "too many connections");
+      } else if (http_per_client_[client] >= options_.max_connections_per_client) {
+        refusal = json_error(429, "too many connections from this address");
+      } else {
+        connection = std::make_shared<Connection>(std::move(socket), client);
+        connections_.emplace(connection.get(), connection);
+        ++http_connections_;
+        ++http_per_client_[client];
+      }
+      if (http_per_client_[client] == 0) http_per_client_.erase(client);
+    }
+    if (refusal) {
+      auto executor = socket.get_executor();
+      net::co_spawn(executor, refuse(std::move(socket), std::move(client), std::move(*refusal)),
+                    net::detached);
+      continue;
     }
     net::co_spawn(connection->stream.get_executor(), run_connection(connection),
-                  [this, key = connection.get()](std::exception_ptr e) {
+                  // Holds the connection until it is counted out of its pool.
+                  [this, connection](std::exception_ptr e) {
                     if (e) {
                       try {
                         std::rethrow_exception(e);
@@ -172,16 +257,20 @@ awaitable<void> HttpServer::accept_loop() {
                       }
                     }
                     std::lock_guard lock(connections_mutex_);
-                    connections_.erase(key);
+                    release(*connection);
+                    connections_.erase(connection.get());
                   });
   }
 }
 
-awaitable<void> HttpServer::refuse(tcp::socket socket) {
+awaitable<void> HttpServer::refuse(tcp::socket socket, std::string client, Response response) {
   beast::tcp_stream stream(std::move(socket));
   log::warn("http connection refused",
-            {{"reason", "max_connections"}, {"max_connections", options_.max_connections}});
-  co_await reply_and_close(stream, json_error(503, "too many connections"));
+            {{"client", client},
+             {"status", response.result_int()},
+             {"max_connections", options_.max_connections},
+             {"max_connections_per_client", options_.max_connections_per_client}});
+  co_await reply_and_close(stream, std::move(response));
 }
 
 // Answers and closes without reading the rest of the request. The send side is
@@ -274,6 +363,9 @@ awaitable<void> HttpServer::run_connection(std::shared_ptr<Connection> connectio
     const bool is_events = routed && context.route.outcome == RouteMatch::Outcome::matched &&
                            context.route.endpoint == Endpoint::events;
     if (routed) response = co_await handle(request, context);
+    if (is_events && response.result() == http::status::ok) {
+      if (auto refusal = begin_stream(*connection)) response = std::move(*refusal);
+    }
 
     const std::string_view endpoint =
         routed && context.route.outcome == RouteMatch::Outcome::matched
@@ -281,11 +373,13 @@ awaitable<void> HttpServer::run_connection(std::shared_ptr<Connection> connectio
             : "none";
     const int status = static_cast<int>(response.result_int());
     metrics_.http_requests(method, status).Increment();
-    // No query string (it may carry access_token), no bodies, no headers.
+    // No query string, no bodies, no headers: nothing a caller sent is logged.
     json access = {{"method", method},
                    {"path", routed ? context.target.path : std::string("?")},
                    {"endpoint", endpoint},
                    {"status", status},
+                   {"client", connection->client},
+                   {"caller", context.caller.name},
                    {"bytes_in", request.body().size()}};
 
     // An accepted event stream leaves the HTTP loop: the hub owns the socket now.
@@ -326,8 +420,7 @@ awaitable<T> HttpServer::call_backend(awaitable<T> op, const char* what) {
                                    std::string("backend ") + what);
 }
 
-awaitable<HttpServer::Response> HttpServer::handle(const Request& request,
-                                                   const RouteContext& context) {
+awaitable<HttpServer::Response> HttpServer::handle(const Request& request, RouteContext& context) {
   std::optional<Response> failure;
   try {
     co_return co_await dispatch(request, context);
@@ -345,8 +438,69 @@ awaitable<HttpServer::Response> HttpServer::handle(const Request& request,
   co_return std::move(*failure);
 }
 
+std::optional<HttpServer::Response> HttpServer::admit(const Request& request,
+                                                      RouteContext& context) const {
+  const Endpoint endpoint = context.route.endpoint;
+  // Probes stay open whatever they are called by (load balancers, kubelets).
+  if (endpoint == Endpoint::healthz || endpoint == Endpoint::readyz) return std::nullopt;
+
+  // DNS rebinding: a page on evil.example whose name now resolves to us sends
+  // "Host: evil.example". Only the listen address and configured names pass.
+  const std::string host = header(request, "Host").value_or("");
+  if (!front_door_->host_allowed(host)) {
+    log::warn("http request refused: host not allowed",
+              {{"host", host.substr(0, 256)}, {"path", context.target.path}});
+    return json_error(403, "host \"" + host.substr(0, 256) +
+                               "\" is not a name of this server (see [api] allowed_hosts)");
+  }
+
+  const auto method = request.method();
+  const bool mutating =
+      method != http::verb::get && method != http::verb::head && method != http::verb::options;
+  if (mutating) {
+    // A cross-site page may POST with a "simple" request (no preflight);
+    // browsers always say where it came from.
+    if (auto origin = header(request, "Origin");
+        origin && !front_door_->origin_allowed(*origin, host)) {
+      log::warn("http request refused: foreign origin",
+                {{"origin", origin->substr(0, 256)}, {"path", context.target.path}});
+      return json_error(403,
+                        "origin \"" + origin->substr(0, 256) + "\" may not change anything here");
+    }
+    // text/plain and form bodies are what a browser sends cross-site without
+    // asking first: only JSON is ever parsed.
+    if (method == http::verb::post || method == http::verb::put || !request.body().empty()) {
+      const std::string type = header(request, "Content-Type").value_or("");
+      if (!is_json_media_type(type)) {
+        return json_error(
+            415, "Content-Type must be application/json, got \"" + type.substr(0, 128) + "\"");
+      }
+    }
+  }
+
+  if (options_.auth == AuthMode::token && requires_bearer(endpoint)) {
+    std::optional<std::string> presented;
+    if (auto auth = header(request, "Authorization")) presented = bearer_token(*auth);
+    const ApiToken* matched = nullptr;
+    if (presented) {
+      // Every token is compared, so timing does not tell which one matched.
+      for (const auto& token : options_.tokens) {
+        if (secrets_equal(token.secret, *presented) && matched == nullptr) matched = &token;
+      }
+    }
+    if (matched == nullptr) {
+      Response res = json_error(401, presented ? "invalid token" : "missing bearer token");
+      res.set(http::field::www_authenticate, "Bearer realm=\"warmstart\"");
+      return res;
+    }
+    context.caller.name = matched->name;
+    context.caller.snapshot_prefix = matched->snapshot_prefix;
+  }
+  return std::nullopt;
+}
+
 awaitable<HttpServer::Response> HttpServer::dispatch(const Request& request,
-                                                     const RouteContext& context) {
+                                                     RouteContext& context) {
   const RouteMatch& route = context.route;
   switch (route.outcome) {
     case RouteMatch::Outcome::not_found:
@@ -362,28 +516,17 @@ awaitable<HttpServer::Response> HttpServer::dispatch(const Request& request,
       break;
   }
 
-  if (options_.api_token && requires_bearer(route.endpoint)) {
-    std::optional<std::string> presented;
-    if (auto auth = header(request, "Authorization")) presented = bearer_token(*auth);
-    // EventSource cannot set headers, so the event stream alone also takes the
-    // token as a query parameter (never logged: the access log has no query).
-    if (!presented && route.endpoint == Endpoint::events) {
-      if (auto it = context.target.query.find("access_token"); it != context.target.query.end()) {
-        presented = it->second;
-      }
-    }
-    if (!presented || !secrets_equal(*options_.api_token, *presented)) {
-      Response res = json_error(401, presented ? "invalid token" : "missing bearer token");
-      res.set(http::field::www_authenticate, "Bearer realm=\"warmstart\"");
-      co_return res;
-    }
-  }
+  if (auto refusal = admit(request, context)) co_return std::move(*refusal);
+  const Caller& caller = context.caller;
 
   switch (route.endpoint) {
     case Endpoint::create_job: {
       json body = json::parse(request.body(), nullptr, false);
       if (body.is_discarded()) co_return json_error(400, "body is not valid JSON");
       if (auto problem = job_body_problem(body)) co_return json_error(400, *problem);
+      if (auto problem = snapshot_key_problem(body, caller.snapshot_prefix)) {
+        co_return json_error(403, *problem);
+      }
       EnqueueResult result = co_await call_backend(backend_.enqueue(std::move(body)), "enqueue");
       co_return json_response(result.created ? http::status::created : http::status::ok,
                               result.job);
@@ -406,11 +549,19 @@ awaitable<HttpServer::Response> HttpServer::dispatch(const Request& request,
         }
       }
       auto jobs = co_await call_backend(backend_.list_jobs(state, limit), "list_jobs");
-      co_return json_response(http::status::ok, json{{"jobs", std::move(jobs)}});
+      // Summaries: a list never carries env values or log tails.
+      json listed = json::array();
+      for (const auto& job : jobs) listed.push_back(job_summary(job));
+      co_return json_response(http::status::ok, json{{"jobs", std::move(listed)}});
     }
-    case Endpoint::get_job:
-      co_return json_response(http::status::ok,
-                              co_await call_backend(backend_.get_job(route.param), "get_job"));
+    case Endpoint::get_job: {
+      json record = co_await call_backend(backend_.get_job(route.param), "get_job");
+      if (auto view = context.target.query.find("view");
+          view != context.target.query.end() && view->second == "summary") {
+        record = job_summary(record);
+      }
+      co_return json_response(http::status::ok, record);
+    }
     case Endpoint::job_logs:
       co_return make_response(http::status::ok,
                               co_await call_backend(backend_.job_logs(route.param), "job_logs"),
@@ -420,9 +571,21 @@ awaitable<HttpServer::Response> HttpServer::dispatch(const Request& request,
           http::status::ok, co_await call_backend(backend_.cancel_job(route.param), "cancel_job"));
     case Endpoint::list_snapshots: {
       auto snapshots = co_await call_backend(backend_.list_snapshots(), "list_snapshots");
-      co_return json_response(http::status::ok, json{{"snapshots", std::move(snapshots)}});
+      // A scoped caller sees its own namespace only.
+      json listed = json::array();
+      for (auto& snapshot : snapshots) {
+        const std::string key = snapshot.value("key", "");
+        if (!caller.snapshot_prefix || key.rfind(*caller.snapshot_prefix, 0) == 0) {
+          listed.push_back(std::move(snapshot));
+        }
+      }
+      co_return json_response(http::status::ok, json{{"snapshots", std::move(listed)}});
     }
     case Endpoint::invalidate_snapshot:
+      if (caller.snapshot_prefix && route.param.rfind(*caller.snapshot_prefix, 0) != 0) {
+        co_return json_error(
+            403, "snapshot key \"" + route.param + "\" is outside this caller's namespace");
+      }
       co_return json_response(
           http::status::ok,
           co_await call_backend(backend_.invalidate_snapshot(route.param), "invalidate_snapshot"));
@@ -515,7 +678,8 @@ awaitable<HttpServer::Response> HttpServer::handle_webhook(const Request& reques
         log::info(
             "webhook duplicate delivery",
             {{"webhook", name}, {"delivery", decision.delivery_id}, {"job", (*existing)["id"]}});
-        co_return json_response(http::status::ok, json{{"duplicate", true}, {"job", *existing}});
+        co_return json_response(http::status::ok,
+                                json{{"duplicate", true}, {"job", job_summary(*existing)}});
       }
     } else if (seen) {
       co_return json_response(http::status::ok, json{{"duplicate", true}});
@@ -523,13 +687,19 @@ awaitable<HttpServer::Response> HttpServer::handle_webhook(const Request& reques
   }
 
   if (auto problem = job_body_problem(decision.job)) co_return json_error(400, *problem);
+  if (auto problem = snapshot_key_problem(decision.job, config->second.snapshot_prefix)) {
+    log::warn("webhook rejected", {{"webhook", name}, {"reason", *problem}});
+    co_return json_error(403, *problem);
+  }
   EnqueueResult result = co_await call_backend(backend_.enqueue(decision.job), "enqueue");
   log::info("webhook enqueued", {{"webhook", name},
                                  {"delivery", decision.delivery_id},
                                  {"job", result.job.value("id", "")},
                                  {"created", result.created}});
+  // A summary: the sender (GitHub's delivery log) never sees env values, which
+  // may hold secrets from the webhook's config.
   co_return json_response(result.created ? http::status::created : http::status::ok,
-                          json{{"duplicate", !result.created}, {"job", result.job}});
+                          json{{"duplicate", !result.created}, {"job", job_summary(result.job)}});
 }
 
 }  // namespace warmstart::api

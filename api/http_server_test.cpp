@@ -119,25 +119,41 @@ TEST_CASE("snapshots: list and invalidate keys containing '/'") {
   CHECK(f.stop());
 }
 
-TEST_CASE("auth: bearer token on /v1, open health, metrics and dashboard") {
+namespace {
+
+ServerOptions with_tokens() {
   ServerOptions options;
-  options.api_token = "t0ken-for-tests";
-  ServerFixture f(options);
+  options.tokens.push_back({"default", "t0ken-for-tests", std::nullopt});
+  options.tokens.push_back({"ci", "ci-t0ken", std::string("ci/")});
+  return options;
+}
+
+Headers bearer(const std::string& token) {
+  return {{"Authorization", "Bearer " + token}};
+}
+
+std::string job_with_key(const std::string& id, const std::string& key) {
+  return json{{"id", id}, {"cmd", {"true"}}, {"snapshot", {{"key", key}}}}.dump();
+}
+
+}  // namespace
+
+TEST_CASE("auth: bearer token on /v1, open health, metrics and dashboard") {
+  ServerFixture f(with_tokens());
 
   auto none = http_call(f.port, verb::get, "/v1/jobs");
   CHECK(none.status == 401);
   CHECK(none.json()["error"] == "missing bearer token");
   CHECK(none.headers["www-authenticate"].starts_with("Bearer"));
-  auto wrong =
-      http_call(f.port, verb::get, "/v1/jobs", "", {{"Authorization", "Bearer t0ken-for-test"}});
+  CHECK(http_call(f.port, verb::post, "/v1/jobs", job("a")).status == 401);
+  auto wrong = http_call(f.port, verb::get, "/v1/jobs", "", bearer("t0ken-for-test"));
   CHECK(wrong.status == 401);
   CHECK(wrong.json()["error"] == "invalid token");
-  CHECK(http_call(f.port, verb::post, "/v1/jobs", job("a"), {{"Authorization", "Bearer nope"}})
-            .status == 401);
+  CHECK(http_call(f.port, verb::post, "/v1/jobs", job("a"), bearer("nope")).status == 401);
   CHECK(f.backend.job_count() == 0);
-  CHECK(http_call(f.port, verb::get, "/v1/jobs", "", {{"Authorization", "Bearer t0ken-for-tests"}})
-            .status == 200);
-  // The query token is accepted on the event stream only.
+  CHECK(http_call(f.port, verb::get, "/v1/jobs", "", bearer("t0ken-for-tests")).status == 200);
+  CHECK(http_call(f.port, verb::get, "/v1/jobs", "", bearer("ci-t0ken")).status == 200);
+  // A token in the query string is never accepted, on no route.
   CHECK(http_call(f.port, verb::get, "/v1/jobs?access_token=t0ken-for-tests").status == 401);
 
   CHECK(http_call(f.port, verb::get, "/healthz").status == 200);
@@ -145,12 +161,195 @@ TEST_CASE("auth: bearer token on /v1, open health, metrics and dashboard") {
   CHECK(http_call(f.port, verb::get, "/metrics").status == 200);
   CHECK(http_call(f.port, verb::get, "/").status == 200);
 
-  SseClient denied(f.port, "/v1/events?access_token=wrong");
-  CHECK(denied.read_status() == 401);
-  SseClient allowed(f.port, "/v1/events?access_token=t0ken-for-tests");
-  CHECK(allowed.read_status() == 200);
-  SseClient by_header(f.port, "/v1/events", {{"Authorization", "Bearer t0ken-for-tests"}});
+  SseClient anonymous(f.port, "/v1/events");
+  CHECK(anonymous.read_status() == 401);
+  SseClient by_query(f.port, "/v1/events?access_token=t0ken-for-tests");
+  CHECK(by_query.read_status() == 401);
+  SseClient by_header(f.port, "/v1/events", bearer("t0ken-for-tests"));
   CHECK(by_header.read_status() == 200);
+  CHECK(f.stop());
+}
+
+TEST_CASE("front door: Content-Type, Origin and Host are checked before anything is enqueued") {
+  ServerFixture f(with_tokens());
+  const auto token = bearer("t0ken-for-tests");
+  auto with = [&](Headers extra) {
+    Headers h = token;
+    for (auto& [k, v] : extra) h[k] = v;
+    return h;
+  };
+  // A browser's cross-site "simple request" is text/plain or a form.
+  for (const char* type : {"text/plain", "application/x-www-form-urlencoded", "", "json"}) {
+    INFO(type);
+    auto r =
+        http_call(f.port, verb::post, "/v1/jobs", job("simple"), with({{"Content-Type", type}}));
+    CHECK(r.status == 415);
+    CHECK_THAT(r.json()["error"].get<std::string>(), Catch::Contains("application/json"));
+  }
+  CHECK(http_call(f.port, verb::post, "/v1/jobs", job("typed"),
+                  with({{"Content-Type", "Application/JSON; charset=utf-8"}}))
+            .status == 201);
+
+  // Origin: foreign (and "null") refused on mutating routes, same origin fine.
+  const std::string self = "http://127.0.0.1:" + std::to_string(f.port);
+  for (const std::string origin :
+       {"http://evil.example", "null", "http://127.0.0.1:1", "https://127.0.0.1.evil.example"}) {
+    INFO(origin);
+    auto r = http_call(f.port, verb::post, "/v1/jobs", job("csrf"), with({{"Origin", origin}}));
+    CHECK(r.status == 403);
+    CHECK(
+        http_call(f.port, verb::delete_, "/v1/jobs/typed", "", with({{"Origin", origin}})).status ==
+        403);
+  }
+  CHECK(http_call(f.port, verb::post, "/v1/jobs", job("same"), with({{"Origin", self}})).status ==
+        201);
+  // Reads are not refused for an Origin (no CORS headers are ever sent).
+  CHECK(http_call(f.port, verb::get, "/v1/jobs", "", with({{"Origin", "http://evil.example"}}))
+            .status == 200);
+
+  // Host: a rebound name is refused on every route but the probes.
+  for (const char* host : {"evil.example", "evil.example:", "localhost.evil.example", "10.0.0.1"}) {
+    INFO(host);
+    CHECK(http_call(f.port, verb::get, "/v1/jobs", "", with({{"Host", host}})).status == 403);
+    CHECK(
+        http_call(f.port, verb::post, "/v1/jobs", job("rebound"), with({{"Host", host}})).status ==
+        403);
+    CHECK(http_call(f.port, verb::get, "/", "", {{"Host", host}}).status == 403);
+    CHECK(http_call(f.port, verb::get, "/healthz", "", {{"Host", host}}).status == 200);
+    CHECK(http_call(f.port, verb::get, "/readyz", "", {{"Host", host}}).status == 200);
+  }
+  for (const char* host : {"localhost", "localhost:8080", "127.0.0.1", "[::1]:80", "127.0.0.2"}) {
+    INFO(host);
+    CHECK(http_call(f.port, verb::get, "/v1/jobs", "", with({{"Host", host}})).status == 200);
+  }
+  CHECK(f.backend.job_count() == 2);  // "typed" and "same"
+  CHECK(f.backend.enqueue_calls() == 2);
+  CHECK(f.stop());
+}
+
+TEST_CASE("front door: allowed_hosts and allowed_origins admit configured names") {
+  ServerOptions options = with_tokens();
+  options.allowed_hosts = {"Warmstart.Example.com"};
+  options.allowed_origins = {"https://ops.example.com"};
+  ServerFixture f(options);
+  Headers h = bearer("t0ken-for-tests");
+  h["Host"] = "warmstart.example.com";
+  CHECK(http_call(f.port, verb::get, "/v1/jobs", "", h).status == 200);
+  h["Origin"] = "https://ops.example.com";
+  CHECK(http_call(f.port, verb::post, "/v1/jobs", job("from-ops"), h).status == 201);
+  h["Origin"] = "https://warmstart.example.com";  // same origin behind a TLS proxy
+  CHECK(http_call(f.port, verb::post, "/v1/jobs", job("proxied"), h).status == 201);
+  h["Origin"] = "https://other.example.com";
+  CHECK(http_call(f.port, verb::post, "/v1/jobs", job("other"), h).status == 403);
+  CHECK(f.backend.job_count() == 2);
+  CHECK(f.stop());
+}
+
+TEST_CASE("server options: auth none only on loopback, auth token needs a token") {
+  ServerOptions open;
+  open.auth = AuthMode::none;
+  open.listen = "127.0.0.1:8080";
+  CHECK_NOTHROW(validate_server_options(open));
+  open.listen = "[::1]:8080";
+  CHECK_NOTHROW(validate_server_options(open));
+  for (const char* listen : {"0.0.0.0:8080", "10.1.2.3:8080", "[::]:8080"}) {
+    open.listen = listen;
+    CHECK_THROWS_WITH(validate_server_options(open), Catch::Contains("only allowed on a loopback"));
+  }
+  ServerOptions tokenless;
+  tokenless.listen = "127.0.0.1:8080";
+  CHECK_THROWS_WITH(validate_server_options(tokenless), Catch::Contains("no token"));
+  ServerOptions twice = with_tokens();
+  twice.listen = "0.0.0.0:8080";
+  CHECK_NOTHROW(validate_server_options(twice));
+  twice.tokens[1].secret = twice.tokens[0].secret;
+  CHECK_THROWS_WITH(validate_server_options(twice), Catch::Contains("same secret"));
+  ServerOptions bad_host = with_tokens();
+  bad_host.listen = "127.0.0.1:8080";
+  bad_host.allowed_hosts = {"not a host"};
+  CHECK_THROWS_AS(validate_server_options(bad_host), std::invalid_argument);
+}
+
+TEST_CASE("scoped tokens: jobs and snapshot calls stay inside the token's key prefix") {
+  ServerFixture f(with_tokens());
+  f.backend.add_snapshot({{"key", "ci/app"}, {"image", "s:1"}, {"size", 1}});
+  f.backend.add_snapshot({{"key", "team-b/app"}, {"image", "s:2"}, {"size", 1}});
+  const auto ci = bearer("ci-t0ken");
+  const auto admin = bearer("t0ken-for-tests");
+
+  auto foreign = http_call(f.port, verb::post, "/v1/jobs", job_with_key("j1", "team-b/app"), ci);
+  CHECK(foreign.status == 403);
+  CHECK_THAT(foreign.json()["error"].get<std::string>(), Catch::Contains("\"ci/\""));
+  CHECK(http_call(f.port, verb::post, "/v1/jobs", job_with_key("j2", "ci"), ci).status == 403);
+  CHECK(http_call(f.port, verb::post, "/v1/jobs", job_with_key("j3", "ci/app"), ci).status == 201);
+  CHECK(http_call(f.port, verb::post, "/v1/jobs", job("cold"), ci).status == 201);
+  CHECK(http_call(f.port, verb::post, "/v1/jobs", job_with_key("j4", "team-b/app"), admin).status ==
+        201);
+
+  auto listed = http_call(f.port, verb::get, "/v1/snapshots", "", ci).json()["snapshots"];
+  REQUIRE(listed.size() == 1);
+  CHECK(listed[0]["key"] == "ci/app");
+  CHECK(http_call(f.port, verb::get, "/v1/snapshots", "", admin).json()["snapshots"].size() == 2);
+  CHECK(http_call(f.port, verb::delete_, "/v1/snapshots/team-b/app", "", ci).status == 403);
+  CHECK(http_call(f.port, verb::delete_, "/v1/snapshots/ci/app", "", ci).status == 200);
+  CHECK(f.backend.job_count() == 3);
+  CHECK(f.stop());
+}
+
+TEST_CASE("connection caps: per client for HTTP, a separate pool for event streams") {
+  ServerOptions options;
+  options.max_connections_per_client = 2;
+  options.max_event_streams = 3;
+  options.max_event_streams_per_client = 2;
+  ServerFixture f(options);
+  net::io_context io;
+  net::ip::tcp::socket a(io), b(io);
+  a.connect({net::ip::address_v4::loopback(), f.port});
+  b.connect({net::ip::address_v4::loopback(), f.port});
+  REQUIRE(eventually([&] { return f.server->connection_count() == 2; }));
+  auto refused = http_call(f.port, verb::get, "/healthz");
+  CHECK(refused.status == 429);
+  CHECK(refused.json()["error"] == "too many connections from this address");
+  a.close();
+  b.close();
+  REQUIRE(eventually([&] { return f.server->connection_count() == 0; }));
+
+  // Streams leave the HTTP pool: two streams, and requests still get through.
+  SseClient s1(f.port, "/v1/events");
+  REQUIRE(s1.read_status() == 200);
+  SseClient s2(f.port, "/v1/events");
+  REQUIRE(s2.read_status() == 200);
+  REQUIRE(eventually([&] { return f.server->event_stream_count() == 2; }));
+  CHECK(http_call(f.port, verb::get, "/healthz").status == 200);
+  CHECK(http_call(f.port, verb::get, "/v1/jobs").status == 200);
+  SseClient s3(f.port, "/v1/events");
+  CHECK(s3.read_status() == 429);
+  s1.close();
+  REQUIRE(eventually([&] { return f.server->event_stream_count() == 1; }));
+  SseClient s4(f.port, "/v1/events");
+  CHECK(s4.read_status() == 200);
+  CHECK(f.stop());
+}
+
+TEST_CASE("lists carry summaries: no env values, no log tail") {
+  ServerFixture f;
+  const json body = {{"id", "secretive"}, {"cmd", {"true"}}, {"env", {{"API_KEY", "sk-12345"}}}};
+  REQUIRE(http_call(f.port, verb::post, "/v1/jobs", body.dump()).status == 201);
+  f.backend.set_job_logs("secretive", "printed sk-12345\n");
+  auto list = http_call(f.port, verb::get, "/v1/jobs");
+  REQUIRE(list.status == 200);
+  CHECK(list.body.find("sk-12345") == std::string::npos);
+  const json listed = list.json()["jobs"][0];
+  CHECK(listed["spec"]["env_keys"] == json::array({"API_KEY"}));
+  CHECK_FALSE(listed["spec"].contains("env"));
+  CHECK_FALSE(listed.contains("log_tail"));
+  CHECK(http_call(f.port, verb::get, "/v1/jobs?state=queued").body.find("sk-12345") ==
+        std::string::npos);
+  auto summary = http_call(f.port, verb::get, "/v1/jobs/secretive?view=summary");
+  CHECK(summary.body.find("sk-12345") == std::string::npos);
+  // Asked for by id, the record is whole.
+  CHECK(http_call(f.port, verb::get, "/v1/jobs/secretive").json()["spec"]["env"]["API_KEY"] ==
+        "sk-12345");
   CHECK(f.stop());
 }
 
@@ -208,7 +407,7 @@ TEST_CASE("the dashboard is served from the binary") {
   CHECK(res.headers["content-type"] == "text/html; charset=utf-8");
   CHECK(res.headers["content-security-policy"].find("default-src 'none'") != std::string::npos);
   CHECK(res.body.find("id=\"jobs-table\"") != std::string::npos);
-  CHECK(res.body.find("EventSource") != std::string::npos);
+  CHECK(res.body.find("text/event-stream") != std::string::npos);
   CHECK(res.body.find("http://") == std::string::npos);  // no CDN, nothing remote
   CHECK(res.body.find("https://") == std::string::npos);
   CHECK(f.stop());
@@ -221,9 +420,10 @@ namespace {
 
 const std::string gh_secret = "It's a Secret to Everybody";
 
-ServerOptions webhook_options(std::optional<std::string> token = std::nullopt) {
+ServerOptions webhook_options(std::optional<std::string> token = std::nullopt,
+                              std::optional<std::string> snapshot_prefix = std::nullopt) {
   ServerOptions options;
-  options.api_token = std::move(token);
+  if (token) options.tokens.push_back({"default", *token, std::nullopt});
   auto table = toml::parse(R"(
     secret_env = "GH_SECRET"
     events = ["push"]
@@ -235,6 +435,7 @@ ServerOptions webhook_options(std::optional<std::string> token = std::nullopt) {
   options.webhooks.emplace("github", parse_webhook_config("github", table, [](const std::string&) {
                              return std::optional<std::string>(gh_secret);
                            }));
+  options.webhooks["github"].snapshot_prefix = std::move(snapshot_prefix);
   return options;
 }
 
@@ -276,7 +477,8 @@ TEST_CASE("webhook: a signed push becomes the templated job and a redelivery is 
   const json job = first.json()["job"];
   CHECK(job["id"] == "gh-d-42");
   CHECK(job["spec"]["cmd"] == json::array({"sh", "-c", "echo acme/app"}));
-  CHECK(job["spec"]["env"]["REPO"] == "acme/app");
+  CHECK(job["spec"]["env_keys"] == json::array({"REPO"}));  // a summary: no env values
+  CHECK(first.body.find("\"REPO\":\"acme/app\"") == std::string::npos);
   CHECK(job["spec"]["snapshot"]["key"] == "acme/app/refs/heads/main");
 
   auto second =
@@ -298,6 +500,22 @@ TEST_CASE("webhook: a signed push becomes the templated job and a redelivery is 
   CHECK(bad.status == 400);
   CHECK(bad.json()["error"] == "payload has no value at /repository/full_name");
   CHECK(f.backend.job_count() == 1);
+  CHECK(f.stop());
+}
+
+TEST_CASE("webhook: a snapshot_prefix keeps its jobs inside the webhook's namespace") {
+  ServerFixture f(webhook_options(std::nullopt, "acme/"));
+  auto own = http_call(f.port, verb::post, "/v1/webhooks/github", push, github_headers(push, "p1"));
+  CHECK(own.status == 201);
+  const std::string other = R"({"ref":"refs/heads/main","repository":{"full_name":"evil/app"}})";
+  auto foreign =
+      http_call(f.port, verb::post, "/v1/webhooks/github", other, github_headers(other, "p2"));
+  CHECK(foreign.status == 403);
+  CHECK(f.backend.job_count() == 1);
+  // A webhook body is JSON too.
+  auto headers = github_headers(push, "p3");
+  headers["Content-Type"] = "application/x-www-form-urlencoded";
+  CHECK(http_call(f.port, verb::post, "/v1/webhooks/github", push, headers).status == 415);
   CHECK(f.stop());
 }
 
@@ -408,7 +626,9 @@ TEST_CASE("SSE: a client that falls behind is dropped and counted and the server
 }
 
 TEST_CASE("SSE: 100 clients connecting and dropping leave fds and sessions where they were") {
-  ServerFixture f;
+  ServerOptions options;
+  options.max_event_streams_per_client = 100;  // all from 127.0.0.1
+  ServerFixture f(options);
   // One request first, so lazily created process-wide fds exist in the baseline.
   CHECK(http_call(f.port, verb::get, "/healthz").status == 200);
   REQUIRE(eventually([&] { return f.server->connection_count() == 0; }));

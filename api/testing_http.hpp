@@ -50,6 +50,9 @@ struct ServerFixture {
   explicit ServerFixture(ServerOptions options = {}) {
     log::init(log::Level::warn);  // access logs of hundreds of requests drown test output
     options.listen = "127.0.0.1:0";
+    // Most tests are about something else than the token: without one given,
+    // the fixture serves loopback without auth (as [api] auth = "none" does).
+    if (options.auth == AuthMode::token && options.tokens.empty()) options.auth = AuthMode::none;
     server = std::make_unique<HttpServer>(io, backend, metrics, std::move(options));
     server->start();
     port = server->port();
@@ -99,7 +102,11 @@ inline awaitable<HttpResult> http_call_async(unsigned short port, beast::http::v
   co_await stream.async_connect(tcp::endpoint(net::ip::address_v4::loopback(), port),
                                 use_awaitable);
   http::request<http::string_body> req{method, target, 11};
-  req.set(http::field::host, "127.0.0.1");
+  req.set(http::field::host, "127.0.0.1:" + std::to_string(port));
+  // A JSON body says so unless the test sends another type on purpose.
+  if (method == http::verb::post && !headers.count("Content-Type")) {
+    req.set(http::field::content_type, "application/json");
+  }
   for (const auto& [k, v] : headers) req.set(k, v);
   if (!body.empty() || method == http::verb::post) {
     req.body() = std::move(body);
@@ -144,8 +151,8 @@ class SseClient {
     socket_.open(tcp::v4());
     if (receive_buffer) socket_.set_option(net::socket_base::receive_buffer_size(*receive_buffer));
     socket_.connect(tcp::endpoint(net::ip::address_v4::loopback(), port));
-    std::string request =
-        "GET " + target + " HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n";
+    std::string request = "GET " + target + " HTTP/1.1\r\nHost: 127.0.0.1:" + std::to_string(port) +
+                          "\r\nAccept: text/event-stream\r\n";
     for (const auto& [k, v] : headers) request += k + ": " + v + "\r\n";
     request += "\r\n";
     net::write(socket_, net::buffer(request));

@@ -243,7 +243,14 @@ WebhookConfig parse_webhook_config(const std::string& name, const toml::table& t
                                                  "snapshot_key",
                                                  "queue",
                                                  "image",
-                                                 "timeout_s"};
+                                                 "timeout_s",
+                                                 "snapshot_prefix"};
+  if (const toml::node* prefix = table.get("snapshot_prefix")) {
+    auto value = prefix->value_exact<std::string>();
+    if (!value || value->empty())
+      config_error(name, "snapshot_prefix", "must be a non-empty string");
+    config.snapshot_prefix = *value;
+  }
   for (const auto& [key, value] : table) {
     if (std::find(known.begin(), known.end(), key.str()) == known.end()) {
       config_error(name, std::string(key.str()), "unknown key");

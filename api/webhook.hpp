@@ -50,6 +50,9 @@ struct WebhookConfig {
   std::string event_header;         // github: X-GitHub-Event; generic: optional
   std::vector<std::string> events;  // accepted event names; {} = all
   JobTemplate job;
+  // The snapshot key namespace this webhook owns: a job it makes may only
+  // name keys starting with it (403 otherwise). nullopt = any key.
+  std::optional<std::string> snapshot_prefix;
 };
 
 // Reads getenv-like values; injectable so config tests do not touch the process env.

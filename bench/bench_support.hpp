@@ -129,7 +129,10 @@ class RouterChild {
            << "key_prefix = \"" << key_prefix_ << "\"\n"
            << "listen = \"127.0.0.1:" << (port_ = free_loopback_port()) << "\"\n"
            << "base_image = \"" << env.base_image << "\"\n"
-           << "concurrency = " << options.concurrency << "\n";
+           << "concurrency = " << options.concurrency
+           << "\n"
+           // Its generated API token stays inside the run directory.
+           << "state_dir = \"" << (dir_ / "state").string() << "\"\n";
     if (!options.reconcile_interval.empty()) {
       config << "reconcile_interval = \"" << options.reconcile_interval << "\"\n";
     }

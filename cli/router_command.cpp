@@ -10,6 +10,7 @@
 #include "router/api_backend.hpp"
 #include "router/dispatcher.hpp"
 
+#include <sys/resource.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
@@ -19,6 +20,8 @@
 
 namespace warmstart::cli {
 namespace {
+
+using nlohmann::json;
 
 constexpr Duration metrics_period = 2s;   // gauges from Redis and the router's stats
 constexpr Duration http_stop_grace = 3s;  // in-flight requests finishing at exit
@@ -30,7 +33,9 @@ std::string host_name() {
 }
 
 // [api] and [webhooks.*] of the same file, the listen address from the router's
-// config, the token from WARMSTART_API_TOKEN or [api] token_file.
+// config, the token from WARMSTART_API_TOKEN, [api] token_file or the state
+// directory (generated there at first start). Throws std::invalid_argument
+// (exit 2) for options that cannot be served safely.
 api::ServerOptions http_options(const std::string& config_file,
                                 const router::RouterConfig& config) {
   api::ServerOptions options;
@@ -40,7 +45,44 @@ api::ServerOptions http_options(const std::string& config_file,
     api::load_api_config_file(config_file, options);
   }
   options.listen = config.listen;
+  if (options.listen.empty()) return options;  // no HTTP front
+  if (options.auth == api::AuthMode::token) {
+    const std::string state_dir =
+        config.state_dir.empty() ? router::default_state_dir() : config.state_dir;
+    std::optional<std::string> path;
+    try {
+      path = api::ensure_api_token(options, state_dir);
+    } catch (const std::runtime_error& e) {
+      throw std::invalid_argument(std::string("api token: ") + e.what());
+    }
+    // Where the token is, never what it is.
+    if (path) log::info("api token file (send it as Authorization: Bearer)", {{"path", *path}});
+  } else {
+    log::warn("api auth is off ([api] auth = \"none\"): loopback callers need no token",
+              {{"listen", options.listen}});
+  }
+  api::validate_server_options(options);
   return options;
+}
+
+// Every connection, event stream and engine request is a descriptor: take the
+// hard limit, so the connection caps (not EMFILE) decide who is refused.
+void raise_open_file_limit(const api::ServerOptions& options, int concurrency) {
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0) return;
+  const rlim_t before = limit.rlim_cur;
+  if (limit.rlim_cur < limit.rlim_max) {
+    limit.rlim_cur = limit.rlim_max;
+    if (::setrlimit(RLIMIT_NOFILE, &limit) != 0) limit.rlim_cur = before;
+  }
+  const auto needed = static_cast<rlim_t>(options.max_connections + options.max_event_streams +
+                                          4 * static_cast<std::size_t>(concurrency) + 64);
+  json fields = {{"before", before}, {"now", limit.rlim_cur}, {"needed", needed}};
+  if (limit.rlim_cur < needed) {
+    log::warn("open file limit below what the connection caps need", fields);
+  } else {
+    log::debug("open file limit", fields);
+  }
 }
 
 // Prometheus counters only go up: add what a cumulative source gained.
@@ -146,6 +188,7 @@ int run_router(const std::string& config_file, router::RouterConfig config) {
   if (config.router_id.empty()) config.router_id = host_name();
   // Read before connecting anything: a bad [api]/[webhooks] section is a usage error.
   const api::ServerOptions server_options = http_options(config_file, config);
+  raise_open_file_limit(server_options, config.concurrency);
 
   net::io_context io(1);
   auto ex = io.get_executor();

@@ -138,9 +138,20 @@ void CurlMulti::start(HttpRequest request, net::any_completion_handler<Signature
   for (const auto& h : r.headers) t->header_list = curl_slist_append(t->header_list, h.c_str());
   curl_easy_setopt(e, CURLOPT_HTTPHEADER, t->header_list);
 
+  if (r.buffer_bytes > 0) {
+    curl_easy_setopt(e, CURLOPT_BUFFERSIZE, r.buffer_bytes);
+    curl_easy_setopt(e, CURLOPT_UPLOAD_BUFFERSIZE, r.buffer_bytes);
+  }
   if (r.method == "POST" || r.method == "PUT") {
     curl_easy_setopt(e, CURLOPT_POST, 1L);
-    if (!r.body_file.empty()) {
+    if (r.body_source) {
+      // No size: curl sends the body chunked, as it comes.
+      curl_easy_setopt(e, CURLOPT_READFUNCTION, &CurlMulti::read_callback);
+      curl_easy_setopt(e, CURLOPT_READDATA, t.get());
+      curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(-1));
+      t->header_list = curl_slist_append(t->header_list, "Transfer-Encoding: chunked");
+      curl_easy_setopt(e, CURLOPT_HTTPHEADER, t->header_list);
+    } else if (!r.body_file.empty()) {
       t->upload = std::fopen(r.body_file.c_str(), "rb");
       if (t->upload == nullptr) {
         return fail_now(CURLE_READ_ERROR, "cannot open " + r.body_file + ": " +
@@ -179,6 +190,16 @@ void CurlMulti::start(HttpRequest request, net::any_completion_handler<Signature
     });
   }
 
+  if (r.control) {
+    const bool early = r.control->resume_early_;
+    r.control->resume_ = [weak = weak_from_this(), id = t->id, executor = executor_] {
+      net::post(executor, [weak, id] {
+        if (auto self = weak.lock()) self->resume(id);
+      });
+    };
+    if (early) r.control->resume_();
+  }
+
   transfers_.emplace(e, std::move(t));
   if (CURLMcode mc = curl_multi_add_handle(multi_, e); mc != CURLM_OK) {
     auto node = transfers_.extract(e);
@@ -207,6 +228,25 @@ void CurlMulti::recycle_easy(CURL* easy) {
 
 void CurlMulti::cancel(CURL* easy) {
   finish(easy, net::error::operation_aborted, CURLE_ABORTED_BY_CALLBACK);
+}
+
+void CurlMulti::resume(std::uint64_t id) {
+  for (const auto& [easy, transfer] : transfers_) {
+    if (transfer->id == id) {
+      // May deliver held data through the callbacks at once; curl then asks
+      // for a 0 ms timeout, and the posted kick drives the transfer on.
+      curl_easy_pause(easy, CURLPAUSE_CONT);
+      return;
+    }
+  }
+}
+
+void TransferControl::resume() {
+  if (resume_) {
+    resume_();
+  } else {
+    resume_early_ = true;
+  }
 }
 
 void CurlMulti::finish(CURL* easy, boost::system::error_code ec, CURLcode code) {
@@ -359,8 +399,20 @@ std::size_t CurlMulti::write_callback(char* data, std::size_t size, std::size_t 
     curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
     // Only a successful body is the caller's stream; an error body is the
     // engine's JSON message, kept for the error.
-    t->body_to_sink = t->request.on_body && status >= 200 && status < 300;
+    const bool streaming = t->request.on_body || t->request.on_body_flow;
+    t->body_to_sink = streaming && status >= 200 && status < 300;
     t->body_route_decided = true;
+  }
+  if (t->body_to_sink && t->request.on_body_flow) {
+    try {
+      if (t->request.on_body_flow(std::string_view(data, len)) == Flow::pause) {
+        return CURL_WRITEFUNC_PAUSE;
+      }
+    } catch (...) {
+      t->result.sink_error = std::current_exception();
+      return 0;
+    }
+    return len;
   }
   if (t->body_to_sink) {
     try {
@@ -371,7 +423,7 @@ std::size_t CurlMulti::write_callback(char* data, std::size_t size, std::size_t 
     }
     return len;
   }
-  if (t->request.on_body) {
+  if (t->request.on_body || t->request.on_body_flow) {
     std::size_t room = t->error_body_limit - std::min(t->error_body_limit, t->result.body.size());
     t->result.body.append(data, std::min(room, len));
     return len;
@@ -400,6 +452,14 @@ std::size_t CurlMulti::header_callback(char* data, std::size_t size, std::size_t
 
 std::size_t CurlMulti::read_callback(char* buffer, std::size_t size, std::size_t n, void* userp) {
   auto* t = static_cast<Transfer*>(userp);
+  if (t->request.body_source) {
+    try {
+      return t->request.body_source(buffer, size * n);
+    } catch (...) {
+      t->result.sink_error = std::current_exception();
+      return CURL_READFUNC_ABORT;
+    }
+  }
   std::size_t got = std::fread(buffer, 1, size * n, t->upload);
   if (got == 0 && std::ferror(t->upload) != 0) return CURL_READFUNC_ABORT;
   return got;

@@ -26,6 +26,24 @@
 
 namespace warmstart::container {
 
+// Flow control of a streaming transfer (HttpRequest::on_body_flow and
+// body_source). A transfer paused by either stays paused until resume() is
+// called; resume() may be called from anywhere on the CurlMulti's executor,
+// also from another transfer's callback (it posts), and is a no-op once the
+// transfer has ended.
+class TransferControl {
+ public:
+  void resume();
+
+ private:
+  friend class CurlMulti;
+  std::function<void()> resume_;  // set by CurlMulti::start
+  bool resume_early_ = false;     // resume() before the transfer started
+};
+using TransferControlPtr = std::shared_ptr<TransferControl>;
+
+enum class Flow { proceed, pause };
+
 struct HttpRequest {
   std::string method = "GET";        // GET | POST | DELETE | HEAD | PUT
   std::string target;                // "/v1.41/containers/json?all=1" (already URL-encoded)
@@ -38,6 +56,20 @@ struct HttpRequest {
   // into CurlMulti. If it throws, the transfer is aborted and the exception is
   // returned in HttpResult::sink_error.
   std::function<void(std::string_view)> on_body;
+  // Like on_body, with backpressure: Flow::pause leaves the chunk unconsumed
+  // and stops reading from the socket; curl offers the same chunk again after
+  // control->resume(). Needs `control`. Wins over on_body.
+  std::function<Flow(std::string_view)> on_body_flow;
+  // Streams the request body (chunked transfer encoding; wins over body and
+  // body_file): fills up to `room` bytes of `buffer` and returns how many, 0 at
+  // the end of the body, `source_pause` when nothing is ready yet (the upload
+  // waits for control->resume()) or `source_abort` to fail the transfer. Runs
+  // inside curl's read callback: it must not call back into CurlMulti.
+  std::function<std::size_t(char* buffer, std::size_t room)> body_source;
+  static constexpr std::size_t source_pause = CURL_READFUNC_PAUSE;
+  static constexpr std::size_t source_abort = CURL_READFUNC_ABORT;
+  TransferControlPtr control;  // for on_body_flow / body_source
+  long buffer_bytes = 0;       // curl's receive and upload buffers; 0 = curl's default
 };
 
 struct HttpResult {
@@ -96,6 +128,7 @@ class CurlMulti : public std::enable_shared_from_this<CurlMulti> {
   CurlMulti(net::any_io_executor executor, CurlMultiOptions options);
   void start(HttpRequest request, net::any_completion_handler<Signature> handler);
   void cancel(CURL* easy);
+  void resume(std::uint64_t id);
   void finish(CURL* easy, boost::system::error_code ec, CURLcode code);
   void check_completed();
   void on_socket_ready(curl_socket_t fd, int curl_event);

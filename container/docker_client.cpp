@@ -2,10 +2,12 @@
 
 #include "common/log.hpp"
 
-#include <stdlib.h>  // mkstemps
+#include <boost/asio/experimental/awaitable_operators.hpp>
+
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstring>
 #include <deque>
 #include <fstream>
 
@@ -46,13 +48,92 @@ std::string short_id(std::string_view id) {
   return std::string(id.substr(0, 12));
 }
 
-// Removes a scratch file however the scope is left.
-struct ScratchFile {
-  std::string path;
-  ~ScratchFile() {
-    if (!path.empty()) ::unlink(path.c_str());
+// The bytes between the export (producer) and the import (consumer) of
+// export_import: the export's body goes through the TarFilter into `buffer_`,
+// the import's body source drains it. Bounded: past `high` the export is
+// paused until the import has taken the buffer down to `low`.
+class FilterPipe {
+ public:
+  FilterPipe(TarFilterOptions options, TransferControlPtr producer, TransferControlPtr consumer)
+      : filter_(std::move(options)),
+        producer_(std::move(producer)),
+        consumer_(std::move(consumer)) {}
+
+  static constexpr std::size_t high = 4 << 20;
+  static constexpr std::size_t low = 1 << 20;
+
+  // The export's on_body_flow.
+  Flow push(std::string_view chunk) {
+    if (buffered() >= high) {
+      producer_paused_ = true;
+      return Flow::pause;
+    }
+    bytes_in_ += chunk.size();
+    const std::size_t before = buffer_.size();
+    filter_.feed(chunk, buffer_);  // throws TarFormatError: the export fails
+    if (buffer_.size() > before) wake_consumer();
+    return Flow::proceed;
   }
+
+  // The export ended well: whatever the filter still holds, then the end.
+  void finish() {
+    filter_.finish(buffer_);
+    finished_ = true;
+    wake_consumer();
+  }
+
+  // The import's body_source.
+  std::size_t pull(char* out, std::size_t room) {
+    if (buffered() == 0) {
+      if (finished_) return 0;
+      consumer_paused_ = true;
+      return HttpRequest::source_pause;
+    }
+    const std::size_t n = std::min(room, buffered());
+    std::memcpy(out, buffer_.data() + read_pos_, n);
+    read_pos_ += n;
+    bytes_out_ += n;
+    if (read_pos_ == buffer_.size()) {
+      buffer_.clear();  // keeps its capacity: no allocation in steady state
+      read_pos_ = 0;
+    } else if (read_pos_ >= buffer_.size() / 2) {
+      // Moves at most as many bytes as were consumed: amortized O(1) per byte.
+      buffer_.erase(0, read_pos_);
+      read_pos_ = 0;
+    }
+    if (producer_paused_ && buffered() <= low) {
+      producer_paused_ = false;
+      producer_->resume();
+    }
+    return n;
+  }
+
+  const TarFilterStats& stats() const { return filter_.stats(); }
+  std::uint64_t bytes_in() const { return bytes_in_; }
+  std::uint64_t bytes_out() const { return bytes_out_; }
+
+ private:
+  std::size_t buffered() const { return buffer_.size() - read_pos_; }
+  void wake_consumer() {
+    if (!consumer_paused_) return;
+    consumer_paused_ = false;
+    consumer_->resume();
+  }
+
+  TarFilter filter_;
+  TransferControlPtr producer_;
+  TransferControlPtr consumer_;
+  std::string buffer_;
+  std::size_t read_pos_ = 0;
+  bool finished_ = false;
+  bool producer_paused_ = false;
+  bool consumer_paused_ = false;
+  std::uint64_t bytes_in_ = 0;
+  std::uint64_t bytes_out_ = 0;
 };
+
+// Large transfers read and write in bigger pieces than curl's 16 KiB default.
+constexpr long stream_buffer_bytes = 256 * 1024;
 
 }  // namespace
 
@@ -386,14 +467,6 @@ awaitable<std::string> DockerClient::commit_container(std::string id, CommitOpti
   if (options.config && options.scrub_container_config) {
     // Export + import: the new image's config is exactly `config`, and no
     // ContainerConfig (with the job's env) is ever written; see CommitOptions.
-    ScratchFile scratch{options_.scratch_dir + "/warmstart-commit-XXXXXX.tar"};
-    int fd = ::mkstemps(scratch.path.data(), 4);
-    if (fd < 0) {
-      scratch.path.clear();
-      throw DockerError("container commit", "container commit: cannot create a scratch file in " +
-                                                options_.scratch_dir);
-    }
-    ::close(fd);
     bool paused = false;
     if (options.pause) {
       ContainerInfo info = co_await inspect_container(id);
@@ -403,19 +476,23 @@ awaitable<std::string> DockerClient::commit_container(std::string id, CommitOpti
         paused = true;
       }
     }
-    std::exception_ptr export_error;
+    TarFilterOptions unfiltered;
+    unfiltered.strip_git_credentials = false;
+    std::exception_ptr error;
+    std::string image_id;
     try {
-      co_await export_container(id, scratch.path);
+      FilteredImport made = co_await export_import(
+          id, options.repo, options.tag, image_config_changes(*options.config), unfiltered);
+      image_id = std::move(made.image_id);
     } catch (...) {
-      export_error = std::current_exception();
+      error = std::current_exception();
     }
     if (paused) {
       co_await call("container unpause",
                     request("POST", "/containers/" + path_part(id) + "/unpause"));
     }
-    if (export_error) std::rethrow_exception(export_error);
-    std::vector<std::string> changes = image_config_changes(*options.config);
-    co_return co_await import_image(scratch.path, options.repo, options.tag, std::move(changes));
+    if (error) std::rethrow_exception(error);
+    co_return image_id;
   }
 
   std::string target = "/commit?container=" + url_encode(id) + "&repo=" + url_encode(options.repo) +
@@ -480,6 +557,81 @@ awaitable<std::string> DockerClient::import_image(std::string path, std::string 
                          "no image id in the progress stream: " + result.body.substr(0, 200));
   }
   co_return outcome.image_id;
+}
+
+awaitable<FilteredImport> DockerClient::export_import(std::string container_id, std::string repo,
+                                                      std::string tag,
+                                                      std::vector<std::string> changes,
+                                                      TarFilterOptions filter) {
+  using namespace net::experimental::awaitable_operators;
+  auto self = shared_from_this();  // alive until the operation ends
+  auto producer = std::make_shared<TransferControl>();
+  auto consumer = std::make_shared<TransferControl>();
+  auto pipe = std::make_shared<FilterPipe>(std::move(filter), producer, consumer);
+
+  HttpRequest out = request("GET", "/containers/" + path_part(container_id) + "/export");
+  out.timeout = options_.transfer_timeout;
+  out.control = producer;
+  out.buffer_bytes = stream_buffer_bytes;
+  out.on_body_flow = [pipe](std::string_view chunk) { return pipe->push(chunk); };
+
+  std::string target = "/images/create?fromSrc=-&repo=" + url_encode(repo);
+  if (!tag.empty()) target += "&tag=" + url_encode(tag);
+  for (const auto& change : changes) target += "&changes=" + url_encode(change);
+  HttpRequest in = request("POST", target);
+  in.headers.emplace_back("Content-Type: application/x-tar");
+  in.timeout = options_.transfer_timeout;
+  in.control = consumer;
+  in.buffer_bytes = stream_buffer_bytes;
+  in.body_source = [pipe](char* buffer, std::size_t room) { return pipe->pull(buffer, room); };
+
+  // Both transfers run at once; the first to fail cancels the other (the
+  // engine drops an import whose body was cut off). That first failure is the
+  // one reported, not the cancellation it caused on the other side.
+  auto failure = std::make_shared<std::exception_ptr>();
+  auto export_side = [](DockerClient* client, HttpRequest r, std::shared_ptr<FilterPipe> p,
+                        std::shared_ptr<std::exception_ptr> first) -> awaitable<void> {
+    try {
+      co_await client->call("container export", std::move(r));
+      p->finish();  // throws when the archive ended inside an entry
+    } catch (...) {
+      if (!*first) *first = std::current_exception();
+      throw;
+    }
+  };
+  auto import_side = [](DockerClient* client, HttpRequest r,
+                        std::shared_ptr<std::exception_ptr> first) -> awaitable<HttpResult> {
+    try {
+      co_return co_await client->call("image import", std::move(r));
+    } catch (...) {
+      if (!*first) *first = std::current_exception();
+      throw;
+    }
+  };
+  awaitable<void> exporting = export_side(this, std::move(out), pipe, failure);
+  awaitable<HttpResult> importing = import_side(this, std::move(in), failure);
+  HttpResult result;
+  std::exception_ptr error;
+  try {
+    result = co_await (std::move(exporting) && std::move(importing));
+  } catch (...) {
+    error = *failure ? *failure : std::current_exception();
+  }
+  if (error) std::rethrow_exception(error);
+  ImportOutcome outcome = parse_import_progress(result.body);
+  if (!outcome.error.empty()) {
+    throw ApiError("image import", static_cast<int>(result.status), outcome.error);
+  }
+  if (outcome.image_id.empty()) {
+    throw TransportError("image import", TransportError::Kind::protocol,
+                         "no image id in the progress stream: " + result.body.substr(0, 200));
+  }
+  FilteredImport made;
+  made.image_id = std::move(outcome.image_id);
+  made.filter = pipe->stats();
+  made.bytes_in = pipe->bytes_in();
+  made.bytes_out = pipe->bytes_out();
+  co_return made;
 }
 
 EventSubscriptionPtr DockerClient::subscribe_events(EventFilter filter,

@@ -26,7 +26,6 @@ struct DockerClientOptions {
   Duration transfer_timeout = 30min;    // commit, export, import: they scale with image size
   ApiVersion min_api_version{1, 41};    // floor (Docker 20.10); older engines are refused
   ApiVersion max_api_version{1, 43};    // newest this client was written against
-  std::string scratch_dir = "/tmp";     // where a scrubbing commit stages the container's tar
   Duration events_min_backoff = 100ms;  // first reconnect delay of an events stream
   Duration events_max_backoff = 5s;     // reconnect delay cap
   Duration events_resume_window = 1s;   // replayed before the newest event on reconnect (deduped)
@@ -60,6 +59,9 @@ class DockerClient : public Runtime, public std::enable_shared_from_this<DockerC
   awaitable<void> export_container(std::string id, std::string path) override;
   awaitable<std::string> import_image(std::string path, std::string repo, std::string tag,
                                       std::vector<std::string> changes) override;
+  awaitable<FilteredImport> export_import(std::string container_id, std::string repo,
+                                          std::string tag, std::vector<std::string> changes,
+                                          TarFilterOptions filter) override;
 
   EventSubscriptionPtr subscribe_events(EventFilter filter, std::int64_t since_unix_nano,
                                         EventHandler handler) override;

@@ -26,7 +26,6 @@ namespace {
 DockerClientOptions test_options() {
   DockerClientOptions o;
   o.socket_path = wt::docker_socket();
-  o.scratch_dir = wt::run_dir();
   o.request_timeout = 20s;
   return o;
 }
@@ -633,6 +632,68 @@ TEST_CASE("export and import roundtrip: the file and the requested config", "[co
     auto missing_export = client->export_container(unique_name("nocontainer"), tar);
     CHECK_THROWS_AS(co_await std::move(missing_export), ApiError);
     CHECK(::access(tar.c_str(), F_OK) != 0);  // no partial file left behind
+  });
+}
+
+TEST_CASE("export_import streams a filtered filesystem into an image, no file on disk",
+          "[container][docker]") {
+  EngineCleanup cleanup;
+  wt::run_coro([&]() -> awaitable<void> {
+    auto client = DockerClient::create(co_await net::this_coro::executor, test_options());
+    ImageInfo base = co_await client->inspect_image(wt::base_image());
+    // 24 MB of random data: several times the pipe's bound, so the export is
+    // paused while the import catches up.
+    auto writer = worker(
+        {"sh", "-c",
+         "mkdir -p /root/.docker /work/src/.git /tmp/cache && "
+         "echo 'machine h login u password p' > /root/.netrc && "
+         "echo '{\"auths\":{}}' > /root/.docker/config.json && echo kept > /root/.profile && "
+         "printf '[remote \"origin\"]\\n\\turl = https://u:tok3n@example.com/r.git\\n' "
+         "> /work/src/.git/config && echo junk > /tmp/cache/x && "
+         "head -c 25165824 /dev/urandom > /work/blob && md5sum /work/blob > /work/blob.md5"});
+    std::string id = co_await run_worker(*client, cleanup, writer);
+    auto wrote = co_await client->wait_container(id, 60s);
+    REQUIRE(wrote == 0);
+
+    TarFilterOptions filter;
+    filter.exclude = {"/root/.netrc", "/root/.docker/config.json", "/tmp"};
+    const std::string repo = "wstest-filtered/" + unique_name("fi");
+    FilteredImport made =
+        co_await client->export_import(id, repo, "g1", image_config_changes(base.config), filter);
+    cleanup.image(made.image_id);
+    CHECK(made.filter.entries_dropped == 4);  // .netrc, config.json, /tmp/cache, /tmp/cache/x
+    CHECK(made.filter.git_configs_rewritten == 1);
+    CHECK(made.bytes_in > 25'000'000);
+    CHECK(made.bytes_out < made.bytes_in);
+    ImageInfo info = co_await client->inspect_image(made.image_id);
+    CHECK(info.layer_count == 1);
+    CHECK(info.config.env == base.config.env);
+
+    ContainerSpec check =
+        worker({"sh", "-c",
+                "test ! -e /root/.netrc && test ! -e /root/.docker/config.json && test -d /tmp && "
+                "test -z \"$(ls -A /tmp)\" && cat /root/.profile && md5sum -c /work/blob.md5 && "
+                "cat /work/src/.git/config"});
+    check.image = made.image_id;
+    std::string run = co_await run_worker(*client, cleanup, check);
+    auto checked = co_await client->wait_container(run, 60s);
+    auto logs = co_await client->container_logs(run, 4096);
+    INFO(logs.combined);
+    CHECK(checked == 0);
+    CHECK_THAT(logs.stdout_text, Catch::Contains("kept"));
+    CHECK_THAT(logs.stdout_text, Catch::Contains("url = https://example.com/r.git"));
+    CHECK_THAT(logs.stdout_text, !Catch::Contains("tok3n"));
+
+    // A failed export fails the import too: no image of that name is made.
+    auto missing =
+        client->export_import(unique_name("nocontainer"), repo, "g2", {}, TarFilterOptions{});
+    CHECK_THROWS_AS(co_await std::move(missing), ApiError);
+    std::vector<std::string> no_labels;
+    bool made_g2 = false;
+    for (const auto& image : co_await client->list_images(std::move(no_labels))) {
+      for (const auto& tag : image.repo_tags) made_g2 = made_g2 || tag == repo + ":g2";
+    }
+    CHECK_FALSE(made_g2);
   });
 }
 

@@ -105,6 +105,9 @@ class MemoryRuntime final : public Runtime, public std::enable_shared_from_this<
   awaitable<void> export_container(std::string id, std::string path) override;
   awaitable<std::string> import_image(std::string path, std::string repo, std::string tag,
                                       std::vector<std::string> changes) override;
+  awaitable<FilteredImport> export_import(std::string container_id, std::string repo,
+                                          std::string tag, std::vector<std::string> changes,
+                                          TarFilterOptions filter) override;
   EventSubscriptionPtr subscribe_events(EventFilter filter, std::int64_t since_unix_nano,
                                         EventHandler handler) override;
 

@@ -5,6 +5,7 @@
 #pragma once
 #include "common/net.hpp"
 #include "container/errors.hpp"
+#include "container/tar_filter.hpp"
 
 #include <cstdint>
 #include <functional>
@@ -119,6 +120,14 @@ struct CommitOptions {
   bool scrub_container_config = true;
 };
 
+// What export_import made and what its filter did.
+struct FilteredImport {
+  std::string image_id;         // the new image
+  TarFilterStats filter;        // entries dropped, .git/config files rewritten
+  std::uint64_t bytes_in = 0;   // tar bytes the engine exported
+  std::uint64_t bytes_out = 0;  // tar bytes it imported
+};
+
 // Demultiplexed log tail.
 struct Logs {
   std::string stdout_text;
@@ -189,6 +198,16 @@ class Runtime {
   // "CMD [\"sh\"]", "LABEL k=v", ...). Returns the new image id.
   virtual awaitable<std::string> import_image(std::string path, std::string repo, std::string tag,
                                               std::vector<std::string> changes) = 0;
+
+  // Streams the container's filesystem (GET /containers/{id}/export) through
+  // a TarFilter built from `filter` straight into a new image repo:tag
+  // (POST /images/create?fromSrc=-, with Dockerfile `changes` as in
+  // import_image): no tar file on disk, and the engine's export is read only
+  // as fast as the import takes it. A malformed archive (TarFormatError) or a
+  // failure of either side fails the whole operation and imports nothing.
+  virtual awaitable<FilteredImport> export_import(std::string container_id, std::string repo,
+                                                  std::string tag, std::vector<std::string> changes,
+                                                  TarFilterOptions filter) = 0;
 
   // Subscribes to engine events matching `filter`, from `since_unix_nano` on
   // (0 = now). The subscription reconnects by itself and resumes from the last

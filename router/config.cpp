@@ -4,6 +4,8 @@
 
 #include <toml++/toml.h>
 
+#include <unistd.h>
+
 #include <cstdlib>
 #include <map>
 #include <set>
@@ -106,7 +108,15 @@ class Section {
     known_.insert(key);
     if (const auto* n = table_.get(key)) out = bytes_value(*n, where_ + "." + key);
   }
-  // Keys other modules read from the same section.
+  void flag(const char* key, bool& out) {
+    known_.insert(key);
+    if (const auto* n = table_.get(key)) {
+      auto v = n->value<bool>();
+      if (!v) bad(where_ + "." + key, "expected true or false");
+      out = *v;
+    }
+  }
+  // Keys read some other way.
   void allow(const char* key) { known_.insert(key); }
   void reject_unknown(const std::map<std::string, std::string>& removed = {}) const {
     for (const auto& [key, value] : table_) {
@@ -147,6 +157,7 @@ void load_config_file(const std::string& path, RouterConfig& c) {
     s.read("network_mode", c.network_mode);
     s.read("listen", c.listen);
     s.read("key_prefix", c.key_prefix);
+    s.read("state_dir", c.state_dir);
     s.read("lease_timeout", c.lease_timeout);
     s.read("stop_grace", c.stop_grace);
     s.read("default_timeout", c.default_timeout);
@@ -165,6 +176,13 @@ void load_config_file(const std::string& path, RouterConfig& c) {
     s.bytes("max_bytes", c.snapshot_max_bytes);
     s.read("gc_interval", c.snapshot_gc_interval);
     s.read("work_dir", c.snapshot_work_dir);
+    if (t->get("exclude") != nullptr) {
+      std::vector<std::string> exclude;
+      s.read("exclude", exclude);
+      c.snapshot_exclude = std::move(exclude);
+    }
+    s.allow("exclude");
+    s.flag("strip_git_credentials", c.snapshot_strip_git_credentials);
     s.reject_unknown({{"max_depth",
                        "every snapshot is flattened to one layer, so its depth never grows "
                        "(docs/snapshots.md)"}});
@@ -176,6 +194,18 @@ void apply_environment(RouterConfig& c) {
   if (const char* v = std::getenv("WARMSTART_DOCKER_HOST"); v && *v) c.docker_host = v;
   if (const char* v = std::getenv("WARMSTART_ROUTER_ID"); v && *v) c.router_id = v;
   if (const char* v = std::getenv("WARMSTART_LOG_LEVEL"); v && *v) c.log_level = v;
+  if (const char* v = std::getenv("WARMSTART_STATE_DIR"); v && *v) c.state_dir = v;
+}
+
+std::string default_state_dir() {
+  if (::geteuid() == 0) return "/var/lib/warmstart";
+  if (const char* v = std::getenv("XDG_STATE_HOME"); v != nullptr && v[0] == '/') {
+    return std::string(v) + "/warmstart";
+  }
+  if (const char* v = std::getenv("HOME"); v != nullptr && v[0] == '/') {
+    return std::string(v) + "/.local/state/warmstart";
+  }
+  bad("state_dir", "no default (not root, no XDG_STATE_HOME or HOME): set [router] state_dir");
 }
 
 void validate(const RouterConfig& c) {
@@ -188,12 +218,22 @@ void validate(const RouterConfig& c) {
   if (c.default_timeout < 1s) bad("default_timeout", "must be at least 1s");
   if (c.reconcile_interval < 10ms) bad("reconcile_interval", "must be at least 10ms");
   if (c.log_tail_bytes > 16 * 1024 * 1024) bad("log_tail_bytes", "at most 16 MiB");
+  if (c.snapshot_exclude) {
+    for (const auto& path : *c.snapshot_exclude) {
+      if (path.empty() || path[0] != '/' || path.find_first_not_of('/') == std::string::npos) {
+        bad("snapshots.exclude", "\"" + path + "\": expected an absolute path below /");
+      }
+    }
+  }
   for (const char* bad_char : {" ", "/"}) {
     if (c.router_id.find(bad_char) != std::string::npos) {
       bad("router id", "must not contain spaces or '/'");
     }
   }
   docker_socket_path(c.docker_host);
+  if (!c.state_dir.empty() && c.state_dir[0] != '/') {
+    bad("state_dir", "must be an absolute path, got \"" + c.state_dir + "\"");
+  }
 }
 
 std::string docker_socket_path(const std::string& docker_host) {

@@ -24,6 +24,9 @@ struct RouterConfig {
   std::string network_mode = "none";      // NetworkMode of job containers ("host" is refused)
   std::string listen = "127.0.0.1:8080";  // HTTP front; empty disables it
   std::string key_prefix = "ws:";         // Redis key namespace
+  // Where the router keeps its own files (the generated API token). Empty =
+  // default_state_dir(). WARMSTART_STATE_DIR overrides the file.
+  std::string state_dir;
 
   Duration lease_timeout = 30s;            // a dead router's jobs are reclaimed after this
   Duration stop_grace = 10s;               // SIGTERM -> SIGKILL on timeout and cancel
@@ -39,10 +42,18 @@ struct RouterConfig {
   int snapshot_max_count = 100;                          // per engine
   std::int64_t snapshot_max_bytes = 20LL << 30;          // per engine
   Duration snapshot_gc_interval = 10min;                 // periodic eviction
-  std::string snapshot_work_dir = "/var/tmp/warmstart";  // temp tars while flattening
+  std::string snapshot_work_dir = "/var/tmp/warmstart";  // leftover temp tars swept at start
+  // Paths (globs) never kept in a snapshot; nullopt = the documented default
+  // list (snapshots::default_snapshot_exclude(), docs/snapshots.md).
+  std::optional<std::vector<std::string>> snapshot_exclude;
+  bool snapshot_strip_git_credentials = true;  // tokens in */.git/config remote URLs
 
   std::string log_level = "info";
 };
+
+// /var/lib/warmstart for root; otherwise $XDG_STATE_HOME/warmstart, else
+// $HOME/.local/state/warmstart. Throws std::invalid_argument when none applies.
+std::string default_state_dir();
 
 // Reads a TOML file into `config` (fields absent from the file keep their value).
 // Throws std::invalid_argument naming the file, key and reason.

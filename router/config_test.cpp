@@ -79,3 +79,40 @@ TEST_CASE("docker host forms", "[unit][config]") {
   CHECK(docker_socket_path("/tmp/d.sock") == "/tmp/d.sock");
   CHECK_THROWS_WITH(docker_socket_path("tcp://10.0.0.1:2375"), Catch::Contains("only unix"));
 }
+
+TEST_CASE("state_dir and snapshot hygiene keys", "[unit][config]") {
+  auto path = write_temp(R"(
+[router]
+state_dir = "/srv/warmstart/state"
+[snapshots]
+exclude = ["/root/.netrc", "/home/*/.ssh/id_*"]
+strip_git_credentials = false
+)");
+  RouterConfig c;
+  CHECK_FALSE(c.snapshot_exclude);  // the documented default list applies
+  CHECK(c.snapshot_strip_git_credentials);
+  load_config_file(path, c);
+  std::remove(path.c_str());
+  CHECK(c.state_dir == "/srv/warmstart/state");
+  REQUIRE(c.snapshot_exclude);
+  CHECK(*c.snapshot_exclude == std::vector<std::string>{"/root/.netrc", "/home/*/.ssh/id_*"});
+  CHECK_FALSE(c.snapshot_strip_git_credentials);
+  CHECK_NOTHROW(validate(c));
+
+  RouterConfig relative;
+  relative.state_dir = "state";
+  CHECK_THROWS_WITH(validate(relative), Catch::Contains("state_dir"));
+  RouterConfig root_excluded;
+  root_excluded.snapshot_exclude = std::vector<std::string>{"/"};
+  CHECK_THROWS_WITH(validate(root_excluded), Catch::Contains("snapshots.exclude"));
+  RouterConfig not_absolute;
+  not_absolute.snapshot_exclude = std::vector<std::string>{"tmp"};
+  CHECK_THROWS_WITH(validate(not_absolute), Catch::Contains("snapshots.exclude"));
+
+  ::setenv("WARMSTART_STATE_DIR", "/from/env", 1);
+  RouterConfig env;
+  apply_environment(env);
+  ::unsetenv("WARMSTART_STATE_DIR");
+  CHECK(env.state_dir == "/from/env");
+  CHECK(default_state_dir().front() == '/');
+}

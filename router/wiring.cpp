@@ -31,6 +31,8 @@ snapshots::SnapshotCacheOptions snapshot_options(const RouterConfig& config) {
   o.eviction.max_count = static_cast<std::size_t>(config.snapshot_max_count);
   o.eviction.max_bytes = config.snapshot_max_bytes;
   o.work_dir = config.snapshot_work_dir;
+  if (config.snapshot_exclude) o.filter.exclude = *config.snapshot_exclude;
+  o.filter.strip_git_credentials = config.snapshot_strip_git_credentials;
   return o;
 }
 

@@ -83,6 +83,8 @@ struct CacheMetrics {
   std::int64_t bytes_cached = 0;  // sum of size_bytes of the entries, as last seen
   std::int64_t last_commit_ms = 0;
   std::int64_t total_commit_ms = 0;
+  std::uint64_t filtered_entries = 0;  // tar entries the filter dropped, all commits
+  std::uint64_t git_configs_rewritten = 0;
 };
 
 class Cache {

@@ -4,36 +4,10 @@
 #include "common/time.hpp"
 #include "snapshots/naming.hpp"
 
-#include <random>
 #include <stdexcept>
 
 namespace warmstart::snapshots {
 namespace {
-
-// The flatten tarball is as large as the container's filesystem: it must not
-// outlive the commit, whether it succeeds, throws or is cancelled.
-class TempFile {
- public:
-  explicit TempFile(std::filesystem::path path) : path_(std::move(path)) {}
-  TempFile(const TempFile&) = delete;
-  TempFile& operator=(const TempFile&) = delete;
-  ~TempFile() {
-    std::error_code ignored;
-    std::filesystem::remove(path_, ignored);
-  }
-  const std::filesystem::path& path() const { return path_; }
-
- private:
-  std::filesystem::path path_;
-};
-
-std::string random_hex(std::size_t n) {
-  static thread_local std::mt19937_64 rng{std::random_device{}()};
-  static constexpr char hex[] = "0123456789abcdef";
-  std::string out;
-  for (std::size_t i = 0; i < n; ++i) out.push_back(hex[rng() & 0x0f]);
-  return out;
-}
 
 // Builds a JSON object from alternating keys and values. g++ 12 rejects
 // braced JSON initializer lists inside coroutines, so they are built here.
@@ -51,6 +25,27 @@ nlohmann::json fields(Args&&... args) {
 }
 
 }  // namespace
+
+std::vector<std::string> default_snapshot_exclude() {
+  std::vector<std::string> out;
+  // Credentials a job may leave in a home directory.
+  for (const char* file :
+       {".netrc", ".git-credentials", ".docker/config.json", ".ssh/id_*", ".aws/credentials",
+        ".config/gh/hosts.yml", ".npmrc", ".pypirc", ".kube/config"}) {
+    out.push_back(std::string("/root/") + file);
+    out.push_back(std::string("/home/*/") + file);
+  }
+  // Scratch space: kept as empty directories.
+  for (const char* dir : {"/tmp", "/var/tmp", "/run/secrets"}) out.emplace_back(dir);
+  return out;
+}
+
+container::TarFilterOptions default_snapshot_filter() {
+  container::TarFilterOptions o;
+  o.exclude = default_snapshot_exclude();
+  o.strip_git_credentials = true;
+  return o;
+}
 
 std::string_view to_string(CommitResult::Status status) {
   switch (status) {
@@ -94,6 +89,8 @@ CacheMetrics SnapshotCache::metrics() const {
   m.bytes_cached = counters_.bytes_cached;
   m.last_commit_ms = counters_.last_commit_ms;
   m.total_commit_ms = counters_.total_commit_ms;
+  m.filtered_entries = counters_.filtered_entries;
+  m.git_configs_rewritten = counters_.git_configs_rewritten;
   return m;
 }
 
@@ -118,7 +115,28 @@ awaitable<SnapshotRegistry*> SnapshotCache::ensure_registry() {
   co_return &*registry_;
 }
 
+void SnapshotCache::sweep_work_dir() {
+  // Flatten tarballs of earlier versions (whole filesystems, possibly with
+  // credentials) that a crash left behind.
+  std::error_code ec;
+  std::filesystem::directory_iterator it(options_.work_dir, ec);
+  if (ec) return;  // no such directory: nothing to sweep
+  for (const auto& file : it) {
+    const std::string name = file.path().filename().string();
+    if (name.rfind("warmstart-flatten-", 0) != 0 || !name.ends_with(".tar")) continue;
+    std::error_code removed;
+    std::filesystem::remove(file.path(), removed);
+    if (removed) {
+      log::warn("leftover snapshot tarball not removed",
+                fields("path", file.path().string(), "error", removed.message()));
+    } else {
+      log::info("leftover snapshot tarball removed", fields("path", file.path().string()));
+    }
+  }
+}
+
 awaitable<ReconcilePlan> SnapshotCache::start() {
+  sweep_work_dir();
   co_await ensure_registry();
   // At start nothing of this router is between commit and registration.
   co_return co_await reconcile(Duration{0});
@@ -243,7 +261,11 @@ awaitable<CommitResult> SnapshotCache::commit_steps(CommitRequest request,
                              ", exit " + std::to_string(container.state.exit_code) + ")");
   }
   auto source = co_await runtime_->inspect_image(container.image_id);
-  const auto decision = decide_commit(source.layer_count, options_.depth);
+  auto decision = decide_commit(source.layer_count, options_.depth);
+  if (decision.mode == CommitMode::layered && options_.filter.active()) {
+    // A layered commit cannot leave files out: the filter wins.
+    decision = CommitDecision{CommitMode::flatten, "filter_active", 1};
+  }
 
   const auto generation = co_await reg->next_generation(request.key);
   const auto name =
@@ -276,12 +298,20 @@ awaitable<CommitResult> SnapshotCache::commit_steps(CommitRequest request,
     commit_options.scrub_container_config = false;  // layered is the point; see DepthPolicy
     progress.image_id = co_await runtime_->commit_container(request.container_id, commit_options);
   } else {
-    std::filesystem::create_directories(options_.work_dir);
-    TempFile tar(options_.work_dir / ("warmstart-flatten-" + random_hex(16) + ".tar"));
-    co_await runtime_->export_container(request.container_id, tar.path().string());
-    progress.image_id = co_await runtime_->import_image(tar.path().string(), name.repo, name.tag,
-                                                        import_changes(config));
+    // Export -> filter -> import in one stream: nothing of the filesystem
+    // touches the router's disk, and excluded files never reach the image.
+    container::FilteredImport made = co_await runtime_->export_import(
+        request.container_id, name.repo, name.tag, import_changes(config), options_.filter);
+    progress.image_id = made.image_id;
     ++counters_.flattens;
+    counters_.filtered_entries += made.filter.entries_dropped;
+    counters_.git_configs_rewritten += made.filter.git_configs_rewritten;
+    if (made.filter.entries_dropped > 0 || made.filter.git_configs_rewritten > 0) {
+      log::info("snapshot filtered",
+                fields("job", request.job_id, "key", request.key, "entries_dropped",
+                       made.filter.entries_dropped, "bytes_dropped", made.filter.bytes_dropped,
+                       "git_configs_rewritten", made.filter.git_configs_rewritten));
+    }
   }
   pending_.insert(progress.image_id);
   auto image = co_await runtime_->inspect_image(progress.image_id);

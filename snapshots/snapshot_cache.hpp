@@ -31,12 +31,23 @@
 
 namespace warmstart::snapshots {
 
+// The documented default of `[snapshots] exclude` (docs/snapshots.md): common
+// credential files under /root and /home/*, and scratch directories.
+std::vector<std::string> default_snapshot_exclude();
+container::TarFilterOptions default_snapshot_filter();
+
 struct SnapshotCacheOptions {
   RegistryOptions registry;                       // Redis key prefix of the registry
   std::string image_repo = "warmstart-snapshot";  // repo prefix of snapshot image names
   DepthPolicy depth;                              // commit strategy and layer-depth limit
   EvictionPolicy eviction;                        // ttl 24 h, count and byte budgets
-  std::filesystem::path work_dir = std::filesystem::temp_directory_path();  // flatten tarballs
+  // Earlier versions staged flatten tarballs here; start() sweeps what a crash
+  // left behind. Commits stream export -> import and write nothing to disk.
+  std::filesystem::path work_dir = std::filesystem::temp_directory_path();
+  // What a snapshot never keeps: credential files and scratch directories
+  // (default_snapshot_exclude()), credentials in */.git/config remote URLs.
+  // While it is active (the default) every commit is a filtered flatten.
+  container::TarFilterOptions filter = default_snapshot_filter();
   Duration orphan_grace = std::chrono::minutes(10);  // gc spares younger unregistered images
   EventSink on_event;                                // empty = events only logged
 };
@@ -81,6 +92,7 @@ class SnapshotCache final : public Cache {
                                               const std::string& key, const std::string& why);
   awaitable<int> execute_reconcile(const ReconcilePlan& plan, GcReport* report);
   void emit(nlohmann::json event);
+  void sweep_work_dir();
 
   container::RuntimePtr runtime_;
   redis::ClientPtr redis_;
@@ -92,6 +104,7 @@ class SnapshotCache final : public Cache {
     std::atomic<std::uint64_t> commits{0}, commit_failures{0}, commit_races_lost{0}, flattens{0},
         hits{0}, misses{0}, invalidations{0}, evictions{0};
     std::atomic<std::int64_t> bytes_cached{0}, last_commit_ms{0}, total_commit_ms{0};
+    std::atomic<std::uint64_t> filtered_entries{0}, git_configs_rewritten{0};
   } counters_;
 };
 

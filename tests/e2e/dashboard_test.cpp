@@ -4,8 +4,8 @@
 // succeeded, and a screenshot is kept as a test artifact
 // ($WARMSTART_TEST_ARTIFACTS, default tests/artifacts/).
 //
-// --dump-dom with --virtual-time-budget is not enough: the page keeps an
-// EventSource open, so virtual time never runs out and Chromium never dumps.
+// --dump-dom with --virtual-time-budget is not enough: the page keeps its
+// event stream open, so virtual time never runs out and Chromium never dumps.
 #include "e2e/router_process.hpp"
 
 #include <boost/beast/core/detail/base64.hpp>
@@ -252,7 +252,7 @@ json poll_page(DevToolsPage& page, const std::string& expression, Accept accept,
 }
 
 std::string job_state(const RouterProcess& router, const std::string& id) {
-  return http_call(router.port(), verb::get, "/v1/jobs/" + id).json().value("state", "");
+  return router.call(verb::get, "/v1/jobs/" + id).json().value("state", "");
 }
 
 bool wait_job_state(const RouterProcess& router, const std::string& id,
@@ -277,7 +277,10 @@ TEST_CASE("e2e: the dashboard renders the jobs table and follows a job live to s
   const json viewport = {
       {"width", 1280}, {"height", 900}, {"deviceScaleFactor", 1}, {"mobile", false}};
   page.call("Emulation.setDeviceMetricsOverride", viewport);
-  const json navigate = {{"url", router.base_url() + "/"}};
+  // Signed in by the link ./scripts/run prints: the token in the fragment,
+  // which the browser never sends to the server.
+  REQUIRE_FALSE(router.token().empty());
+  const json navigate = {{"url", router.base_url() + "/#token=" + router.token()}};
   page.call("Page.navigate", navigate);
 
   // The empty table with its placeholder, and the event stream connected.
@@ -291,11 +294,19 @@ TEST_CASE("e2e: the dashboard renders the jobs table and follows a job live to s
             page, "document.querySelector('#conn-status').dataset.state",
             [](const json& v) { return v == "live"; }, std::chrono::seconds(20)) == "live");
   CHECK(page.evaluate("document.querySelectorAll('#jobs-table th').length").get<int>() >= 6);
+  // The token left the address bar and the history; the tab keeps it.
+  CHECK(page.evaluate("location.href").get<std::string>() == router.base_url() + "/");
+  CHECK(page.evaluate("sessionStorage.getItem('warmstart.token')").get<std::string>() ==
+        router.token());
+  CHECK(page.evaluate("document.querySelector('#auth-panel').hidden").get<bool>());
 
   // A job enqueued through the API appears and is followed live over SSE.
   const std::string id = unique_name("dash");
-  const json body = {{"id", id}, {"cmd", {"sh", "-c", "echo working; sleep 4; echo done"}}};
-  REQUIRE(http_call(router.port(), verb::post, "/v1/jobs", body.dump()).status == 201);
+  const std::string secret = "sk-" + unique_name("dashboard-secret");
+  const json body = {{"id", id},
+                     {"cmd", {"sh", "-c", "echo working; sleep 4; echo done"}},
+                     {"env", {{"API_KEY", secret}}}};
+  REQUIRE(router.call(verb::post, "/v1/jobs", body.dump()).status == 201);
   std::vector<std::string> seen;
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
   while (std::chrono::steady_clock::now() < deadline) {
@@ -314,14 +325,22 @@ TEST_CASE("e2e: the dashboard renders the jobs table and follows a job live to s
       page.evaluate("document.querySelectorAll('#event-feed li[data-event-type=\"job.succeeded\"]')"
                     ".length")
           .get<int>() >= 1);
+  // The job's env value never reached the page: neither the DOM nor its state.
+  CHECK(page.evaluate("document.documentElement.outerHTML.includes(" + js_string(secret) + ")")
+            .get<bool>() == false);
+  CHECK(
+      page.evaluate("JSON.stringify([...state.jobs.values()]).includes(" + js_string(secret) + ")")
+          .get<bool>() == false);
+  CHECK(page.evaluate("JSON.stringify(state.jobs.get(" + js_string(id) + ").spec.env_keys)")
+            .get<std::string>() == "[\"API_KEY\"]");
 
   // More rows for the screenshot: a failed job and one still running.
   const std::string failing = unique_name("dash-fails");
   const json failing_body = {{"id", failing}, {"cmd", {"sh", "-c", "echo oops >&2; exit 3"}}};
-  REQUIRE(http_call(router.port(), verb::post, "/v1/jobs", failing_body.dump()).status == 201);
+  REQUIRE(router.call(verb::post, "/v1/jobs", failing_body.dump()).status == 201);
   const std::string sleeper = unique_name("dash-sleeps");
   const json sleeper_body = {{"id", sleeper}, {"cmd", {"sleep", "60"}}};
-  REQUIRE(http_call(router.port(), verb::post, "/v1/jobs", sleeper_body.dump()).status == 201);
+  REQUIRE(router.call(verb::post, "/v1/jobs", sleeper_body.dump()).status == 201);
   CHECK(poll_page(
             page, row_state_js(failing), [](const json& v) { return v == "failed"; },
             std::chrono::seconds(60)) == "failed");
@@ -350,7 +369,7 @@ TEST_CASE("e2e: the dashboard renders the jobs table and follows a job live to s
   CHECK(fs::file_size(file) == png.size());
 
   // Cancel from the API; the page follows.
-  REQUIRE(http_call(router.port(), verb::delete_, "/v1/jobs/" + sleeper).status == 200);
+  REQUIRE(router.call(verb::delete_, "/v1/jobs/" + sleeper).status == 200);
   CHECK(poll_page(
             page, row_state_js(sleeper), [](const json& v) { return v == "cancelled"; },
             std::chrono::seconds(30)) == "cancelled");

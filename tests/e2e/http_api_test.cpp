@@ -28,7 +28,7 @@ json wait_terminal(const RouterProcess& router, const std::string& id, Headers h
   const auto deadline = std::chrono::steady_clock::now() + limit;
   json last;
   while (std::chrono::steady_clock::now() < deadline) {
-    HttpResult r = http_call(router.port(), verb::get, "/v1/jobs/" + id, "", headers);
+    HttpResult r = router.call(verb::get, "/v1/jobs/" + id, "", headers);
     REQUIRE(r.status == 200);
     last = r.json();
     if (terminal_states.count(last.value("state", ""))) return last;
@@ -41,17 +41,17 @@ json wait_terminal(const RouterProcess& router, const std::string& id, Headers h
 }
 
 json jobs_listed(const RouterProcess& router, const std::string& query = "", Headers headers = {}) {
-  HttpResult r = http_call(router.port(), verb::get, "/v1/jobs" + query, "", headers);
+  HttpResult r = router.call(verb::get, "/v1/jobs" + query, "", headers);
   REQUIRE(r.status == 200);
   return r.json().at("jobs");
 }
 
 HttpResult post_job(const RouterProcess& router, const json& body, Headers headers = {}) {
-  return http_call(router.port(), verb::post, "/v1/jobs", body.dump(), headers);
+  return router.call(verb::post, "/v1/jobs", body.dump(), headers);
 }
 
 api::testing::Exposition scrape(const RouterProcess& router) {
-  HttpResult r = http_call(router.port(), verb::get, "/metrics");
+  HttpResult r = router.call(verb::get, "/metrics");
   REQUIRE(r.status == 200);
   return api::testing::parse_exposition(r.body);
 }
@@ -113,7 +113,7 @@ TEST_CASE("e2e: a job posted over HTTP runs to succeeded with its logs", "[e2e][
   CHECK(done.at("attempts") == 1);
   CHECK(done.at("finished_at").is_string());
 
-  HttpResult logs = http_call(router.port(), verb::get, "/v1/jobs/" + id + "/logs");
+  HttpResult logs = router.call(verb::get, "/v1/jobs/" + id + "/logs");
   CHECK(logs.status == 200);
   CHECK(logs.headers["content-type"].rfind("text/plain", 0) == 0);
   CHECK(logs.body.find("hello-from-" + id) != std::string::npos);
@@ -138,10 +138,10 @@ TEST_CASE("e2e: a job posted over HTTP runs to succeeded with its logs", "[e2e][
     CHECK(jobs_listed(router, "?limit=1").size() == 1);
   }
   SECTION("cancelling a finished job is a conflict and an unknown one is 404") {
-    CHECK(http_call(router.port(), verb::delete_, "/v1/jobs/" + id).status == 409);
-    CHECK(http_call(router.port(), verb::delete_, "/v1/jobs/no-such-job").status == 404);
-    CHECK(http_call(router.port(), verb::get, "/v1/jobs/no-such-job").status == 404);
-    CHECK(http_call(router.port(), verb::get, "/v1/jobs/no-such-job/logs").status == 404);
+    CHECK(router.call(verb::delete_, "/v1/jobs/" + id).status == 409);
+    CHECK(router.call(verb::delete_, "/v1/jobs/no-such-job").status == 404);
+    CHECK(router.call(verb::get, "/v1/jobs/no-such-job").status == 404);
+    CHECK(router.call(verb::get, "/v1/jobs/no-such-job/logs").status == 404);
   }
   SECTION("metrics show the job and the dispatch latency, and /readyz is 200") {
     // Gauges are refreshed every 2 s.
@@ -165,7 +165,7 @@ TEST_CASE("e2e: a job posted over HTTP runs to succeeded with its logs", "[e2e][
     CHECK(metrics.value("warmstart_http_requests_total", "warmstart_http_requests_total",
                         {{"method", "POST"}, {"code", "201"}}) == 1);
 
-    HttpResult ready = http_call(router.port(), verb::get, "/readyz");
+    HttpResult ready = router.call(verb::get, "/readyz");
     CHECK(ready.status == 200);
     CHECK(ready.json().at("ready") == true);
     CHECK(ready.json().at("redis") == true);
@@ -182,43 +182,139 @@ TEST_CASE("e2e: a running job can be cancelled over HTTP", "[e2e][http]") {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
   std::string state;
   while (state != "running" && std::chrono::steady_clock::now() < deadline) {
-    state = http_call(router.port(), verb::get, "/v1/jobs/" + id).json().value("state", "");
+    state = router.call(verb::get, "/v1/jobs/" + id).json().value("state", "");
     if (state != "running") std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   REQUIRE(state == "running");
-  HttpResult cancel = http_call(router.port(), verb::delete_, "/v1/jobs/" + id);
+  HttpResult cancel = router.call(verb::delete_, "/v1/jobs/" + id);
   CHECK(cancel.status == 200);
   const json done = wait_terminal(router, id, {}, std::chrono::seconds(30));
   CHECK(done.at("state") == "cancelled");
 }
 
-TEST_CASE("e2e: the bearer token is enforced on /v1 when configured", "[e2e][http]") {
+TEST_CASE("e2e: with no token configured the router generates one and enforces it",
+          "[e2e][http][auth]") {
+  RouterProcess router;  // no token_file, no WARMSTART_API_TOKEN
+  const fs::path file = fs::path(router.state_dir()) / "api-token";
+  REQUIRE(fs::exists(file));
+  CHECK((fs::status(file).permissions() & fs::perms::all) ==
+        (fs::perms::owner_read | fs::perms::owner_write));
+  const std::string token = router.token();
+  REQUIRE(token.size() == 64);
+  // The log says where the token is, never what it is.
+  CHECK(router.log().find(file.string()) != std::string::npos);
+  CHECK(router.log().find(token) == std::string::npos);
+
+  const json body = {{"id", unique_name("anon")}, {"cmd", {"true"}}};
+  const Headers json_type = {{"Content-Type", "application/json"}};
+  HttpResult anonymous_post =
+      http_call(router.port(), verb::post, "/v1/jobs", body.dump(), json_type);
+  CHECK(anonymous_post.status == 401);
+  HttpResult anonymous_get = http_call(router.port(), verb::get, "/v1/jobs");
+  CHECK(anonymous_get.status == 401);
+  CHECK(anonymous_get.headers.count("www-authenticate") == 1);
+  CHECK(http_call(router.port(), verb::get, "/v1/jobs", "", {{"Authorization", "Bearer nope"}})
+            .status == 401);
+  CHECK(http_call(router.port(), verb::get, "/v1/events?access_token=" + token).status == 401);
+
+  // Authenticated, but what a hostile page in the operator's browser can send:
+  const json attack = {{"id", unique_name("attack")}, {"cmd", {"true"}}};
+  HttpResult simple =
+      router.call(verb::post, "/v1/jobs", attack.dump(), {{"Content-Type", "text/plain"}});
+  CHECK(simple.status == 415);
+  HttpResult foreign_origin =
+      router.call(verb::post, "/v1/jobs", attack.dump(), {{"Origin", "http://evil.example"}});
+  CHECK(foreign_origin.status == 403);
+  HttpResult rebound = router.call(verb::post, "/v1/jobs", attack.dump(),
+                                   {{"Host", "evil.example:" + std::to_string(router.port())}});
+  CHECK(rebound.status == 403);
+  CHECK(router.call(verb::get, "/v1/jobs", "", {{"Host", "evil.example"}}).status == 403);
+  // Probes stay open, whatever they are called by.
+  CHECK(http_call(router.port(), verb::get, "/readyz", "", {{"Host", "evil.example"}}).status ==
+        200);
+  CHECK(http_call(router.port(), verb::get, "/healthz").status == 200);
+  CHECK(http_call(router.port(), verb::get, "/metrics").status == 200);
+  // Nothing of all that was enqueued.
+  CHECK(jobs_listed(router).empty());
+  CHECK(router.call(verb::get, "/v1/jobs/" + attack["id"].get<std::string>()).status == 404);
+
+  HttpResult created = post_job(router, body);
+  REQUIRE(created.status == 201);
+  wait_terminal(router, created.json().at("id"));
+}
+
+TEST_CASE("e2e: a token from the environment is the one enforced", "[e2e][http][auth]") {
   RouterProcessOptions options;
   options.env["WARMSTART_API_TOKEN"] = "e2e-secret-token";
   RouterProcess router(options);
-
-  HttpResult missing = http_call(router.port(), verb::get, "/v1/jobs");
-  CHECK(missing.status == 401);
-  CHECK(missing.headers.count("www-authenticate") == 1);
-  HttpResult wrong = http_call(router.port(), verb::get, "/v1/jobs", "",
-                               {{"Authorization", "Bearer not-the-token"}});
-  CHECK(wrong.status == 401);
+  CHECK_FALSE(fs::exists(fs::path(router.state_dir()) / "api-token"));
+  CHECK(http_call(router.port(), verb::get, "/v1/jobs").status == 401);
   const Headers auth = {{"Authorization", "Bearer e2e-secret-token"}};
-  HttpResult ok = http_call(router.port(), verb::get, "/v1/jobs", "", auth);
-  CHECK(ok.status == 200);
-  CHECK(ok.json().at("jobs").empty());
+  CHECK(http_call(router.port(), verb::get, "/v1/jobs", "", auth).status == 200);
+}
 
-  const json body = {{"cmd", {"true"}}};
-  CHECK(post_job(router, body).status == 401);
-  CHECK(jobs_listed(router, "", auth).empty());
-  HttpResult created = post_job(router, body, auth);
-  CHECK(created.status == 201);
+TEST_CASE("e2e: a scoped token only creates jobs inside its snapshot namespace",
+          "[e2e][http][auth]") {
+  const fs::path token_file = fs::path(run_dir()) / (unique_name("ci-token") + ".txt");
+  std::ofstream(token_file) << "ci-scoped-token\n";
+  fs::permissions(token_file, fs::perms::owner_read | fs::perms::owner_write);
+  RouterProcessOptions options;
+  options.extra_toml = "[[api.tokens]]\nname = \"ci\"\ntoken_file = \"" + token_file.string() +
+                       "\"\nsnapshot_prefix = \"ci/\"\n";
+  RouterProcess router(options);
+  const Headers ci = {{"Authorization", "Bearer ci-scoped-token"}};
+  const json foreign = {{"id", unique_name("foreign")},
+                        {"cmd", {"true"}},
+                        {"snapshot", {{"key", "team-b/app"}, {"commit", false}}}};
+  HttpResult refused = router.call(verb::post, "/v1/jobs", foreign.dump(), ci);
+  CHECK(refused.status == 403);
+  const json own = {{"id", unique_name("own")},
+                    {"cmd", {"true"}},
+                    {"snapshot", {{"key", "ci/app"}, {"commit", false}}}};
+  HttpResult created = router.call(verb::post, "/v1/jobs", own.dump(), ci);
+  REQUIRE(created.status == 201);
+  const json listed = jobs_listed(router);
+  REQUIRE(listed.size() == 1);
+  CHECK(listed[0].at("id") == own.at("id"));
+  wait_terminal(router, own.at("id"));
+  fs::remove(token_file);
+}
 
-  // Open routes stay open.
-  CHECK(http_call(router.port(), verb::get, "/readyz").status == 200);
-  CHECK(http_call(router.port(), verb::get, "/metrics").status == 200);
-  CHECK(http_call(router.port(), verb::get, "/healthz").status == 200);
-  wait_terminal(router, created.json().at("id"), auth);
+TEST_CASE("e2e: auth = none is refused on a listener that is not loopback", "[e2e][http][auth]") {
+  // The refusal happens before anything binds: the process exits 2 at once.
+  const fs::path dir = fs::path(run_dir()) / unique_name("auth-none");
+  fs::create_directories(dir);
+  const std::string config = (dir / "router.toml").string();
+  std::ofstream(config) << "[router]\nlisten = \"0.0.0.0:" << free_loopback_port()
+                        << "\"\nstate_dir = \"" << (dir / "state").string()
+                        << "\"\n[api]\nauth = \"none\"\n";
+  const std::string log = (dir / "router.log").string();
+  std::vector<std::string> args = {warmstart_binary_path(),
+                                   "router",
+                                   "--config",
+                                   config,
+                                   "--redis",
+                                   redis_url(),
+                                   "--docker-host",
+                                   "unix://" + docker_socket()};
+  std::vector<std::string> env = {"PATH=/usr/bin:/bin"};
+  const pid_t pid = spawn_logged(std::move(args), std::move(env), log);
+  int status = 0;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (::waitpid(pid, &status, WNOHANG) == 0) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, &status, 0);
+      FAIL("the router kept running with auth = none on 0.0.0.0");
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 2);
+  std::ifstream in(log);
+  std::stringstream text;
+  text << in.rdbuf();
+  CHECK(text.str().find("only allowed on a loopback") != std::string::npos);
 }
 
 TEST_CASE("e2e: oversized and disallowed and privileged requests are refused and enqueue nothing",
@@ -284,20 +380,17 @@ TEST_CASE("e2e: a signed webhook delivery creates one job and a bad signature no
   const std::string good = "sha256=" + api::to_hex(api::hmac_sha256(secret, payload));
   const std::string bad = "sha256=" + api::to_hex(api::hmac_sha256("wrong-secret", payload));
 
-  HttpResult rejected =
-      http_call(router.port(), verb::post, "/v1/webhooks/gh", payload, headers_for(bad));
+  HttpResult rejected = router.call(verb::post, "/v1/webhooks/gh", payload, headers_for(bad));
   CHECK(rejected.status == 401);
   CHECK(jobs_listed(router).empty());
 
-  HttpResult accepted =
-      http_call(router.port(), verb::post, "/v1/webhooks/gh", payload, headers_for(good));
+  HttpResult accepted = router.call(verb::post, "/v1/webhooks/gh", payload, headers_for(good));
   REQUIRE(accepted.status == 201);
   CHECK(accepted.json().at("duplicate") == false);
   const std::string id = accepted.json().at("job").at("id");
   CHECK(id == "wh-gh-" + delivery);
 
-  HttpResult again =
-      http_call(router.port(), verb::post, "/v1/webhooks/gh", payload, headers_for(good));
+  HttpResult again = router.call(verb::post, "/v1/webhooks/gh", payload, headers_for(good));
   CHECK(again.status == 200);
   CHECK(again.json().at("duplicate") == true);
   CHECK(again.json().at("job").at("id") == id);
@@ -305,7 +398,7 @@ TEST_CASE("e2e: a signed webhook delivery creates one job and a bad signature no
 
   const json done = wait_terminal(router, id);
   CHECK(done.at("state") == "succeeded");
-  HttpResult logs = http_call(router.port(), verb::get, "/v1/jobs/" + id + "/logs");
+  HttpResult logs = router.call(verb::get, "/v1/jobs/" + id + "/logs");
   CHECK(logs.body.find("built refs/heads/main") != std::string::npos);
   // The delivery mark lives under the router's key prefix.
   const bool marked = run_coro([&]() -> awaitable<bool> {
@@ -325,7 +418,7 @@ TEST_CASE("e2e: the event stream shows a job's life and resumes with Last-Event-
           "[e2e][http][sse]") {
   RouterProcess router;
 
-  api::testing::SseClient live(router.port(), "/v1/events");
+  api::testing::SseClient live(router.port(), "/v1/events", router.auth());
   REQUIRE(live.read_status() == 200);
   CHECK(live.head().find("text/event-stream") != std::string::npos);
 
@@ -364,7 +457,9 @@ TEST_CASE("e2e: the event stream shows a job's life and resumes with Last-Event-
   }
   CHECK(missed_types == std::vector<std::string>{"job.queued", "job.started", "job.succeeded"});
 
-  api::testing::SseClient resumed(router.port(), "/v1/events", {{"Last-Event-ID", last_seen}});
+  api::testing::Headers resume_headers = router.auth();
+  resume_headers["Last-Event-ID"] = last_seen;
+  api::testing::SseClient resumed(router.port(), "/v1/events", resume_headers);
   REQUIRE(resumed.read_status() == 200);
   resumed.read_messages(missed.size(), std::chrono::seconds(10));
   // Exactly the missed ones: nothing more arrives after them.
@@ -376,14 +471,14 @@ TEST_CASE("e2e: the event stream shows a job's life and resumes with Last-Event-
 
 TEST_CASE("e2e: SIGTERM ends event streams and the router exits 0", "[e2e][http][sse]") {
   RouterProcess router;
-  api::testing::SseClient live(router.port(), "/v1/events");
+  api::testing::SseClient live(router.port(), "/v1/events", router.auth());
   REQUIRE(live.read_status() == 200);
-  CHECK(http_call(router.port(), verb::get, "/readyz").status == 200);
+  CHECK(router.call(verb::get, "/readyz").status == 200);
 
   const int status = router.stop(std::chrono::seconds(15));
   CHECK(WIFEXITED(status));
   CHECK(WEXITSTATUS(status) == 0);
   CHECK(live.wait_closed(std::chrono::seconds(5)));
-  CHECK_THROWS(http_call(router.port(), verb::get, "/healthz"));
+  CHECK_THROWS(router.call(verb::get, "/healthz"));
   CHECK(router.log().find("\"msg\":\"http stopping\"") != std::string::npos);
 }

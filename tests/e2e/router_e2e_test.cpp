@@ -130,6 +130,40 @@ TEST_CASE("router: cold, warm, stale-snapshot fallback, warm again", "[e2e][rout
   CHECK(run_cli(router, {"logs", fourth}).out.find("rebuilt") != std::string::npos);
 }
 
+TEST_CASE("router: a warm job sees the work of its snapshot's job but none of its credentials",
+          "[e2e][router][snapshot]") {
+  RouterProcess router;
+  SnapshotImageCleanup cleanup{router};
+  const std::string key = "hygiene/" + unique_name("main");
+
+  auto cold = cli_enqueue(
+      router, {"--snapshot-key", key, "--", "sh", "-c",
+               "mkdir -p /root /work/repo/.git /tmp/scratch"
+               " && echo 'machine example.com login u password hunter2' > /root/.netrc"
+               " && echo 'https://u:hunter2@example.com' > /root/.git-credentials"
+               " && printf '[remote \"origin\"]\\n\\turl = https://u:hunter2@example.com/r\\n'"
+               " > /work/repo/.git/config"
+               " && echo scratch > /tmp/scratch/file && echo built > /work/state.txt"});
+  expect_succeeded(router, cold);
+
+  auto warm =
+      cli_enqueue(router, {"--snapshot-key", key, "--", "sh", "-c",
+                           "test \"$WARMSTART_SNAPSHOT_REUSE\" = 1 && cat /work/state.txt"
+                           " && cat /work/repo/.git/config"
+                           " && if test -e /root/.netrc; then echo LEAK-netrc; fi"
+                           " && if test -e /root/.git-credentials; then echo LEAK-credentials; fi"
+                           " && if test -e /tmp/scratch; then echo LEAK-tmp; fi; test -d /tmp"});
+  expect_succeeded(router, warm);
+  CHECK(cli_status(router, warm)["from_snapshot"] == true);
+  const std::string out = run_cli(router, {"logs", warm}).out;
+  INFO(out);
+  CHECK(out.find("built") != std::string::npos);
+  CHECK(out.find("url = https://example.com/r") != std::string::npos);
+  CHECK(out.find("LEAK") == std::string::npos);
+  CHECK(out.find("hunter2") == std::string::npos);
+  CHECK(router.log().find("snapshot filtered") != std::string::npos);
+}
+
 TEST_CASE("router: a missing image fails its job by name after max_attempts while others run",
           "[e2e][router]") {
   RouterProcessOptions options;

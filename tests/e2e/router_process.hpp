@@ -90,6 +90,7 @@ class RouterProcess {
              << "base_image = \"" << base_image() << "\"\n"
              << "concurrency = " << options_.concurrency << "\n"
              << "reconcile_interval = \"1s\"\n"
+             << "state_dir = \"" << (dir_ / "state").string() << "\"\n"
              << options_.router_toml << "\n"
              << "[snapshots]\n"
              << "work_dir = \"" << (dir_ / "snapshots").string() << "\"\n\n"
@@ -98,6 +99,7 @@ class RouterProcess {
     spawn();
     try {
       wait_ready();
+      read_token();
     } catch (...) {
       cleanup();  // the destructor does not run for a half-built object
       throw;
@@ -115,6 +117,27 @@ class RouterProcess {
   std::string base_url() const { return "http://127.0.0.1:" + std::to_string(port_); }
   std::string redis_url() const {
     return options_.redis_url.empty() ? testing::redis_url() : options_.redis_url;
+  }
+  // The router's state directory, where it generates its API token.
+  std::string state_dir() const { return (dir_ / "state").string(); }
+  // The API token the router uses: WARMSTART_API_TOKEN when the test set it,
+  // else the one the router generated at start; "" with auth = "none".
+  const std::string& token() const { return token_; }
+
+  // {"Authorization": "Bearer <token>"} (empty without a token).
+  api::testing::Headers auth() const {
+    if (token_.empty()) return {};
+    return {{"Authorization", "Bearer " + token_}};
+  }
+
+  // One HTTP request to the router as an authenticated client would send it
+  // (the bearer token; a JSON Content-Type on POST). `headers` win.
+  api::testing::HttpResult call(boost::beast::http::verb method, const std::string& target,
+                                const std::string& body = {},
+                                api::testing::Headers headers = {}) const {
+    api::testing::Headers all = auth();
+    for (auto& [k, v] : headers) all[k] = v;
+    return api::testing::http_call(port_, method, target, body, all);
   }
   pid_t pid() const { return pid_; }
 
@@ -213,6 +236,17 @@ class RouterProcess {
                                               << log_tail());
   }
 
+  void read_token() {
+    if (auto it = options_.env.find("WARMSTART_API_TOKEN"); it != options_.env.end()) {
+      token_ = it->second;
+      return;
+    }
+    const fs::path file = dir_ / "state" / "api-token";
+    if (!fs::exists(file)) return;  // auth = "none" or a token_file of the test's own
+    std::ifstream in(file);
+    std::getline(in, token_);
+  }
+
   bool reap(std::chrono::seconds limit) {
     const auto deadline = std::chrono::steady_clock::now() + limit;
     while (std::chrono::steady_clock::now() < deadline) {
@@ -271,6 +305,7 @@ class RouterProcess {
   unsigned short port_ = 0;
   std::string config_path_;
   std::string log_path_;
+  std::string token_;
   pid_t pid_ = -1;
   int exit_status_ = 0;
 };

@@ -1,6 +1,7 @@
 // The client subcommands: thin over queue::Queue and snapshots::SnapshotCache.
 #include "cli/commands.hpp"
 #include "cli/services.hpp"
+#include "common/json_limits.hpp"
 #include "common/time.hpp"
 #include "queue/validation.hpp"
 
@@ -28,6 +29,7 @@ std::shared_ptr<queue::RedisQueue> open_queue(net::io_context& io, const Common&
 std::int64_t parse_memory_mb(const std::string& text) {
   // "512m", "2g", "1024" (MiB)
   if (text.empty()) throw std::invalid_argument("--memory: empty");
+  constexpr std::int64_t max_mb = std::int64_t{1} << 40;  // far past any ceiling, no overflow
   std::string digits = text;
   std::int64_t factor_mb = 1;
   const char unit = static_cast<char>(std::tolower(static_cast<unsigned char>(digits.back())));
@@ -40,7 +42,7 @@ std::int64_t parse_memory_mb(const std::string& text) {
   } catch (const std::exception&) {
     used = 0;
   }
-  if (used != digits.size() || n <= 0) {
+  if (used != digits.size() || n <= 0 || n > max_mb / factor_mb) {
     throw std::invalid_argument("--memory: not a size: \"" + text + "\" (use e.g. 512m, 2g)");
   }
   return n * factor_mb;
@@ -109,7 +111,14 @@ int run_enqueue(const Common& common, const EnqueueOptions& o) {
   net::io_context io;
   return run_command(io, [&]() -> awaitable<int> {
     auto q = open_queue(io, common);
-    auto result = co_await q->enqueue(*checked.spec);
+    // The ceilings a router published: refuse here what it would refuse at claim.
+    co_await q->adopt_published_limits();
+    auto capped = queue::validate_job(job, q->options().validation);
+    if (!capped.ok()) {
+      std::cerr << "warmstart: invalid job: " << capped.reason << "\n";
+      co_return usage;
+    }
+    auto result = co_await q->enqueue(*capped.spec);
     std::cout << result.record.id << std::endl;
     if (!result.created) {
       std::cerr << "warmstart: job " << result.record.id << " already exists ("
@@ -125,7 +134,7 @@ int run_status(const Common& common, const std::string& job_id, bool as_json) {
     auto q = open_queue(io, common);
     auto rec = co_await must_get(*q, job_id);
     if (as_json) {
-      std::cout << rec.to_json().dump() << std::endl;
+      std::cout << dump_lossy(rec.to_json()) << std::endl;
     } else {
       std::cout << state_line(rec) << std::endl;
     }
@@ -223,7 +232,7 @@ int run_jobs(const Common& common, const std::optional<std::string>& state, bool
         }
       }
     }
-    if (as_json) std::cout << all.dump() << std::endl;
+    if (as_json) std::cout << dump_lossy(all) << std::endl;
     co_return ok;
   });
 }
@@ -254,7 +263,7 @@ int run_snapshots_list(const Common& common, bool as_json) {
     if (as_json) {
       json all = json::array();
       for (const auto& e : entries) all.push_back(snapshots::to_json(e));
-      std::cout << all.dump() << std::endl;
+      std::cout << dump_lossy(all) << std::endl;
       co_return ok;
     }
     const auto now = unix_ms_now();
@@ -300,12 +309,12 @@ int run_events(const Common& common, bool follow, bool as_json) {
       for (const auto& ev : batch) {
         after = ev.id;
         if (as_json) {
-          std::cout << ev.body.dump() << "\n";
+          std::cout << dump_lossy(ev.body) << "\n";
         } else {
           std::string line = ev.body.value("ts", "") + "  " + ev.body.value("type", "");
           for (const auto& [k, v] : ev.body.items()) {
             if (k == "ts" || k == "type" || k == "id") continue;
-            std::string value = v.dump();
+            std::string value = dump_lossy(v);
             if (v.is_string()) value = v.get<std::string>();
             line += "  " + k + "=" + value;
           }

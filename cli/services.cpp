@@ -22,6 +22,8 @@ queue::RedisQueueOptions queue_options(const router::RouterConfig& config) {
   o.queues = config.queues;
   o.lease_timeout = config.lease_timeout;
   o.log_tail_max_bytes = config.log_tail_bytes;
+  // Enqueue (API, CLI) and claim hold jobs to the ceilings.
+  o.validation.limits = config.job_limits;
   return o;
 }
 

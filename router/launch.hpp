@@ -16,7 +16,9 @@ namespace warmstart::router {
 struct ContainerCaps {
   std::string log_max_size = "10m";  // json-file max-size (Docker's size syntax)
   int log_max_files = 3;             // json-file max-file: rotated files kept
-  std::int64_t nofile = 65536;       // RLIMIT_NOFILE, soft = hard
+  // RLIMIT_NOFILE, soft = hard. Must not exceed the engine's own hard limit
+  // (runc cannot raise it without CAP_SYS_RESOURCE: the container fails to start).
+  std::int64_t nofile = 16384;
   bool operator==(const ContainerCaps&) const = default;
 };
 

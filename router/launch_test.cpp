@@ -59,8 +59,8 @@ TEST_CASE("every container gets a bounded log and an open-files limit", "[unit][
   CHECK(defaults.log.options.at("max-file") == "3");
   REQUIRE(defaults.ulimits.size() == 1);
   CHECK(defaults.ulimits[0].name == "nofile");
-  CHECK(defaults.ulimits[0].soft == 65536);
-  CHECK(defaults.ulimits[0].hard == 65536);
+  CHECK(defaults.ulimits[0].soft == 16384);
+  CHECK(defaults.ulimits[0].hard == 16384);
 
   r.caps.log_max_size = "1m";
   r.caps.log_max_files = 1;

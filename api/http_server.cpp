@@ -4,6 +4,7 @@
 #include "api/dashboard.hpp"
 #include "api/job_body.hpp"
 #include "api/metrics.hpp"
+#include "common/json_limits.hpp"
 #include "common/log.hpp"
 
 #include <boost/asio/experimental/awaitable_operators.hpp>
@@ -521,13 +522,14 @@ awaitable<HttpServer::Response> HttpServer::dispatch(const Request& request,
 
   switch (route.endpoint) {
     case Endpoint::create_job: {
-      json body = json::parse(request.body(), nullptr, false);
-      if (body.is_discarded()) co_return json_error(400, "body is not valid JSON");
-      if (auto problem = job_body_problem(body)) co_return json_error(400, *problem);
-      if (auto problem = snapshot_key_problem(body, caller.snapshot_prefix)) {
+      std::string reason;
+      auto body = parse_bounded(request.body(), JsonLimits{options_.body_limit}, &reason);
+      if (!body) co_return json_error(400, "body " + reason);
+      if (auto problem = job_body_problem(*body)) co_return json_error(400, *problem);
+      if (auto problem = snapshot_key_problem(*body, caller.snapshot_prefix)) {
         co_return json_error(403, *problem);
       }
-      EnqueueResult result = co_await call_backend(backend_.enqueue(std::move(body)), "enqueue");
+      EnqueueResult result = co_await call_backend(backend_.enqueue(std::move(*body)), "enqueue");
       co_return json_response(result.created ? http::status::created : http::status::ok,
                               result.job);
     }
@@ -658,32 +660,44 @@ awaitable<HttpServer::Response> HttpServer::handle_webhook(const Request& reques
       break;
   }
 
-  if (!decision.delivery_id.empty()) {
-    const bool seen =
-        co_await call_backend(backend_.webhook_seen("webhook:" + name + ":" + decision.delivery_id,
-                                                    options_.webhook_dedup_ttl),
-                              "webhook_seen");
-    if (seen && decision.job.contains("id")) {
-      // A redelivery: answer with the job the first delivery created. If that
-      // one never made it (enqueue failed after the mark), enqueue now: enqueue
-      // is idempotent on the id, so this cannot run the job twice.
-      std::optional<json> existing;
-      try {
-        existing = co_await call_backend(backend_.get_job(decision.job["id"].get<std::string>()),
-                                         "get_job");
-      } catch (const BackendError& e) {
-        if (e.status != 404) throw;
-      }
-      if (existing) {
-        log::info(
-            "webhook duplicate delivery",
-            {{"webhook", name}, {"delivery", decision.delivery_id}, {"job", (*existing)["id"]}});
-        co_return json_response(http::status::ok,
-                                json{{"duplicate", true}, {"job", job_summary(*existing)}});
-      }
-    } else if (seen) {
-      co_return json_response(http::status::ok, json{{"duplicate", true}});
+  // Both keys are marked, so a later replay under yet another delivery id
+  // still matches the body.
+  const WebhookDedupKeys keys = webhook_dedup_keys(name, decision);
+  bool delivery_seen = false;
+  bool body_seen = false;
+  if (!keys.delivery.empty()) {
+    auto mark = call_backend(backend_.webhook_seen(keys.delivery, options_.webhook_dedup_ttl),
+                             "webhook_seen");
+    delivery_seen = co_await std::move(mark);
+  }
+  if (!keys.body.empty()) {
+    auto mark =
+        call_backend(backend_.webhook_seen(keys.body, options_.webhook_dedup_ttl), "webhook_seen");
+    body_seen = co_await std::move(mark);
+  }
+  if (delivery_seen && decision.job.contains("id")) {
+    // A redelivery: answer with the job the first delivery created. If that
+    // one never made it (enqueue failed after the mark), enqueue now: enqueue
+    // is idempotent on the id, so this cannot run the job twice.
+    std::optional<json> existing;
+    try {
+      existing =
+          co_await call_backend(backend_.get_job(decision.job["id"].get<std::string>()), "get_job");
+    } catch (const BackendError& e) {
+      if (e.status != 404) throw;
     }
+    if (existing) {
+      log::info(
+          "webhook duplicate delivery",
+          {{"webhook", name}, {"delivery", decision.delivery_id}, {"job", (*existing)["id"]}});
+      co_return json_response(http::status::ok,
+                              json{{"duplicate", true}, {"job", job_summary(*existing)}});
+    }
+  } else if (delivery_seen || body_seen) {
+    // A replay of a body already delivered, under a new or no delivery id.
+    log::info("webhook duplicate body",
+              {{"webhook", name}, {"delivery", decision.delivery_id}, {"body_seen", body_seen}});
+    co_return json_response(http::status::ok, json{{"duplicate", true}});
   }
 
   if (auto problem = job_body_problem(decision.job)) co_return json_error(400, *problem);

@@ -519,6 +519,61 @@ TEST_CASE("webhook: a snapshot_prefix keeps its jobs inside the webhook's namesp
   CHECK(f.stop());
 }
 
+TEST_CASE("webhook: a replay under a new or no delivery id is a duplicate") {
+  ServerOptions options;
+  auto table = toml::parse(R"(
+    scheme = "generic"
+    secret_env = "S"
+    signature_header = "X-Signature"
+    delivery_header = "X-Delivery"
+    cmd = ["run", "{{/task}}"]
+  )");
+  // A name with '_': its default job id wh-ci_push-<delivery> must be a valid id.
+  options.webhooks.emplace("ci_push",
+                           parse_webhook_config("ci_push", table, [](const std::string&) {
+                             return std::optional<std::string>("k");
+                           }));
+  ServerFixture f(options);
+  const std::string body = R"({"task":"t1"})";
+  Headers headers = {{"X-Signature", to_hex(hmac_sha256("k", body))},
+                     {"X-Delivery", "d-1"},
+                     {"Content-Type", "application/json"}};
+  auto first = http_call(f.port, verb::post, "/v1/webhooks/ci_push", body, headers);
+  REQUIRE(first.status == 201);
+  CHECK(first.json()["job"]["id"] == "wh-ci_push-d-1");
+  headers["X-Delivery"] = "d-2";
+  auto renamed = http_call(f.port, verb::post, "/v1/webhooks/ci_push", body, headers);
+  CHECK(renamed.status == 200);
+  CHECK(renamed.json()["duplicate"] == true);
+  headers.erase("X-Delivery");
+  for (int i = 0; i < 3; ++i) {
+    auto bare = http_call(f.port, verb::post, "/v1/webhooks/ci_push", body, headers);
+    CHECK(bare.status == 200);
+    CHECK(bare.json()["duplicate"] == true);
+  }
+  CHECK(f.backend.enqueue_calls() == 1);
+  CHECK(f.backend.job_count() == 1);
+  // Another body is another delivery.
+  const std::string other = R"({"task":"t2"})";
+  headers["X-Signature"] = to_hex(hmac_sha256("k", other));
+  CHECK(http_call(f.port, verb::post, "/v1/webhooks/ci_push", other, headers).status == 201);
+  CHECK(f.backend.job_count() == 2);
+  CHECK(f.stop());
+}
+
+TEST_CASE("POST /v1/jobs: a deeply nested body is a 400 and the server lives") {
+  ServerFixture f;
+  const std::string body = R"({"cmd": ["true"], "x": )" + std::string(400 * 1024, '[') +
+                           std::string(400 * 1024, ']') + "}";
+  auto deep = http_call(f.port, verb::post, "/v1/jobs", body,
+                        Headers{{"Content-Type", "application/json"}});
+  CHECK(deep.status == 400);
+  CHECK(deep.json()["error"] == "body is nested deeper than 64 levels");
+  CHECK(f.backend.enqueue_calls() == 0);
+  CHECK(http_call(f.port, verb::get, "/healthz").status == 200);
+  CHECK(f.stop());
+}
+
 // ---------------------------------------------------------------------------
 // Server-sent events
 

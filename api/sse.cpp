@@ -56,6 +56,10 @@ bool event_id_less(std::string_view a, std::string_view b) {
   return a < b;
 }
 
+bool is_stream_id(std::string_view id) {
+  return id.size() <= 41 && parse_stream_id(id).has_value();
+}
+
 SseEventPtr frame_event(const json& event) {
   auto framed = std::make_shared<SseEvent>();
   framed->id = single_line(event.at("id").get<std::string>());
@@ -333,6 +337,11 @@ SseHub::~SseHub() {
 }
 
 awaitable<void> SseHub::serve(tcp::socket socket, std::optional<std::string> last_event_id) {
+  if (last_event_id && !is_stream_id(*last_event_id)) {
+    // Never passed to Redis: the stream starts live, as for a new client.
+    log::warn("sse: malformed Last-Event-ID ignored", {{"length", last_event_id->size()}});
+    last_event_id.reset();
+  }
   auto session = std::make_shared<SseSession>(*this, std::move(socket), std::move(last_event_id));
   co_await session->run();
 }

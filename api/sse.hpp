@@ -44,6 +44,9 @@ struct SseOptions {
 // Orders Redis stream ids "<ms>-<seq>" (a bare "<ms>" is "<ms>-0") numerically;
 // "" is before everything. Ids of another shape fall back to string order.
 bool event_id_less(std::string_view a, std::string_view b);
+// A Redis stream id ("<ms>-<seq>" or "<ms>", decimal, fits in 64 bits): the
+// only Last-Event-ID a client may resume from; anything else is ignored.
+bool is_stream_id(std::string_view id);
 
 // One event framed for the wire once and shared by every session.
 struct SseEvent {

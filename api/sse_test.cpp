@@ -20,6 +20,19 @@ std::string ids(const std::vector<SseEventPtr>& events) {
 
 }  // namespace
 
+TEST_CASE("only a Redis stream id is a Last-Event-ID to resume from", "[unit]") {
+  CHECK(is_stream_id("0"));
+  CHECK(is_stream_id("1700000000000-3"));
+  CHECK(is_stream_id("18446744073709551615-18446744073709551615"));
+  CHECK_FALSE(is_stream_id(""));
+  CHECK_FALSE(is_stream_id("-1"));
+  CHECK_FALSE(is_stream_id("1-"));
+  CHECK_FALSE(is_stream_id("1-2-3"));
+  CHECK_FALSE(is_stream_id("18446744073709551616-0"));  // past 64 bits
+  CHECK_FALSE(is_stream_id("1 OR 1"));
+  CHECK_FALSE(is_stream_id(std::string(5000, '1')));
+}
+
 TEST_CASE("event ids order like Redis stream ids", "[unit]") {
   CHECK(event_id_less("", "1-0"));
   CHECK_FALSE(event_id_less("1-0", ""));

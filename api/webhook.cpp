@@ -1,6 +1,7 @@
 #include "api/webhook.hpp"
 
 #include "api/auth.hpp"
+#include "common/json_limits.hpp"
 
 #include <algorithm>
 #include <cstdlib>
@@ -331,6 +332,10 @@ WebhookDecision evaluate_webhook(const WebhookConfig& config, const HeaderLookup
   }
   std::string delivery;
   if (!config.delivery_header.empty()) delivery = headers(config.delivery_header).value_or("");
+  // GitHub always sends one; a delivery without it is not GitHub's.
+  if (config.scheme == SignatureScheme::github && delivery.empty()) {
+    return {Action::bad_request, "missing " + config.delivery_header + " header", "", nullptr};
+  }
 
   if (!config.events.empty()) {
     const auto event = headers(config.event_header);
@@ -341,14 +346,29 @@ WebhookDecision evaluate_webhook(const WebhookConfig& config, const HeaderLookup
     }
   }
 
-  json payload = json::parse(body, nullptr, false);
-  if (payload.is_discarded())
-    return {Action::bad_request, "body is not valid JSON", delivery, nullptr};
+  // The server bounds the size; the depth is bounded here, before anything recursive.
+  std::string problem;
+  auto payload = parse_bounded(body, JsonLimits{body.size(), JsonLimits{}.max_depth}, &problem);
+  if (!payload) return {Action::bad_request, "body " + problem, delivery, nullptr};
   try {
-    return {Action::enqueue, "", delivery, render_job(config, payload, delivery)};
+    WebhookDecision out{Action::enqueue, "", delivery, render_job(config, *payload, delivery)};
+    out.body_digest = to_hex(hmac_sha256(config.secret, body));
+    return out;
   } catch (const TemplateError& e) {
     return {Action::bad_request, e.what(), delivery, nullptr};
   }
+}
+
+WebhookDedupKeys webhook_dedup_keys(const std::string& webhook_name,
+                                    const WebhookDecision& decision) {
+  WebhookDedupKeys keys;
+  if (!decision.delivery_id.empty()) {
+    keys.delivery = "webhook:" + webhook_name + ":" + decision.delivery_id;
+  }
+  if (!decision.body_digest.empty()) {
+    keys.body = "webhook:" + webhook_name + ":body:" + decision.body_digest;
+  }
+  return keys;
 }
 
 }  // namespace warmstart::api

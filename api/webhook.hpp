@@ -79,14 +79,25 @@ struct WebhookDecision {
   enum class Action {
     unauthorized,  // 401: signature missing or wrong; nothing else was looked at
     ignored,       // 202: event filtered out
-    bad_request,   // 400: body is not JSON, or a template pointer is missing
-    enqueue,       // dedup on delivery_id (when set), then enqueue `job`
+    bad_request,   // 400: no delivery id (github), body not JSON, template pointer missing
+    enqueue,       // dedup on delivery_id (when set) and body_digest, then enqueue `job`
   };
   Action action;
   std::string reason;       // for the response body; never contains the secret
   std::string delivery_id;  // "" when the delivery carries none
   nlohmann::json job;       // the job body when action == enqueue
+  // Hex HMAC-SHA256(secret, body): the delivery header is not signed, so a
+  // replay under a new or no delivery id is recognised by its body.
+  std::string body_digest;
 };
+
+// Dedup keys of a delivery, without the Backend's key prefix ("" = none).
+struct WebhookDedupKeys {
+  std::string delivery;  // "webhook:<name>:<delivery id>" when the delivery has an id
+  std::string body;      // "webhook:<name>:body:<body digest>"
+};
+WebhookDedupKeys webhook_dedup_keys(const std::string& webhook_name,
+                                    const WebhookDecision& decision);
 
 WebhookDecision evaluate_webhook(const WebhookConfig& config, const HeaderLookup& headers,
                                  std::string_view body);

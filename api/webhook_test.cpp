@@ -157,25 +157,72 @@ TEST_CASE("webhook: signature first, then event filter, then payload", "[unit]")
   const auto ping =
       evaluate_webhook(hook,
                        headers({{"X-Hub-Signature-256", sign(github_secret, push_body)},
-                                {"X-GitHub-Event", "ping"}}),
+                                {"X-GitHub-Event", "ping"},
+                                {"X-GitHub-Delivery", "d-ping"}}),
                        push_body);
   CHECK(ping.action == Action::ignored);
   CHECK(ping.reason == "event \"ping\" is not configured");
 
   const std::string not_json = "{nope";
-  CHECK(evaluate_webhook(hook,
-                         headers({{"X-Hub-Signature-256", sign(github_secret, not_json)},
-                                  {"X-GitHub-Event", "push"}}),
-                         not_json)
-            .action == Action::bad_request);
+  const auto garbled =
+      evaluate_webhook(hook,
+                       headers({{"X-Hub-Signature-256", sign(github_secret, not_json)},
+                                {"X-GitHub-Event", "push"},
+                                {"X-GitHub-Delivery", "d-1"}}),
+                       not_json);
+  CHECK(garbled.action == Action::bad_request);
+  CHECK(garbled.reason == "body is not valid JSON");
+}
+
+TEST_CASE("webhook: a GitHub delivery without its delivery header is refused", "[unit]") {
+  const auto d = evaluate_webhook(github_hook(),
+                                  headers({{"X-Hub-Signature-256", sign(github_secret, push_body)},
+                                           {"X-GitHub-Event", "push"}}),
+                                  push_body);
+  CHECK(d.action == Action::bad_request);
+  CHECK(d.reason == "missing X-GitHub-Delivery header");
+}
+
+TEST_CASE("webhook: a deeply nested payload is refused before it is parsed", "[unit]") {
+  const std::string body =
+      R"({"repository": )" + std::string(100000, '[') + std::string(100000, ']') + "}";
+  const auto d = evaluate_webhook(github_hook(),
+                                  headers({{"X-Hub-Signature-256", sign(github_secret, body)},
+                                           {"X-GitHub-Event", "push"},
+                                           {"X-GitHub-Delivery", "d-deep"}}),
+                                  body);
+  CHECK(d.action == Action::bad_request);
+  CHECK(d.reason == "body is nested deeper than 64 levels");
+}
+
+TEST_CASE("webhook: dedup keys cover the delivery id and the signed body", "[unit]") {
+  auto decide = [](const std::string& delivery) {
+    return evaluate_webhook(github_hook(),
+                            headers({{"X-Hub-Signature-256", sign(github_secret, push_body)},
+                                     {"X-GitHub-Event", "push"},
+                                     {"X-GitHub-Delivery", delivery}}),
+                            push_body);
+  };
+  const auto first = decide("d-1");
+  const auto replay = decide("d-2");
+  REQUIRE(first.action == Action::enqueue);
+  CHECK(first.body_digest == to_hex(hmac_sha256(github_secret, push_body)));
+  const auto a = webhook_dedup_keys("github", first);
+  const auto b = webhook_dedup_keys("github", replay);
+  CHECK(a.delivery == "webhook:github:d-1");
+  CHECK(b.delivery == "webhook:github:d-2");
+  // A new delivery id does not make the same body new.
+  CHECK(a.body == b.body);
+  CHECK(a.body == "webhook:github:body:" + first.body_digest);
 }
 
 TEST_CASE("webhook: a missing template pointer is a 400 naming it", "[unit]") {
   const std::string body = R"({"ref":"refs/heads/main","repository":{}})";
-  const auto d = evaluate_webhook(
-      github_hook(),
-      headers({{"X-Hub-Signature-256", sign(github_secret, body)}, {"X-GitHub-Event", "push"}}),
-      body);
+  const auto d = evaluate_webhook(github_hook(),
+                                  headers({{"X-Hub-Signature-256", sign(github_secret, body)},
+                                           {"X-GitHub-Event", "push"},
+                                           {"X-GitHub-Delivery", "d-1"}}),
+                                  body);
   CHECK(d.action == Action::bad_request);
   CHECK(d.reason == "payload has no value at /repository/full_name");
 }

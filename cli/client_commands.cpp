@@ -2,6 +2,7 @@
 #include "cli/commands.hpp"
 #include "cli/services.hpp"
 #include "common/retry.hpp"
+#include "common/json_limits.hpp"
 #include "common/time.hpp"
 #include "queue/validation.hpp"
 
@@ -29,6 +30,7 @@ std::shared_ptr<queue::RedisQueue> open_queue(net::io_context& io, const Common&
 std::int64_t parse_memory_mb(const std::string& text) {
   // "512m", "2g", "1024" (MiB)
   if (text.empty()) throw std::invalid_argument("--memory: empty");
+  constexpr std::int64_t max_mb = std::int64_t{1} << 40;  // far past any ceiling, no overflow
   std::string digits = text;
   std::int64_t factor_mb = 1;
   const char unit = static_cast<char>(std::tolower(static_cast<unsigned char>(digits.back())));
@@ -41,7 +43,7 @@ std::int64_t parse_memory_mb(const std::string& text) {
   } catch (const std::exception&) {
     used = 0;
   }
-  if (used != digits.size() || n <= 0) {
+  if (used != digits.size() || n <= 0 || n > max_mb / factor_mb) {
     throw std::invalid_argument("--memory: not a size: \"" + text + "\" (use e.g. 512m, 2g)");
   }
   return n * factor_mb;
@@ -118,13 +120,21 @@ int run_enqueue(const Common& common, const EnqueueOptions& o) {
   net::io_context io;
   return run_command(io, [&]() -> awaitable<int> {
     auto q = open_queue(io, common);
+    // The ceilings a router published: refuse here what it would refuse at claim.
+    const auto until = redis_deadline(common);
+    co_await retry_until([&] { return q->adopt_published_limits(); }, until);
+    auto capped = queue::validate_job(job, q->options().validation);
+    if (!capped.ok()) {
+      std::cerr << "warmstart: invalid job: " << capped.reason << "\n";
+      co_return usage;
+    }
     // The id is fixed before the first try: a retry after a lost reply finds
     // the job it created (same id, same spec) instead of making a second one.
-    const queue::JobSpec& spec = *checked.spec;
+    const queue::JobSpec& spec = *capped.spec;
     std::optional<queue::EnqueueResult> enqueued;
     std::string conflict;
     try {
-      enqueued = co_await retry_until([&] { return q->enqueue(spec); }, redis_deadline(common));
+      enqueued = co_await retry_until([&] { return q->enqueue(spec); }, until);
     } catch (const queue::IdConflict& e) {
       conflict = e.what();
     }
@@ -148,7 +158,7 @@ int run_status(const Common& common, const std::string& job_id, bool as_json) {
     auto q = open_queue(io, common);
     auto rec = co_await must_get(*q, job_id, redis_deadline(common));
     if (as_json) {
-      std::cout << rec.to_json().dump() << std::endl;
+      std::cout << dump_lossy(rec.to_json()) << std::endl;
     } else {
       std::cout << state_line(rec) << std::endl;
     }
@@ -249,7 +259,7 @@ int run_jobs(const Common& common, const std::optional<std::string>& state, bool
         }
       }
     }
-    if (as_json) std::cout << all.dump() << std::endl;
+    if (as_json) std::cout << dump_lossy(all) << std::endl;
     co_return ok;
   });
 }
@@ -278,7 +288,7 @@ int run_snapshots_list(const Common& common, bool as_json) {
     if (as_json) {
       json all = json::array();
       for (const auto& e : entries) all.push_back(snapshots::to_json(e));
-      std::cout << all.dump() << std::endl;
+      std::cout << dump_lossy(all) << std::endl;
       co_return ok;
     }
     const auto now = unix_ms_now();
@@ -325,12 +335,12 @@ int run_events(const Common& common, bool follow, bool as_json) {
       for (const auto& ev : batch) {
         after = ev.id;
         if (as_json) {
-          std::cout << ev.body.dump() << "\n";
+          std::cout << dump_lossy(ev.body) << "\n";
         } else {
           std::string line = ev.body.value("ts", "") + "  " + ev.body.value("type", "");
           for (const auto& [k, v] : ev.body.items()) {
             if (k == "ts" || k == "type" || k == "id") continue;
-            std::string value = v.dump();
+            std::string value = dump_lossy(v);
             if (v.is_string()) value = v.get<std::string>();
             line += "  " + k + "=" + value;
           }

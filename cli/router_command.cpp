@@ -247,11 +247,13 @@ int run_router(const std::string& config_file, router::RouterConfig config) {
         co_await with_deadline(docker->ping(), 10s, "docker ping");
         auto info = co_await docker->info();
         co_await with_deadline(redis->connect(), 10s, "redis connect");
+        co_await queue->publish_limits();  // the CLI refuses what this router would
         co_await snapshots->start();
         log::info("connected", {{"docker_engine", info.id},
                                 {"docker_version", info.server_version},
                                 {"api_version", info.api_version},
                                 {"redis", redis::Url::parse(config.redis_url).redacted()},
+                                {"limits", queue::describe(config.job_limits)},
                                 {"config_file", config_file}});
         if (http) http->start();  // throws when the address cannot be bound
         net::co_spawn(ex, publish_metrics(queue, router, snapshots, metrics, metrics_period),

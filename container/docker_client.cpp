@@ -312,12 +312,13 @@ awaitable<HttpResult> DockerClient::call(const char* operation, HttpRequest r) {
 awaitable<json> DockerClient::call_json(const char* operation, HttpRequest r) {
   auto self = shared_from_this();  // alive until the operation ends
   HttpResult result = co_await call(operation, std::move(r));
-  auto parsed = json::parse(result.body, nullptr, /*allow_exceptions=*/false);
-  if (parsed.is_discarded()) {
+  std::string reason;
+  auto parsed = parse_bounded(result.body, engine_json_limits, &reason);
+  if (!parsed) {
     throw TransportError(operation, TransportError::Kind::protocol,
-                         "unreadable JSON in the engine's answer: " + result.body.substr(0, 200));
+                         "the engine's answer " + reason + ": " + result.body.substr(0, 200));
   }
-  co_return parsed;
+  co_return std::move(*parsed);
 }
 
 awaitable<std::string> DockerClient::ping() {

@@ -336,6 +336,35 @@ TEST_CASE("labels, limits, cap-drop, no-new-privileges and network none reach th
   });
 }
 
+TEST_CASE("no swap, a bounded json-file log and a nofile limit reach the engine",
+          "[container][docker]") {
+  EngineCleanup cleanup;
+  wt::run_coro([&]() -> awaitable<void> {
+    auto client = DockerClient::create(co_await net::this_coro::executor, test_options());
+    ContainerSpec spec = worker({"sh", "-c", "ulimit -n"});
+    spec.resources.memory_bytes = 64 * 1024 * 1024;
+    spec.resources.memory_swap_bytes = 64 * 1024 * 1024;
+    spec.log = {"json-file", {{"max-size", "1m"}, {"max-file", "2"}}};
+    spec.ulimits = {{"nofile", 512, 512}};
+    const std::string id = co_await run_worker(*client, cleanup, spec);
+    json raw = co_await client->inspect_container_raw(id);
+    const json& host = raw.at("HostConfig");
+    CHECK(host.at("MemorySwap") == 64 * 1024 * 1024);
+    CHECK(host.at("LogConfig").at("Type") == "json-file");
+    CHECK(host.at("LogConfig").at("Config").at("max-size") == "1m");
+    CHECK(host.at("LogConfig").at("Config").at("max-file") == "2");
+    REQUIRE(host.at("Ulimits").size() == 1);
+    CHECK(host.at("Ulimits")[0].at("Name") == "nofile");
+    CHECK(host.at("Ulimits")[0].at("Soft") == 512);
+    CHECK(host.at("Ulimits")[0].at("Hard") == 512);
+    // The limit is the one the process runs under.
+    const int exit_code = co_await client->wait_container(id, 30s);
+    CHECK(exit_code == 0);
+    auto logs = co_await client->container_logs(id, 1024);
+    CHECK(logs.stdout_text == "512\n");
+  });
+}
+
 TEST_CASE("logs demultiplex interleaved stdout/stderr of a real container, tail is bounded",
           "[container][docker]") {
   EngineCleanup cleanup;

@@ -1,5 +1,7 @@
 #include "container/docker_protocol.hpp"
 
+#include "common/json_limits.hpp"
+
 #include <algorithm>
 #include <cctype>
 #include <charconv>
@@ -17,10 +19,22 @@ std::string string_or(const json& j, const char* key, std::string fallback = {})
   return it->get<std::string>();
 }
 
+// Engine numbers are integers; a float (or an integer past int64) is not
+// converted (that would be undefined behaviour), the fallback stands.
 std::int64_t int_or(const json& j, const char* key, std::int64_t fallback = 0) {
   auto it = j.find(key);
-  if (it == j.end() || !it->is_number()) return fallback;
-  return it->get<std::int64_t>();
+  if (it == j.end()) return fallback;
+  if (it->is_number_unsigned()) {
+    const auto n = it->get<std::uint64_t>();
+    return n <= static_cast<std::uint64_t>(INT64_MAX) ? static_cast<std::int64_t>(n) : fallback;
+  }
+  if (it->is_number_integer()) return it->get<std::int64_t>();
+  return fallback;
+}
+
+bool bool_or(const json& j, const char* key, bool fallback = false) {
+  auto it = j.find(key);
+  return it != j.end() && it->is_boolean() ? it->get<bool>() : fallback;
 }
 
 std::vector<std::string> strings_or_empty(const json& j, const char* key) {
@@ -41,6 +55,10 @@ Labels labels_or_empty(const json& j, const char* key) {
     if (v.is_string()) out[k] = v.get<std::string>();
   }
   return out;
+}
+
+int to_int32(std::int64_t n) {
+  return n >= INT32_MIN && n <= INT32_MAX ? static_cast<int>(n) : -1;
 }
 
 const json& object_or_empty(const json& j, const char* key) {
@@ -144,7 +162,7 @@ std::string format_unix_nano(std::int64_t unix_nano) {
 }
 
 std::string error_message_from_body(std::string_view body) {
-  auto parsed = json::parse(body, nullptr, /*allow_exceptions=*/false);
+  auto parsed = parse_bounded(body, engine_json_limits).value_or(nullptr);
   if (parsed.is_object()) {
     if (auto it = parsed.find("message"); it != parsed.end() && it->is_string()) {
       return it->get<std::string>();
@@ -182,6 +200,17 @@ json container_create_body(const ContainerSpec& spec) {
       {"Binds", json::array()},
   };
   if (spec.resources.memory_bytes > 0) host["Memory"] = spec.resources.memory_bytes;
+  if (spec.resources.memory_swap_bytes > 0) host["MemorySwap"] = spec.resources.memory_swap_bytes;
+  if (!spec.log.type.empty()) {
+    host["LogConfig"] = {{"Type", spec.log.type}, {"Config", spec.log.options}};
+  }
+  if (!spec.ulimits.empty()) {
+    json ulimits = json::array();
+    for (const Ulimit& u : spec.ulimits) {
+      ulimits.push_back({{"Name", u.name}, {"Soft", u.soft}, {"Hard", u.hard}});
+    }
+    host["Ulimits"] = std::move(ulimits);
+  }
   if (spec.resources.nano_cpus > 0) host["NanoCpus"] = spec.resources.nano_cpus;
   if (spec.resources.pids_limit > 0) host["PidsLimit"] = spec.resources.pids_limit;
   json body = {
@@ -270,10 +299,10 @@ ContainerInfo parse_container_inspect(const json& j) {
   info.labels = labels_or_empty(config, "Labels");
   const json& state = object_or_empty(j, "State");
   info.state.status = string_or(state, "Status");
-  info.state.running = state.value("Running", false);
-  info.state.oom_killed = state.value("OOMKilled", false);
-  info.state.exit_code = static_cast<int>(int_or(state, "ExitCode"));
-  info.state.pid = static_cast<int>(int_or(state, "Pid"));
+  info.state.running = bool_or(state, "Running");
+  info.state.oom_killed = bool_or(state, "OOMKilled");
+  info.state.exit_code = to_int32(int_or(state, "ExitCode"));
+  info.state.pid = to_int32(int_or(state, "Pid"));
   info.state.error = string_or(state, "Error");
   info.state.started_at = string_or(state, "StartedAt");
   info.state.finished_at = string_or(state, "FinishedAt");
@@ -350,20 +379,35 @@ void JsonLineSplitter::feed(std::string_view chunk,
                             const std::function<void(std::string_view)>& on_line) {
   while (!chunk.empty()) {
     auto nl = chunk.find('\n');
-    if (nl == std::string_view::npos) {
-      pending_.append(chunk);
-      return;
+    const std::string_view part = chunk.substr(0, nl);
+    if (!overlong_) {
+      if (pending_.size() + part.size() > max_line_) {
+        // A line past the bound is dropped whole (up to its newline), never buffered.
+        overlong_ = true;
+        ++dropped_;
+        pending_.clear();
+      } else {
+        pending_.append(part);
+      }
     }
-    pending_.append(chunk.substr(0, nl));
+    if (nl == std::string_view::npos) return;
     chunk.remove_prefix(nl + 1);
+    const bool complete = !overlong_;
+    overlong_ = false;
     std::string line = std::move(pending_);
     pending_.clear();
+    if (!complete) continue;
     if (!line.empty() && line.back() == '\r') line.pop_back();
     if (!line.empty()) on_line(line);
   }
 }
 
 std::optional<std::string> JsonLineSplitter::take_rest() {
+  if (overlong_) {
+    overlong_ = false;
+    pending_.clear();
+    return std::nullopt;
+  }
   if (pending_.empty()) return std::nullopt;
   std::string rest = std::move(pending_);
   pending_.clear();
@@ -371,7 +415,7 @@ std::optional<std::string> JsonLineSplitter::take_rest() {
 }
 
 std::optional<Event> parse_event_line(std::string_view line) {
-  auto j = json::parse(line, nullptr, /*allow_exceptions=*/false);
+  auto j = parse_bounded(line, engine_json_limits).value_or(nullptr);
   if (!j.is_object()) return std::nullopt;
   Event e;
   e.type = string_or(j, "Type");
@@ -379,7 +423,11 @@ std::optional<Event> parse_event_line(std::string_view line) {
   const json& actor = object_or_empty(j, "Actor");
   e.id = string_or(actor, "ID", string_or(j, "id"));
   e.attributes = labels_or_empty(actor, "Attributes");
-  e.time_nano = int_or(j, "timeNano", int_or(j, "time") * 1'000'000'000);
+  // "time" is seconds; past year 2262 it would not fit in nanoseconds.
+  const std::int64_t seconds = int_or(j, "time");
+  const std::int64_t fallback_nano =
+      seconds > 0 && seconds < INT64_MAX / 1'000'000'000 ? seconds * 1'000'000'000 : 0;
+  e.time_nano = int_or(j, "timeNano", fallback_nano);
   if (e.type.empty() || e.action.empty() || e.time_nano <= 0) return std::nullopt;
   return e;
 }
@@ -388,7 +436,7 @@ ImportOutcome parse_import_progress(std::string_view body) {
   ImportOutcome out;
   JsonLineSplitter lines;
   auto on_line = [&](std::string_view line) {
-    auto j = json::parse(line, nullptr, /*allow_exceptions=*/false);
+    auto j = parse_bounded(line, engine_json_limits).value_or(nullptr);
     if (!j.is_object()) return;
     if (auto it = j.find("error"); it != j.end() && it->is_string()) {
       out.error = it->get<std::string>();

@@ -3,6 +3,7 @@
 // stream parser/resume cursor. Pure functions and small state machines fed with
 // bytes, so they are unit-tested without an engine (docker_protocol_test.cpp).
 #pragma once
+#include "common/json_limits.hpp"
 #include "container/errors.hpp"
 #include "container/runtime.hpp"
 
@@ -50,6 +51,10 @@ std::string label_filters_json(const std::vector<std::string>& labels);
 std::string event_filters_json(const EventFilter& filter);
 // Docker's `since`/`until` form for a nanosecond timestamp: "1700000000.000000123".
 std::string format_unix_nano(std::int64_t unix_nano);
+
+// Every JSON reply of the engine is parsed within these: a local engine is
+// trusted to answer, not to answer small (a container list can be megabytes).
+inline const JsonLimits engine_json_limits{64 << 20, 64};
 
 // The engine's "message" from an error body, else the body text (bounded).
 std::string error_message_from_body(std::string_view body);
@@ -100,12 +105,18 @@ class LogDemuxer {
 // progress) into lines, independent of chunk boundaries.
 class JsonLineSplitter {
  public:
+  // Lines longer than `max_line` bytes are dropped (and counted), never buffered.
+  explicit JsonLineSplitter(std::size_t max_line = 1 << 20) : max_line_(max_line) {}
   void feed(std::string_view chunk, const std::function<void(std::string_view line)>& on_line);
   // The last line when the stream ended without a newline.
   std::optional<std::string> take_rest();
+  std::size_t dropped_lines() const { return dropped_; }
 
  private:
+  std::size_t max_line_;
   std::string pending_;
+  bool overlong_ = false;  // inside a line past max_line_: skip to its newline
+  std::size_t dropped_ = 0;
 };
 
 // One line of GET /events, or nullopt when it is not a well-formed event.

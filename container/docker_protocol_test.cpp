@@ -242,6 +242,58 @@ TEST_CASE("container create body: secure defaults and limits", "[unit][container
   json unlimited = container_create_body(spec);
   CHECK_FALSE(unlimited["HostConfig"].contains("Memory"));
   CHECK_FALSE(unlimited["HostConfig"].contains("PidsLimit"));
+  CHECK_FALSE(unlimited["HostConfig"].contains("MemorySwap"));
+  CHECK_FALSE(unlimited["HostConfig"].contains("LogConfig"));
+  CHECK_FALSE(unlimited["HostConfig"].contains("Ulimits"));
+}
+
+TEST_CASE("container create body: swap, log cap and ulimits", "[unit][container]") {
+  ContainerSpec spec;
+  spec.image = "warmstart-worker:latest";
+  spec.resources.memory_bytes = 64 << 20;
+  spec.resources.memory_swap_bytes = 64 << 20;
+  spec.log = {"json-file", {{"max-size", "10m"}, {"max-file", "3"}}};
+  spec.ulimits = {{"nofile", 1024, 2048}};
+  const json host = container_create_body(spec)["HostConfig"];
+  CHECK(host["MemorySwap"] == 64 << 20);
+  CHECK(host["LogConfig"] ==
+        json::parse(R"({"Type":"json-file","Config":{"max-file":"3","max-size":"10m"}})"));
+  CHECK(host["Ulimits"] == json::parse(R"([{"Name":"nofile","Soft":1024,"Hard":2048}])"));
+}
+
+TEST_CASE("engine numbers that do not fit are not converted", "[unit][container]") {
+  // Fuzzing regressions: a float or a huge "time" made int conversions undefined.
+  auto e = parse_event_line(
+      R"({"Type":"container","Action":"die","Actor":{"ID":"c"},"time":1e300,"timeNano":1.5})");
+  CHECK_FALSE(e);  // no usable time
+  auto late = parse_event_line(
+      R"({"Type":"container","Action":"die","Actor":{"ID":"c"},"time":9223372036854775807})");
+  CHECK_FALSE(late);
+  auto ok = parse_event_line(R"({"Type":"container","Action":"die","Actor":{"ID":"c"},"time":2})");
+  REQUIRE(ok);
+  CHECK(ok->time_nano == 2'000'000'000);
+  ContainerInfo info = parse_container_inspect(json::parse(
+      R"({"Id":"c","State":{"ExitCode":1e300,"Pid":18446744073709551615,"Running":"yes"}})"));
+  CHECK(info.state.exit_code == 0);
+  CHECK(info.state.pid == 0);
+  CHECK_FALSE(info.state.running);
+  ImageInfo image = parse_image_inspect(json::parse(R"({"Id":"i","Size":-1e300})"));
+  CHECK(image.size_bytes == 0);
+}
+
+TEST_CASE("JSON lines past the bound are dropped, never buffered", "[unit][container]") {
+  JsonLineSplitter splitter(16);
+  std::vector<std::string> lines;
+  auto on_line = [&](std::string_view l) { lines.emplace_back(l); };
+  splitter.feed("short\n", on_line);
+  splitter.feed(std::string(10, 'x'), on_line);
+  splitter.feed(std::string(10, 'y'), on_line);  // now past 16: dropped
+  splitter.feed(std::string(1000, 'z') + "\nnext\n", on_line);
+  splitter.feed(std::string(100, 'w'), on_line);
+  CHECK(lines == std::vector<std::string>{"short", "next"});
+  CHECK(splitter.dropped_lines() == 2);
+  CHECK_FALSE(splitter.take_rest());
+  CHECK_FALSE(parse_event_line("[" + std::string(100, '[') + std::string(101, ']')));
 }
 
 TEST_CASE("image config as import changes: quoted, no $ expansion", "[unit][container]") {

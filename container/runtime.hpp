@@ -54,9 +54,23 @@ struct ImageSummary {
 };
 
 struct Resources {
-  std::int64_t memory_bytes = 0;  // 0 = engine default (unlimited)
-  std::int64_t nano_cpus = 0;     // 1.5 CPUs = 1'500'000'000
-  std::int64_t pids_limit = 0;    // 0 = engine default
+  std::int64_t memory_bytes = 0;       // 0 = engine default (unlimited)
+  std::int64_t nano_cpus = 0;          // 1.5 CPUs = 1'500'000'000
+  std::int64_t pids_limit = 0;         // 0 = engine default
+  std::int64_t memory_swap_bytes = 0;  // memory + swap; = memory_bytes: no swap; 0 = default
+};
+
+// HostConfig.LogConfig: where the engine keeps the container's output.
+struct LogConfig {
+  std::string type;                            // "" = the engine's default driver
+  std::map<std::string, std::string> options;  // json-file: "max-size", "max-file"
+};
+
+// HostConfig.Ulimits entry, e.g. {"nofile", 1024, 1024}.
+struct Ulimit {
+  std::string name;
+  std::int64_t soft = 0;
+  std::int64_t hard = 0;
 };
 
 struct ContainerSpec {
@@ -71,6 +85,8 @@ struct ContainerSpec {
   std::vector<std::string> security_opt = {"no-new-privileges"};
   std::string user;         // empty = image default
   std::string working_dir;  // empty = image default
+  LogConfig log;            // empty type = engine default (unbounded json-file)
+  std::vector<Ulimit> ulimits;
 };
 
 struct ContainerState {

@@ -1,9 +1,12 @@
 #include "queue/job.hpp"
 
 #include "common/digest.hpp"
+#include "common/json_limits.hpp"
+#include "common/log.hpp"
 #include "common/time.hpp"
 #include "queue/validation.hpp"
 
+#include <charconv>
 #include <cstdio>
 #include <ctime>
 #include <stdexcept>
@@ -135,12 +138,20 @@ JobRecord JobRecord::from_json(const nlohmann::json& j) {
   auto state = parse_state(j.at("state").get<std::string>());
   if (!state) throw std::invalid_argument("unknown job state: " + j.at("state").dump());
   r.state = *state;
-  r.attempts = j.at("attempts").get<int>();
+  const auto& attempts = j.at("attempts");
+  if (!attempts.is_number_integer() || attempts.get<std::int64_t>() < 0 ||
+      attempts.get<std::int64_t>() > INT32_MAX) {
+    throw std::invalid_argument("attempts must be a non-negative integer: " + attempts.dump());
+  }
+  r.attempts = attempts.get<int>();
   r.created_at = parse_rfc3339(j.at("created_at")).value_or(0);
   r.started_at = parse_rfc3339(j.value("started_at", nlohmann::json()));
   r.finished_at = parse_rfc3339(j.value("finished_at", nlohmann::json()));
-  if (auto e = j.value("exit_code", nlohmann::json()); e.is_number_integer())
+  if (auto e = j.value("exit_code", nlohmann::json()); e.is_number_integer() &&
+                                                       e.get<std::int64_t>() >= INT32_MIN &&
+                                                       e.get<std::int64_t>() <= INT32_MAX) {
     r.exit_code = e.get<int>();
+  }
   auto str = [&](const char* key) {
     auto v = j.value(key, nlohmann::json());
     return v.is_string() ? v.get<std::string>() : std::string();
@@ -155,6 +166,70 @@ JobRecord JobRecord::from_json(const nlohmann::json& j) {
   r.from_snapshot = j.value("from_snapshot", false);
   r.snapshot_fallback = j.value("snapshot_fallback", false);
   r.spec = JobSpec::from_json(j.at("spec"));
+  return r;
+}
+
+}  // namespace warmstart::queue
+
+namespace warmstart::queue {
+namespace {
+
+std::optional<std::int64_t> to_int(std::string_view s) {
+  std::int64_t v = 0;
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (s.empty() || ec != std::errc() || end != s.data() + s.size()) return std::nullopt;
+  return v;
+}
+
+int to_int32(std::optional<std::int64_t> v) {
+  if (!v || *v < INT32_MIN || *v > INT32_MAX) return 0;
+  return static_cast<int>(*v);
+}
+
+}  // namespace
+
+JobRecord JobRecord::from_hash(
+    const std::unordered_map<std::string_view, std::string_view>& fields) {
+  auto get = [&](std::string_view key) -> std::string {
+    auto it = fields.find(key);
+    return it == fields.end() ? std::string() : std::string(it->second);
+  };
+  JobRecord r;
+  r.id = get("id");
+  r.state = parse_state(get("state")).value_or(JobState::failed);
+  r.attempts = to_int32(to_int(get("attempts")));
+  r.created_at = to_int(get("created_at")).value_or(0);
+  r.started_at = to_int(get("started_at"));
+  r.finished_at = to_int(get("finished_at"));
+  if (auto code = to_int(get("exit_code")); code && *code >= INT32_MIN && *code <= INT32_MAX) {
+    r.exit_code = static_cast<int>(*code);
+  }
+  r.error = get("error");
+  r.image = get("image");
+  r.from_snapshot = get("from_snapshot") == "1";
+  r.snapshot_fallback = get("snapshot_fallback") == "1";
+  r.container_id = get("container_id");
+  r.router_id = get("router_id");
+  r.log_tail = get("log_tail");
+  r.due_at = to_int(get("due_at"));
+  r.snapshot_error = get("snapshot_error");
+  r.waiting_for_key = get("parked");
+  const std::string spec = get("spec");
+  if (!spec.empty()) {
+    // Written by the queue after validation; unreadable means corrupted or
+    // written by something else.
+    std::string reason;
+    auto parsed = parse_bounded(spec, JsonLimits{}, &reason);
+    try {
+      if (!parsed) throw std::invalid_argument("spec " + reason);
+      r.spec = JobSpec::from_json(*parsed);
+    } catch (const std::exception& e) {
+      log::error("job record has an unreadable spec", {{"job", r.id}, {"error", e.what()}});
+    }
+  }
+  if (r.spec.id.empty()) r.spec.id = r.id;
+  std::string queue = get("queue");
+  if (!queue.empty()) r.spec.queue = queue;
   return r;
 }
 

@@ -10,6 +10,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 namespace warmstart::queue {
@@ -89,7 +90,12 @@ struct JobRecord {
   // Exactly DESIGN.md's top-level fields (timestamps RFC 3339 or null) plus
   // "spec" and "log_tail".
   nlohmann::json to_json() const;
+  // Throws std::invalid_argument or a json error when `j` is not a record.
   static JobRecord from_json(const nlohmann::json& j);
+  // The job hash in Redis (HGETALL's fields; docs/queue.md). Never throws: the
+  // hash may have been written by anything, so unreadable fields stay default
+  // and an unreadable spec is logged.
+  static JobRecord from_hash(const std::unordered_map<std::string_view, std::string_view>& fields);
 };
 
 }  // namespace warmstart::queue

@@ -103,3 +103,30 @@ TEST_CASE("JobRecord JSON uses null for what has not happened", "[unit][job]") {
   CHECK(j["from_snapshot"] == false);
   CHECK(JobRecord::from_json(j) == r);
 }
+
+TEST_CASE("a job hash with garbage fields reads as a record, never throws", "[unit][job]") {
+  const std::string deep_spec = std::string(100000, '[') + std::string(100000, ']');
+  std::unordered_map<std::string_view, std::string_view> fields = {
+      {"id", "j1"},
+      {"state", "no-such-state"},
+      {"attempts", "99999999999999999999"},
+      {"exit_code", "4294967296"},
+      {"created_at", "12x"},
+      {"spec", deep_spec},
+      {"queue", "q"}};
+  JobRecord r = JobRecord::from_hash(fields);
+  CHECK(r.id == "j1");
+  CHECK(r.state == JobState::failed);
+  CHECK(r.attempts == 0);
+  CHECK_FALSE(r.exit_code);
+  CHECK(r.created_at == 0);
+  CHECK(r.spec.id == "j1");
+  CHECK(r.spec.queue == "q");
+  CHECK(r.spec.cmd.empty());
+}
+
+TEST_CASE("a record read back from JSON refuses out-of-range numbers", "[unit][job]") {
+  auto j = json::parse(R"({"id": "a", "state": "queued", "attempts": 1e300,
+                           "created_at": "2026-01-01T00:00:00Z", "spec": {"id": "a", "cmd": ["x"]}})");
+  CHECK_THROWS_AS(JobRecord::from_json(j), std::invalid_argument);
+}

@@ -1,5 +1,6 @@
 #include "queue/redis_queue.hpp"
 
+#include "common/json_limits.hpp"
 #include "common/log.hpp"
 #include "common/time.hpp"
 #include "queue/redis_queue_scripts.hpp"
@@ -43,45 +44,11 @@ std::optional<std::int64_t> to_int(const std::string& s) {
 // A job hash (HGETALL's flat field/value array) -> JobRecord.
 JobRecord record_from_hash(const Reply& reply) {
   const auto& items = reply.as_array();
-  std::unordered_map<std::string, const std::string*> f;
+  std::unordered_map<std::string_view, std::string_view> fields;
   for (std::size_t i = 0; i + 1 < items.size(); i += 2) {
-    f.emplace(items[i].as_string(), &items[i + 1].as_string());
+    fields.emplace(items[i].as_string(), items[i + 1].as_string());
   }
-  auto get = [&](const char* key) -> std::string {
-    auto it = f.find(key);
-    return it == f.end() ? std::string() : *it->second;
-  };
-  JobRecord r;
-  r.id = get("id");
-  r.state = parse_state(get("state")).value_or(JobState::failed);
-  r.attempts = static_cast<int>(to_int(get("attempts")).value_or(0));
-  r.created_at = to_int(get("created_at")).value_or(0);
-  r.started_at = to_int(get("started_at"));
-  r.finished_at = to_int(get("finished_at"));
-  if (auto code = to_int(get("exit_code"))) r.exit_code = static_cast<int>(*code);
-  r.error = get("error");
-  r.image = get("image");
-  r.from_snapshot = get("from_snapshot") == "1";
-  r.snapshot_fallback = get("snapshot_fallback") == "1";
-  r.container_id = get("container_id");
-  r.router_id = get("router_id");
-  r.log_tail = get("log_tail");
-  r.due_at = to_int(get("due_at"));
-  r.snapshot_error = get("snapshot_error");
-  r.waiting_for_key = get("parked");
-  std::string spec = get("spec");
-  if (!spec.empty()) {
-    // Written by us after validation; a parse failure means a corrupted record.
-    try {
-      r.spec = JobSpec::from_json(nlohmann::json::parse(spec));
-    } catch (const std::exception& e) {
-      log::error("job record has an unreadable spec", {{"job", r.id}, {"error", e.what()}});
-    }
-  }
-  if (r.spec.id.empty()) r.spec.id = r.id;
-  std::string queue = get("queue");
-  if (!queue.empty()) r.spec.queue = queue;
-  return r;
+  return JobRecord::from_hash(fields);
 }
 
 // Throws for the {'lost'} | {'illegal', state} | {'missing'} replies.
@@ -149,6 +116,10 @@ void RedisQueue::close() {
   blocking_client_->close();
 }
 
+JsonLimits RedisQueue::entry_limits() const {
+  return JsonLimits{options_.validation.max_payload_bytes, options_.validation.max_depth};
+}
+
 std::string RedisQueue::stream_key(const std::string& queue) const {
   return options_.key_prefix + "stream:" + queue;
 }
@@ -160,6 +131,29 @@ std::string RedisQueue::events_key() const {
 }
 std::string RedisQueue::cancel_channel() const {
   return options_.key_prefix + "cancel";
+}
+std::string RedisQueue::limits_key() const {
+  return options_.key_prefix + "limits";
+}
+
+awaitable<void> RedisQueue::publish_limits() {
+  if (!options_.validation.limits) co_return;
+  auto args = make_args("SET", limits_key(), limits_to_json(*options_.validation.limits).dump());
+  co_await client_->command(std::move(args));
+}
+
+awaitable<void> RedisQueue::adopt_published_limits() {
+  auto args = make_args("GET", limits_key());
+  Reply r = co_await client_->command(std::move(args));
+  if (r.is_nil()) co_return;
+  auto parsed = parse_bounded(r.as_string(), JsonLimits{4096, 2});
+  std::optional<JobLimits> limits;
+  if (parsed) limits = limits_from_json(*parsed);
+  if (!limits) {
+    log::warn("published job limits are unreadable; keeping the defaults", {{"key", limits_key()}});
+    co_return;
+  }
+  options_.validation.limits = *limits;
 }
 
 awaitable<Reply> RedisQueue::run_script(const std::string& body, std::vector<std::string> args) {
@@ -226,6 +220,7 @@ awaitable<std::vector<ClaimedJob>> RedisQueue::process_entries(const std::string
   const std::string stream_prefix = options_.key_prefix + "stream:";
   ValidationOptions validation = options_.validation;
   validation.generate_id = false;
+  const JsonLimits limits = entry_limits();
   std::size_t entries = 0;
   // The specs sent as valid: a claimed entry's record is built from them.
   std::unordered_map<std::string, JobSpec> specs;  // entry id -> spec
@@ -248,10 +243,14 @@ awaitable<std::vector<ClaimedJob>> RedisQueue::process_entries(const std::string
       if (payload == nullptr) {
         data = "stream entry has no \"job\" field";
       } else {
-        auto j = nlohmann::json::parse(*payload, nullptr, false);
-        if (j.is_discarded()) {
-          data = "job is not valid JSON";
+        // Bounded before anything recursive: a poison entry (e.g. 800 KB of
+        // nested arrays) becomes one failed record instead of a crash loop.
+        std::string reason;
+        auto parsed = parse_bounded(*payload, limits, &reason);
+        if (!parsed) {
+          data = "job " + reason;
         } else {
+          nlohmann::json& j = *parsed;
           // An id-less raw job gets an id derived from its entry, so a
           // redelivery (reclaim) maps to the same record.
           if (j.is_object() && !j.contains("id")) j["id"] = "s-" + queue + "-" + entry_id;
@@ -415,7 +414,7 @@ awaitable<std::vector<ClaimedJob>> RedisQueue::held_by(std::string consumer) {
           const auto& fields = parts[1].elements;
           for (std::size_t i = 0; i + 1 < fields.size(); i += 2) {
             if (fields[i].str != "job") continue;
-            auto j = nlohmann::json::parse(fields[i + 1].str, nullptr, false);
+            auto j = parse_bounded(fields[i + 1].str, entry_limits()).value_or(nullptr);
             if (j.is_object() && j.contains("id") && j["id"].is_string()) {
               job_id = j["id"].get<std::string>();
             } else if (j.is_object()) {
@@ -613,7 +612,8 @@ awaitable<std::vector<QueueEvent>> RedisQueue::read_events(std::string after_id,
     ev.id = parts.at(0).as_string();
     const auto& fields = parts.at(1).as_array();
     for (std::size_t i = 0; i + 1 < fields.size(); i += 2) {
-      if (fields[i].str == "e") ev.body = nlohmann::json::parse(fields[i + 1].str, nullptr, false);
+      if (fields[i].str == "e")
+        ev.body = parse_bounded(fields[i + 1].str, JsonLimits{}).value_or(nullptr);
     }
     if (!ev.body.is_object()) ev.body = nlohmann::json::object();
     ev.body["id"] = ev.id;
@@ -628,7 +628,7 @@ std::unique_ptr<CancelSubscription> RedisQueue::subscribe_cancellations(CancelHa
   auto sub = redis::Subscriber::create(
       executor_, o, {cancel_channel()},
       [handler = std::move(handler)](const std::string&, const std::string& message) {
-        auto j = nlohmann::json::parse(message, nullptr, false);
+        auto j = parse_bounded(message, JsonLimits{64 * 1024, 4}).value_or(nullptr);
         if (!j.is_object() || !j.contains("job") || !j["job"].is_string()) {
           log::warn("malformed cancel message ignored", {{"message", message.substr(0, 200)}});
           return;

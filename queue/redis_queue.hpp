@@ -2,6 +2,7 @@
 // Every multi-key state change is one Lua script (atomic); transitions come
 // from state_machine.hpp's table.
 #pragma once
+#include "common/json_limits.hpp"
 #include "common/redis.hpp"
 #include "queue/backoff.hpp"
 #include "queue/queue.hpp"
@@ -64,6 +65,13 @@ class RedisQueue final : public Queue {
   awaitable<std::vector<QueueEvent>> read_events(std::string after_id, std::size_t count) override;
   std::unique_ptr<CancelSubscription> subscribe_cancellations(CancelHandler handler) override;
 
+  // The router's ceilings (options().validation.limits) in Redis, for the CLI:
+  // publish_limits() writes them (key "<prefix>limits"); adopt_published_limits()
+  // makes them this queue's own when a router published any, so a client
+  // refuses what the router would. Without published ones the options stand.
+  awaitable<void> publish_limits();
+  awaitable<void> adopt_published_limits();
+
   // Closes both connections (pending commands fail); an io_context with no
   // other work can then return from run().
   void close();
@@ -73,6 +81,7 @@ class RedisQueue final : public Queue {
   std::string job_key(const std::string& id) const;
   std::string events_key() const;
   std::string cancel_channel() const;
+  std::string limits_key() const;
   const RedisQueueOptions& options() const { return options_; }
   // The command connection, for tools and tests that inspect keys.
   const redis::ClientPtr& client() const { return client_; }
@@ -80,6 +89,7 @@ class RedisQueue final : public Queue {
   const ScriptBatcher& finish_batcher() const { return finish_batcher_; }
 
  private:
+  JsonLimits entry_limits() const;  // a raw stream entry's size and depth
   awaitable<void> ensure_groups();
   awaitable<std::vector<ClaimedJob>> process_entries(const std::string& consumer,
                                                      const redis::Reply& streams, bool reclaim);

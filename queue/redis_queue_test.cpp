@@ -499,6 +499,47 @@ TEST_CASE("1000 malformed raw entries end failed and the consumer keeps going", 
   });
 }
 
+TEST_CASE("a poison entry of 800 KB nested arrays becomes one failed record (issue 12)",
+          "[queue]") {
+  const std::string prefix = unique_prefix();
+  KeyCleanup cleanup{testing::redis_url(), prefix};
+  run_coro([&]() -> awaitable<void> {
+    // Room for the whole body, so it is the depth that stops it, not the size.
+    RedisQueueOptions options = options_for(testing::redis_url(), prefix);
+    options.validation.max_payload_bytes = 1 << 20;
+    RedisQueue q(co_await net::this_coro::executor, options);
+    const std::string nested = std::string(400 * 1024, '[') + std::string(400 * 1024, ']');
+    const std::string poison = R"({"id": "poison-1", "cmd": ["true"], "x": )" + nested + "}";
+    co_await q.client()->command(make_args("XADD", q.stream_key("default"), "*", "job", poison));
+    co_await q.enqueue(job("valid-after"));
+
+    auto got = co_await claim_n(q, "r", 1);
+    REQUIRE(got.size() == 1);
+    CHECK(got[0].record.id == "valid-after");
+    auto failed = co_await q.list(JobState::failed, 10);
+    REQUIRE(failed.size() == 1);
+    CHECK(failed[0].id.rfind("raw-default-", 0) == 0);
+    CHECK(failed[0].error == "job is nested deeper than 64 levels");
+
+    // Acked at once: not pending (nothing to reclaim), no second record.
+    auto again = co_await q.claim("r2", 10, 100ms);
+    CHECK(again.empty());
+    auto failed_after = co_await q.list(JobState::failed, 10);
+    CHECK(failed_after.size() == 1);
+    auto pending =
+        co_await q.client()->command(make_args("XPENDING", q.stream_key("default"), "routers"));
+    CHECK(pending.as_array().at(0).as_integer() == 1);  // only valid-after, still held
+
+    // The queue keeps working.
+    auto done = result(JobState::succeeded, 0, "");
+    co_await q.finish(got[0].lease, std::move(done));
+    co_await q.enqueue(job("valid-later"));
+    auto later = co_await claim_n(q, "r", 1);
+    REQUIRE(later.size() == 1);
+    CHECK(later[0].record.id == "valid-later");
+  });
+}
+
 TEST_CASE("a valid raw entry without an id is adopted and runs", "[queue]") {
   const std::string prefix = unique_prefix();
   KeyCleanup cleanup{testing::redis_url(), prefix};

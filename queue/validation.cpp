@@ -1,10 +1,12 @@
 #include "queue/validation.hpp"
 
+#include "common/json_limits.hpp"
 #include "common/time.hpp"
 
 #include <cmath>
 #include <cstdio>
 #include <random>
+#include <type_traits>
 
 namespace warmstart::queue {
 namespace {
@@ -115,6 +117,46 @@ std::map<std::string, std::string> string_map(const json& j, const char* key) {
   return out;
 }
 
+std::string number_text(double value) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", value);
+  return buf;
+}
+
+// A value over its ceiling is refused, naming the limit, unless it is the
+// schema's default: a job that asks for nothing is brought down to the ceiling
+// (the spec cannot tell "asked for the default" from "asked for nothing": the
+// queue re-validates specs that went through to_json()).
+template <typename T>
+void within_ceiling(T& value, T ceiling, T schema_default, const char* field, const char* limit,
+                    const char* unit) {
+  if (value <= ceiling) return;
+  if (value == schema_default) {
+    value = ceiling;
+    return;
+  }
+  auto text = [](T v) {
+    if constexpr (std::is_floating_point_v<T>) {
+      return number_text(v);
+    } else {
+      return std::to_string(v);
+    }
+  };
+  reject(std::string(field) + " " + text(value) + " is over the operator's ceiling limits." +
+         limit + " = " + text(ceiling) + unit);
+}
+
+void apply_ceilings(const JobLimits& limits, JobSpec& spec) {
+  const JobSpec schema;
+  within_ceiling(spec.resources.memory_mb, limits.memory_mb, schema.resources.memory_mb,
+                 "resources.memory_mb", "memory", " MiB");
+  within_ceiling(spec.resources.cpus, limits.cpus, schema.resources.cpus, "resources.cpus", "cpus",
+                 "");
+  within_ceiling(spec.resources.pids, limits.pids, schema.resources.pids, "resources.pids", "pids",
+                 "");
+  within_ceiling(spec.timeout_s, limits.timeout_s, schema.timeout_s, "timeout_s", "timeout", " s");
+}
+
 JobSpec parse_spec(const json& j, const ValidationOptions& options) {
   if (!j.is_object()) reject("a job must be a JSON object");
   reject_privilege_requests(j);
@@ -218,6 +260,7 @@ JobSpec parse_spec(const json& j, const ValidationOptions& options) {
     }
     if (r.contains("pids")) spec.resources.pids = int_field(r, "pids", 1, 4194304);
   }
+  if (options.limits) apply_ceilings(*options.limits, spec);
 
   if (j.contains("labels")) {
     spec.labels = string_map(j, "labels");
@@ -240,10 +283,41 @@ std::string best_effort_id(const json& j) {
 
 }  // namespace
 
+std::string describe(const JobLimits& limits) {
+  return "memory_mb<=" + std::to_string(limits.memory_mb) + " cpus<=" + number_text(limits.cpus) +
+         " pids<=" + std::to_string(limits.pids) +
+         " timeout_s<=" + std::to_string(limits.timeout_s);
+}
+
+nlohmann::json limits_to_json(const JobLimits& limits) {
+  return {{"memory_mb", limits.memory_mb},
+          {"cpus", limits.cpus},
+          {"pids", limits.pids},
+          {"timeout_s", limits.timeout_s}};
+}
+
+std::optional<JobLimits> limits_from_json(const nlohmann::json& j) {
+  if (!j.is_object()) return std::nullopt;
+  for (const char* key : {"memory_mb", "pids", "timeout_s"}) {
+    if (!j.contains(key) || !j[key].is_number_integer() || j[key].get<std::int64_t>() < 1) {
+      return std::nullopt;
+    }
+  }
+  if (!j.contains("cpus") || !j["cpus"].is_number() || !(j["cpus"].get<double>() > 0)) {
+    return std::nullopt;
+  }
+  JobLimits limits;
+  limits.memory_mb = j["memory_mb"].get<std::int64_t>();
+  limits.cpus = j["cpus"].get<double>();
+  limits.pids = j["pids"].get<std::int64_t>();
+  limits.timeout_s = j["timeout_s"].get<std::int64_t>();
+  return limits;
+}
+
 bool is_valid_job_id(std::string_view id) {
   if (id.empty() || id.size() > 128) return false;
   for (char c : id) {
-    if (!is_id_char(c) || c == '_') return false;
+    if (!is_id_char(c)) return false;
   }
   return true;
 }
@@ -260,13 +334,25 @@ Validated validate_job(const nlohmann::json& job, const ValidationOptions& optio
   Validated out;
   out.id = best_effort_id(job);
   try {
-    // dump() is what travels on the stream: that is the size that counts.
-    std::size_t size = job.dump().size();
+    // dump() recurses once per level: a deep document (even in a field the
+    // schema rejects) must never reach it.
+    if (!json_depth_within(job, options.max_depth)) {
+      reject("job is nested deeper than " + std::to_string(options.max_depth) + " levels");
+    }
+    JobSpec spec = parse_spec(job, options);
+    // dump() is what travels on the stream: that is the size that counts. A
+    // job built in code (CLI arguments) may hold bytes JSON cannot carry.
+    std::size_t size = 0;
+    try {
+      size = job.dump().size();
+    } catch (const json::type_error&) {
+      reject("job strings must be valid UTF-8");
+    }
     if (size > options.max_payload_bytes) {
       reject("job is " + std::to_string(size) + " bytes; the limit is " +
              std::to_string(options.max_payload_bytes));
     }
-    out.spec = parse_spec(job, options);
+    out.spec = std::move(spec);
     out.id = out.spec->id;
   } catch (const Invalid& e) {
     out.reason = e.reason;
@@ -275,19 +361,15 @@ Validated validate_job(const nlohmann::json& job, const ValidationOptions& optio
 }
 
 Validated validate_job_text(std::string_view json_text, const ValidationOptions& options) {
-  if (json_text.size() > options.max_payload_bytes) {
+  std::string reason;
+  auto j =
+      parse_bounded(json_text, JsonLimits{options.max_payload_bytes, options.max_depth}, &reason);
+  if (!j) {
     Validated out;
-    out.reason = "job is " + std::to_string(json_text.size()) + " bytes; the limit is " +
-                 std::to_string(options.max_payload_bytes);
+    out.reason = "job " + reason;
     return out;
   }
-  json j = json::parse(json_text, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) {
-    Validated out;
-    out.reason = "job is not valid JSON";
-    return out;
-  }
-  return validate_job(j, options);
+  return validate_job(*j, options);
 }
 
 }  // namespace warmstart::queue

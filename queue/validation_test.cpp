@@ -43,7 +43,7 @@ TEST_CASE("schema violations are rejected with a one-line reason", "[unit][valid
   CHECK(verdict(R"({"cmd": ["ls", 1]})") == "cmd must be a non-empty array of strings");
   CHECK(verdict(R"({"cmd": [""]})") == "cmd[0] must not be empty");
   CHECK(verdict(R"({"cmd": ["ls"], "id": "a b"})") == "id must match [A-Za-z0-9._:-]{1,128}");
-  CHECK(verdict(R"({"cmd": ["ls"], "id": "a_b"})") == "id must match [A-Za-z0-9._:-]{1,128}");
+  CHECK(verdict(R"({"cmd": ["ls"], "id": "a_b"})") == "ok");  // '_' is in the documented pattern
   CHECK(verdict(R"({"cmd": ["ls"], "id": ""})") == "id must match [A-Za-z0-9._:-]{1,128}");
   CHECK(verdict(R"({"cmd": ["ls"], "id": ")" + std::string(129, 'a') + "\"}") ==
         "id must match [A-Za-z0-9._:-]{1,128}");
@@ -112,4 +112,78 @@ TEST_CASE("a rejected job still reports its id when readable", "[unit][validatio
   Validated v = validate_job_text(R"({"id": "bad-1", "cmd": []})");
   CHECK_FALSE(v.ok());
   CHECK(v.id == "bad-1");
+}
+
+TEST_CASE("ids accept '_' as documented: a webhook named ci_push gets valid ids",
+          "[unit][validation]") {
+  CHECK(is_valid_job_id("wh-ci_push-d_1"));
+  CHECK(is_valid_job_id("_"));
+  CHECK_FALSE(is_valid_job_id("a/b"));
+  CHECK_FALSE(is_valid_job_id("a b"));
+}
+
+TEST_CASE("a deeply nested job is refused without recursion (issue 12)", "[unit][validation]") {
+  // 800 KB of nested arrays in an unknown field: dump() of it overflowed the stack.
+  const std::string deep = std::string(400 * 1024, '[') + std::string(400 * 1024, ']');
+  const std::string text = R"({"cmd": ["true"], "x": )" + deep + "}";
+  ValidationOptions roomy;
+  roomy.max_payload_bytes = 1 << 20;
+  CHECK(validate_job_text(text, roomy).reason == "job is nested deeper than 64 levels");
+  // The same document built in code (not from text) is refused the same way.
+  nlohmann::json job = {{"cmd", {"true"}}};
+  nlohmann::json* cursor = &job["x"];
+  for (int i = 0; i < 400 * 1024; ++i) {
+    *cursor = nlohmann::json::array({nullptr});
+    cursor = &(*cursor)[0];
+  }
+  CHECK(validate_job(job, roomy).reason == "job is nested deeper than 64 levels");
+}
+
+TEST_CASE("a job built in code with invalid UTF-8 is refused, not thrown", "[unit][validation]") {
+  nlohmann::json job = {{"cmd", {"echo", std::string("\xff")}}};
+  CHECK(validate_job(job).reason == "job strings must be valid UTF-8");
+}
+
+TEST_CASE("operator ceilings: over one is refused naming the limit", "[unit][validation]") {
+  ValidationOptions capped;
+  capped.limits = JobLimits{2048, 2.0, 256, 3600};
+  auto verdict_capped = [&](const std::string& text) {
+    Validated v = validate_job_text(text, capped);
+    return v.ok() ? "ok" : v.reason;
+  };
+  CHECK(verdict_capped(R"({"cmd": ["ls"], "resources": {"pids": 4194304}})") ==
+        "resources.pids 4194304 is over the operator's ceiling limits.pids = 256");
+  CHECK(verdict_capped(R"({"cmd": ["ls"], "resources": {"memory_mb": 1024000}})") ==
+        "resources.memory_mb 1024000 is over the operator's ceiling limits.memory = 2048 MiB");
+  CHECK(verdict_capped(R"({"cmd": ["ls"], "resources": {"cpus": 2.5}})") ==
+        "resources.cpus 2.5 is over the operator's ceiling limits.cpus = 2");
+  CHECK(verdict_capped(R"({"cmd": ["ls"], "timeout_s": 7200})") ==
+        "timeout_s 7200 is over the operator's ceiling limits.timeout = 3600 s");
+  CHECK(verdict_capped(R"({"cmd": ["ls"], "resources": {"memory_mb": 2048, "pids": 256}})") ==
+        "ok");
+  // Without ceilings only the absolute ranges apply.
+  CHECK(verdict(R"({"cmd": ["ls"], "resources": {"pids": 4194304}})") == "ok");
+}
+
+TEST_CASE("operator ceilings below the defaults lower a job that asks for nothing",
+          "[unit][validation]") {
+  ValidationOptions capped;
+  capped.limits = JobLimits{512, 0.5, 100, 600};
+  Validated v = validate_job_text(R"({"cmd": ["ls"]})", capped);
+  REQUIRE(v.ok());
+  CHECK(v.spec->resources.memory_mb == 512);
+  CHECK(v.spec->resources.cpus == 0.5);
+  CHECK(v.spec->resources.pids == 100);
+  CHECK(v.spec->timeout_s == 600);
+  // What went through to_json() (the queue re-validates it) stays valid.
+  CHECK(validate_job(v.spec->to_json(), capped).ok());
+}
+
+TEST_CASE("published limits round-trip and refuse garbage", "[unit][validation]") {
+  JobLimits limits{2048, 1.5, 64, 60};
+  CHECK(limits_from_json(limits_to_json(limits)) == limits);
+  CHECK_FALSE(limits_from_json(nlohmann::json::parse(R"({"memory_mb": 1})")));
+  CHECK_FALSE(limits_from_json(
+      nlohmann::json::parse(R"({"memory_mb": 1, "cpus": 0, "pids": 1, "timeout_s": 1})")));
+  CHECK_FALSE(limits_from_json(nlohmann::json::parse("[]")));
 }

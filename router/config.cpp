@@ -6,10 +6,15 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <map>
 #include <set>
 #include <stdexcept>
+#include <string_view>
 
 namespace warmstart::router {
 namespace {
@@ -54,7 +59,9 @@ std::int64_t bytes_value(const toml::node& node, const std::string& where) {
     try {
       std::size_t used = 0;
       auto n = std::stoll(digits, &used);
-      if (used != digits.size() || n < 0) throw std::invalid_argument(digits);
+      if (used != digits.size() || n < 0 || n > INT64_MAX / factor) {
+        throw std::invalid_argument(digits);
+      }
       return n * factor;
     } catch (const std::exception&) {
       bad(where, "not a size: \"" + *s + "\" (use e.g. 512m, 20g)");
@@ -88,6 +95,70 @@ void read(const toml::table& t, const char* key, const std::string& section, T& 
     if (!n) bad(where, "expected an integer");
     out = static_cast<T>(*n);
   }
+}
+
+// toml++ bounds nested arrays and inline tables (TOML_MAX_NESTED_VALUES) but
+// not dotted keys: "a.b.b.b... = 1" with 100k parts overflows its recursive
+// table destructor. Counts the dots outside strings and comments: dotted keys
+// and table headers (and floats); a real config has a few dozen.
+std::size_t toml_bare_dots(std::string_view text) {
+  std::size_t dots = 0;
+  std::size_t i = 0;
+  while (i < text.size()) {
+    const char c = text[i];
+    const std::string_view rest = text.substr(i);
+    if (rest.starts_with("\"\"\"") || rest.starts_with("'''")) {
+      const std::size_t end = text.find(rest.substr(0, 3), i + 3);
+      if (end == std::string_view::npos) break;
+      i = end + 3;
+    } else if (c == '"') {
+      ++i;
+      while (i < text.size() && text[i] != '"' && text[i] != '\n') i += text[i] == '\\' ? 2 : 1;
+      ++i;
+    } else if (c == '\'') {
+      const std::size_t end = text.find_first_of("'\n", i + 1);
+      if (end == std::string_view::npos) break;
+      i = end + 1;
+    } else if (c == '#') {
+      const std::size_t end = text.find('\n', i);
+      if (end == std::string_view::npos) break;
+      i = end + 1;
+    } else {
+      if (c == '.') ++dots;
+      ++i;
+    }
+  }
+  return dots;
+}
+
+void load_limits(const toml::table& t, const std::string& s, RouterConfig& c) {
+  static const std::vector<std::string> known = {
+      "memory", "cpus", "pids", "timeout", "log_tail", "log_max_size", "log_max_files", "nofile"};
+  for (const auto& [key, value] : t) {
+    if (std::find(known.begin(), known.end(), key.str()) == known.end()) {
+      bad(s + "." + std::string(key.str()), "unknown key");
+    }
+  }
+  if (const auto* n = t.get("memory")) {
+    c.job_limits.memory_mb = bytes_value(*n, s + ".memory") / (1 << 20);
+  }
+  if (const auto* n = t.get("cpus")) {
+    auto cpus = n->value<double>();
+    if (!cpus) bad(s + ".cpus", "expected a number");
+    c.job_limits.cpus = *cpus;
+  }
+  read(t, "pids", s, c.job_limits.pids);
+  if (const auto* n = t.get("timeout")) {
+    c.job_limits.timeout_s =
+        std::chrono::duration_cast<std::chrono::seconds>(duration_value(*n, s + ".timeout"))
+            .count();
+  }
+  if (const auto* n = t.get("log_tail")) {
+    c.log_tail_bytes = static_cast<std::size_t>(bytes_value(*n, s + ".log_tail"));
+  }
+  read(t, "log_max_size", s, c.container_caps.log_max_size);
+  read(t, "log_max_files", s, c.container_caps.log_max_files);
+  read(t, "nofile", s, c.container_caps.nofile);
 }
 
 }  // namespace
@@ -137,6 +208,22 @@ class Section {
 }  // namespace
 
 void load_config_file(const std::string& path, RouterConfig& c) {
+  // toml++ bounds nesting itself (TOML_MAX_NESTED_VALUES, 256); the size is ours.
+  constexpr std::uintmax_t max_config_bytes = 1 << 20;
+  std::error_code size_error;
+  const auto size = std::filesystem::file_size(path, size_error);
+  if (!size_error && size > max_config_bytes) {
+    bad(path, "is " + std::to_string(size) + " bytes; a config file is at most 1 MiB");
+  }
+  constexpr std::size_t max_bare_dots = 4096;
+  {
+    std::ifstream in(path, std::ios::binary);
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (toml_bare_dots(text) > max_bare_dots) {
+      bad(path, "has more than " + std::to_string(max_bare_dots) +
+                    " dots outside strings (dotted keys nested too deep)");
+    }
+  }
   toml::table root;
   try {
     root = toml::parse_file(path);
@@ -169,6 +256,7 @@ void load_config_file(const std::string& path, RouterConfig& c) {
     s.read("log_level", c.log_level);
     s.reject_unknown();
   }
+  if (const auto* t = root["limits"].as_table()) load_limits(*t, path + ": limits", c);
   if (const auto* t = root["snapshots"].as_table()) {
     Section s(*t, path + ": snapshots");
     s.read("ttl", c.snapshot_ttl);
@@ -217,7 +305,6 @@ void validate(const RouterConfig& c) {
   if (c.lease_timeout < 1s) bad("lease_timeout", "must be at least 1s");
   if (c.default_timeout < 1s) bad("default_timeout", "must be at least 1s");
   if (c.reconcile_interval < 10ms) bad("reconcile_interval", "must be at least 10ms");
-  if (c.log_tail_bytes > 16 * 1024 * 1024) bad("log_tail_bytes", "at most 16 MiB");
   if (c.snapshot_exclude) {
     for (const auto& path : *c.snapshot_exclude) {
       if (path.empty() || path[0] != '/' || path.find_first_not_of('/') == std::string::npos) {
@@ -225,6 +312,24 @@ void validate(const RouterConfig& c) {
       }
     }
   }
+  if (c.log_tail_bytes > 16 * 1024 * 1024) bad("limits.log_tail", "at most 16 MiB");
+  const queue::JobLimits& l = c.job_limits;
+  // The absolute ranges of the job schema bound the ceilings too.
+  if (l.memory_mb < 6 || l.memory_mb > (1 << 20)) bad("limits.memory", "must be 6m..1t");
+  if (!(l.cpus >= 0.01 && l.cpus <= 1024)) bad("limits.cpus", "must be 0.01..1024");
+  if (l.pids < 1 || l.pids > 4194304) bad("limits.pids", "must be 1..4194304");
+  if (l.timeout_s < 1 || l.timeout_s > 30LL * 24 * 3600) bad("limits.timeout", "must be 1s..30d");
+  const ContainerCaps& caps = c.container_caps;
+  if (caps.log_max_files < 1 || caps.log_max_files > 100) {
+    bad("limits.log_max_files", "must be 1..100");
+  }
+  if (caps.nofile < 64 || caps.nofile > (1 << 20)) bad("limits.nofile", "must be 64..1048576");
+  // Docker's size syntax: digits and one of k, m, g.
+  const std::string& size = caps.log_max_size;
+  const bool size_ok = size.size() >= 2 &&
+                       std::string_view("kmg").find(size.back()) != std::string_view::npos &&
+                       size.find_first_not_of("0123456789") == size.size() - 1 && size[0] != '0';
+  if (!size_ok) bad("limits.log_max_size", "must be like 10m (digits and k, m or g)");
   for (const char* bad_char : {" ", "/"}) {
     if (c.router_id.find(bad_char) != std::string::npos) {
       bad("router id", "must not contain spaces or '/'");

@@ -2,6 +2,8 @@
 // Every default is written next to its field.
 #pragma once
 #include "common/net.hpp"
+#include "queue/validation.hpp"
+#include "router/launch.hpp"
 
 #include <cstdint>
 #include <optional>
@@ -35,7 +37,12 @@ struct RouterConfig {
   Duration reconcile_interval = 5s;        // batched container list catching missed events
   Duration orphan_grace = 60s;             // managed containers of no job are removed after this
   Duration docker_timeout = 30s;           // per Docker API call
-  std::size_t log_tail_bytes = 64 * 1024;  // log tail kept in the job record
+  std::size_t log_tail_bytes = 64 * 1024;  // [limits] log_tail: log tail kept in the job record
+
+  // [limits]: operator ceilings. A job asking for more is refused (API 400,
+  // CLI exit 2, or failed at claim when it was written to Redis directly).
+  queue::JobLimits job_limits;   // memory, cpus, pids, timeout
+  ContainerCaps container_caps;  // json-file log cap and nofile of every container
 
   // Snapshot cache.
   Duration snapshot_ttl = 24h;                           // unused snapshots expire after this

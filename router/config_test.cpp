@@ -116,3 +116,78 @@ strip_git_credentials = false
   CHECK(env.state_dir == "/from/env");
   CHECK(default_state_dir().front() == '/');
 }
+
+TEST_CASE("[limits]: ceilings and container caps, with safe defaults", "[unit][config]") {
+  RouterConfig defaults;
+  CHECK(defaults.job_limits.memory_mb == 8192);
+  CHECK(defaults.job_limits.pids == 1024);
+  CHECK(defaults.container_caps.log_max_size == "10m");
+  CHECK_NOTHROW(validate(defaults));
+
+  auto path = write_temp(R"(
+[limits]
+memory = "2g"
+cpus = 1.5
+pids = 256
+timeout = "2h"
+log_tail = "128k"
+log_max_size = "5m"
+log_max_files = 2
+nofile = 2048
+)");
+  RouterConfig c;
+  load_config_file(path, c);
+  std::remove(path.c_str());
+  CHECK(c.job_limits.memory_mb == 2048);
+  CHECK(c.job_limits.cpus == 1.5);
+  CHECK(c.job_limits.pids == 256);
+  CHECK(c.job_limits.timeout_s == 7200);
+  CHECK(c.log_tail_bytes == 128 * 1024);
+  CHECK(c.container_caps.log_max_size == "5m");
+  CHECK(c.container_caps.log_max_files == 2);
+  CHECK(c.container_caps.nofile == 2048);
+  CHECK_NOTHROW(validate(c));
+}
+
+TEST_CASE("[limits]: unknown keys and out-of-range values are refused", "[unit][config]") {
+  auto load = [](const std::string& text) {
+    auto path = write_temp(text);
+    RouterConfig c;
+    try {
+      load_config_file(path, c);
+      validate(c);
+    } catch (...) {
+      std::remove(path.c_str());
+      throw;
+    }
+    std::remove(path.c_str());
+  };
+  CHECK_THROWS_WITH(load("[limits]\nmemroy = \"1g\""),
+                    Catch::Contains("limits.memroy: unknown key"));
+  CHECK_THROWS_WITH(load("[limits]\npids = 0"), Catch::Contains("limits.pids"));
+  CHECK_THROWS_WITH(load("[limits]\nmemory = \"99999999999t\""), Catch::Contains("not a size"));
+  CHECK_THROWS_WITH(load("[limits]\nlog_max_size = \"lots\""), Catch::Contains("log_max_size"));
+  CHECK_THROWS_WITH(load("[limits]\nnofile = 1"), Catch::Contains("limits.nofile"));
+}
+
+TEST_CASE("a config nested past toml++'s bound is an error, not a crash", "[unit][config]") {
+  auto path = write_temp("a = " + std::string(100000, '[') + std::string(100000, ']') + "\n");
+  RouterConfig c;
+  CHECK_THROWS_AS(load_config_file(path, c), std::invalid_argument);
+  std::remove(path.c_str());
+}
+
+TEST_CASE("deeply dotted keys are refused before toml++ sees them", "[unit][config]") {
+  // 100k parts overflow toml++'s recursive table destructor (found by hand, toml++ 3.3).
+  std::string key = "a";
+  for (int i = 0; i < 100000; ++i) key += ".b";
+  auto path = write_temp(key + " = 1\n");
+  RouterConfig c;
+  CHECK_THROWS_WITH(load_config_file(path, c), Catch::Contains("dotted keys nested too deep"));
+  std::remove(path.c_str());
+  // Dots in strings and comments do not count.
+  auto fine = write_temp("# " + std::string(10000, '.') + "\n[router]\nbase_image = \"" +
+                         std::string(10000, '.') + "\"\n");
+  CHECK_NOTHROW(load_config_file(fine, c));
+  std::remove(fine.c_str());
+}

@@ -108,6 +108,7 @@ awaitable<Input> JobExecutor::create(const ActiveJobPtr& job, const Action& acti
   req.resources.nano_cpus = static_cast<std::int64_t>(spec.resources.cpus * 1e9);
   req.resources.pids_limit = spec.resources.pids;
   req.network_mode = config_.network_mode;
+  req.caps = config_.container_caps;
   const auto t0 = Clock::now();
   // Awaitables are built in their own statement: g++ 12 may destroy
   // temporaries of a co_await expression twice (docs/queue.md).

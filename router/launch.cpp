@@ -3,9 +3,16 @@
 namespace warmstart::router {
 
 std::string container_name(const std::string& job_id, int attempt) {
-  // Job ids are [A-Za-z0-9._:-]; container names allow [a-zA-Z0-9_.-].
   std::string name = "warmstart-";
-  for (char c : job_id) name += (c == ':') ? '_' : c;
+  for (char c : job_id) {
+    if (c == '_') {
+      name += "__";
+    } else if (c == ':') {
+      name += "_c";
+    } else {
+      name += c;
+    }
+  }
   return name + "-" + std::to_string(attempt);
 }
 
@@ -37,6 +44,12 @@ container::ContainerSpec make_container_spec(const LaunchRequest& r) {
   if (!r.snapshot_key.empty()) spec.labels["warmstart.snapshot.key"] = r.snapshot_key;
 
   spec.resources = r.resources;
+  // Memory is the whole budget: swap would let a job exceed it by the host's swap.
+  spec.resources.memory_swap_bytes = r.resources.memory_bytes;
+  spec.log.type = "json-file";
+  spec.log.options = {{"max-size", r.caps.log_max_size},
+                      {"max-file", std::to_string(r.caps.log_max_files)}};
+  spec.ulimits = {{"nofile", r.caps.nofile, r.caps.nofile}};
   spec.network_mode = r.network_mode;
   spec.cap_drop = {"ALL"};
   spec.security_opt = {"no-new-privileges"};

@@ -30,7 +30,7 @@ TEST_CASE("launch spec carries labels, worker env and secure defaults", "[unit][
   r.resources.memory_bytes = 512 << 20;
   auto spec = make_container_spec(r);
 
-  CHECK(spec.name == "warmstart-job_42-2");
+  CHECK(spec.name == "warmstart-job_c42-2");
   CHECK(spec.labels.at("warmstart.managed") == "true");
   CHECK(spec.labels.at("warmstart.job") == "job:42");
   CHECK(spec.labels.at("warmstart.router") == "r1");
@@ -46,6 +46,37 @@ TEST_CASE("launch spec carries labels, worker env and secure defaults", "[unit][
   CHECK(spec.cap_drop == std::vector<std::string>{"ALL"});
   CHECK(spec.security_opt == std::vector<std::string>{"no-new-privileges"});
   CHECK(spec.resources.memory_bytes == 512 << 20);
+  CHECK(spec.resources.memory_swap_bytes == 512 << 20);  // no swap on top
+}
+
+TEST_CASE("every container gets a bounded log and an open-files limit", "[unit][launch]") {
+  LaunchRequest r;
+  r.job_id = "j";
+  r.image = "warmstart-worker:latest";
+  auto defaults = make_container_spec(r);
+  CHECK(defaults.log.type == "json-file");
+  CHECK(defaults.log.options.at("max-size") == "10m");
+  CHECK(defaults.log.options.at("max-file") == "3");
+  REQUIRE(defaults.ulimits.size() == 1);
+  CHECK(defaults.ulimits[0].name == "nofile");
+  CHECK(defaults.ulimits[0].soft == 16384);
+  CHECK(defaults.ulimits[0].hard == 16384);
+
+  r.caps.log_max_size = "1m";
+  r.caps.log_max_files = 1;
+  r.caps.nofile = 256;
+  auto capped = make_container_spec(r);
+  CHECK(capped.log.options.at("max-size") == "1m");
+  CHECK(capped.log.options.at("max-file") == "1");
+  CHECK(capped.ulimits[0].soft == 256);
+}
+
+TEST_CASE("container names are unique per job id", "[unit][launch]") {
+  // Ids differing only in ':' and '_' must not share a container name.
+  CHECK(container_name("a:b", 1) == "warmstart-a_cb-1");
+  CHECK(container_name("a_b", 1) == "warmstart-a__b-1");
+  CHECK(container_name("a_cb", 1) == "warmstart-a__cb-1");
+  CHECK(container_name("a.b-c", 2) == "warmstart-a.b-c-2");
 }
 
 TEST_CASE("fallback launch: no reuse variable, commit still on", "[unit][launch]") {

@@ -21,6 +21,8 @@ queue::RedisQueueOptions queue_options(const RouterConfig& config) {
   o.lease_timeout = config.lease_timeout;
   o.concurrency_key_limit = config.concurrency_key_limit;
   o.log_tail_max_bytes = config.log_tail_bytes;
+  // Enqueue (API, CLI) and claim hold jobs to the ceilings.
+  o.validation.limits = config.job_limits;
   return o;
 }
 

@@ -178,7 +178,7 @@ TEST_CASE("cli: events [--follow] [--json]", "[unit][cli]") {
   CHECK(parsed({"events"}).common.redis_url == "redis://env:6379/0");  // the environment's default
 }
 
-TEST_CASE("cli: --help and --version print and exit 0; nonsense exits 2", "[unit][cli]") {
+TEST_CASE("cli: --help and --version print and exit 0: nonsense exits 2", "[unit][cli]") {
   ParseOutcome version = parse({"--version"});
   CHECK(version.exit_code == 0);
   CHECK(version.output.find("warmstart 0.1.0") != std::string::npos);

@@ -109,7 +109,7 @@ TEST_CASE("create answers the engine's 404 for a missing image and 409 for a tak
   });
 }
 
-TEST_CASE("a container runs until the test makes it exit; waiters get the code", "[unit]") {
+TEST_CASE("a container runs until the test makes it exit: waiters get the code", "[unit]") {
   with_runtime([](MemoryRuntime& rt) -> awaitable<void> {
     auto id = co_await run(rt, "job");
     co_await rt.start_container(id);  // 304 from the engine: not an error
@@ -390,7 +390,7 @@ TEST_CASE("images: tags, labels, removal rules and a snapshot deleted by hand", 
   });
 }
 
-TEST_CASE("commit adds a layer; a scrubbed commit or an import is one layer", "[unit]") {
+TEST_CASE("commit adds a layer: a scrubbed commit or an import is one layer", "[unit]") {
   with_runtime([](MemoryRuntime& rt) -> awaitable<void> {
     auto id = co_await run(rt, "c");
     rt.exit(id, 0);

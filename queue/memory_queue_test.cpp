@@ -156,7 +156,7 @@ TEST_CASE("a LOADING reply is a transient Redis error", "[unit]") {
   });
 }
 
-TEST_CASE("while down every call throws ConnectionError; back up, nothing was lost", "[unit]") {
+TEST_CASE("while down every call throws ConnectionError: back up, nothing was lost", "[unit]") {
   with_queue([](MemoryQueue& q, ManualClock&) -> awaitable<void> {
     co_await enqueue(q, "j");
     q.set_down(true);
@@ -278,7 +278,7 @@ TEST_CASE("a job whose lease keeps expiring fails after max_reclaims", "[unit]")
       o);
 }
 
-TEST_CASE("a renewed lease is not reclaimed; renewal also keeps the key", "[unit]") {
+TEST_CASE("a renewed lease is not reclaimed: renewal also keeps the key", "[unit]") {
   with_queue([](MemoryQueue& q, ManualClock& clock) -> awaitable<void> {
     co_await enqueue(q, "long", "k");
     co_await enqueue(q, "wait", "k");

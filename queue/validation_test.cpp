@@ -174,7 +174,9 @@ TEST_CASE("operator ceilings below the defaults lower a job that asks for nothin
   CHECK(v.spec->resources.memory_mb == 512);
   CHECK(v.spec->resources.cpus == 0.5);
   CHECK(v.spec->resources.pids == 100);
-  CHECK(v.spec->timeout_s == 600);
+  // No timeout named: 0 stays "the router's default_timeout", which the router
+  // caps at limits.timeout (router/job_executor.cpp effective_timeout_s).
+  CHECK(v.spec->timeout_s == 0);
   // What went through to_json() (the queue re-validates it) stays valid.
   CHECK(validate_job(v.spec->to_json(), capped).ok());
 }

@@ -207,8 +207,12 @@ class Section {
 
 }  // namespace
 
-void load_config_file(const std::string& path, RouterConfig& c) {
-  // toml++ bounds nesting itself (TOML_MAX_NESTED_VALUES, 256); the size is ours.
+namespace {
+
+// The file as TOML, refused before toml++ sees it when it could hurt: toml++
+// bounds nesting itself (TOML_MAX_NESTED_VALUES, 256); the size and the
+// dotted-key depth are ours.
+toml::table parse_config_file(const std::string& path) {
   constexpr std::uintmax_t max_config_bytes = 1 << 20;
   std::error_code size_error;
   const auto size = std::filesystem::file_size(path, size_error);
@@ -224,56 +228,67 @@ void load_config_file(const std::string& path, RouterConfig& c) {
                     " dots outside strings (dotted keys nested too deep)");
     }
   }
-  toml::table root;
   try {
-    root = toml::parse_file(path);
+    return toml::parse_file(path);
   } catch (const toml::parse_error& e) {
     std::string msg = std::string(e.description());
     bad(path, msg + " (line " + std::to_string(e.source().begin.line) + ")");
   }
-  if (const auto* r = root["router"].as_table()) {
-    Section s(*r, path + ": router");
-    s.read("redis_url", c.redis_url);
-    s.read("docker_host", c.docker_host);
-    s.read("id", c.router_id);
-    s.read("queues", c.queues);
-    s.read("base_image", c.base_image);
-    s.read("image_allowlist", c.image_allowlist);
-    s.read("concurrency", c.concurrency);
-    s.read("concurrency_key_limit", c.concurrency_key_limit);
-    s.read("network_mode", c.network_mode);
-    s.read("listen", c.listen);
-    s.read("key_prefix", c.key_prefix);
-    s.read("state_dir", c.state_dir);
-    s.read("lease_timeout", c.lease_timeout);
-    s.read("stop_grace", c.stop_grace);
-    s.read("default_timeout", c.default_timeout);
-    s.read("drain_deadline", c.drain_deadline);
-    s.read("reconcile_interval", c.reconcile_interval);
-    s.read("orphan_grace", c.orphan_grace);
-    s.read("docker_timeout", c.docker_timeout);
-    s.read("log_tail_bytes", c.log_tail_bytes);
-    s.read("log_level", c.log_level);
-    s.reject_unknown();
+}
+
+void load_router_section(const toml::table& r, const std::string& where, RouterConfig& c) {
+  Section s(r, where);
+  s.read("redis_url", c.redis_url);
+  s.read("docker_host", c.docker_host);
+  s.read("id", c.router_id);
+  s.read("queues", c.queues);
+  s.read("base_image", c.base_image);
+  s.read("image_allowlist", c.image_allowlist);
+  s.read("concurrency", c.concurrency);
+  s.read("concurrency_key_limit", c.concurrency_key_limit);
+  s.read("network_mode", c.network_mode);
+  s.read("listen", c.listen);
+  s.read("key_prefix", c.key_prefix);
+  s.read("state_dir", c.state_dir);
+  s.read("lease_timeout", c.lease_timeout);
+  s.read("stop_grace", c.stop_grace);
+  s.read("default_timeout", c.default_timeout);
+  s.read("drain_deadline", c.drain_deadline);
+  s.read("reconcile_interval", c.reconcile_interval);
+  s.read("orphan_grace", c.orphan_grace);
+  s.read("docker_timeout", c.docker_timeout);
+  s.read("log_tail_bytes", c.log_tail_bytes);
+  s.read("log_level", c.log_level);
+  s.reject_unknown();
+}
+
+void load_snapshots_section(const toml::table& t, const std::string& where, RouterConfig& c) {
+  Section s(t, where);
+  s.read("ttl", c.snapshot_ttl);
+  s.read("max_count", c.snapshot_max_count);
+  s.bytes("max_bytes", c.snapshot_max_bytes);
+  s.read("gc_interval", c.snapshot_gc_interval);
+  s.read("work_dir", c.snapshot_work_dir);
+  if (t.get("exclude") != nullptr) {
+    std::vector<std::string> exclude;
+    s.read("exclude", exclude);
+    c.snapshot_exclude = std::move(exclude);
   }
+  s.allow("exclude");
+  s.flag("strip_git_credentials", c.snapshot_strip_git_credentials);
+  s.reject_unknown({{"max_depth",
+                     "every snapshot is flattened to one layer, so its depth never grows "
+                     "(docs/snapshots.md)"}});
+}
+
+}  // namespace
+
+void load_config_file(const std::string& path, RouterConfig& c) {
+  const toml::table root = parse_config_file(path);
+  if (const auto* r = root["router"].as_table()) load_router_section(*r, path + ": router", c);
   if (const auto* t = root["limits"].as_table()) load_limits(*t, path + ": limits", c);
   if (const auto* t = root["snapshots"].as_table()) {
-    Section s(*t, path + ": snapshots");
-    s.read("ttl", c.snapshot_ttl);
-    s.read("max_count", c.snapshot_max_count);
-    s.bytes("max_bytes", c.snapshot_max_bytes);
-    s.read("gc_interval", c.snapshot_gc_interval);
-    s.read("work_dir", c.snapshot_work_dir);
-    if (t->get("exclude") != nullptr) {
-      std::vector<std::string> exclude;
-      s.read("exclude", exclude);
-      c.snapshot_exclude = std::move(exclude);
-    }
-    s.allow("exclude");
-    s.flag("strip_git_credentials", c.snapshot_strip_git_credentials);
-    s.reject_unknown({{"max_depth",
-                       "every snapshot is flattened to one layer, so its depth never grows "
-                       "(docs/snapshots.md)"}});
+    load_snapshots_section(*t, path + ": snapshots", c);
   }
 }
 

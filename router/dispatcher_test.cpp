@@ -114,7 +114,7 @@ struct Harness {
 
 }  // namespace
 
-TEST_CASE("dispatcher: an engine outage hands jobs back unspent; claiming resumes by itself",
+TEST_CASE("dispatcher: an engine outage hands jobs back unspent: claiming resumes by itself",
           "[unit][dispatcher]") {
   Harness h;
   auto router = h.start();
@@ -157,7 +157,7 @@ TEST_CASE("dispatcher: a hung engine call is an outage, not the job's failure",
 }
 
 TEST_CASE(
-    "dispatcher: Redis errors at mark_running and at the result are ridden out; one "
+    "dispatcher: Redis errors at mark_running and at the result are ridden out, one "
     "container",
     "[unit][dispatcher]") {
   Harness h;
@@ -190,7 +190,7 @@ TEST_CASE("dispatcher: a cancel whose message is lost stops the container within
   CHECK(h.state(id) == JobState::cancelled);
 }
 
-TEST_CASE("dispatcher: jobs of a busy concurrency key hold no slot; unrelated jobs run",
+TEST_CASE("dispatcher: jobs of a busy concurrency key hold no slot: unrelated jobs run",
           "[unit][dispatcher]") {
   Harness h;
   h.start();

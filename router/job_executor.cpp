@@ -24,7 +24,12 @@ double seconds_since(Clock::time_point t0) {
 
 std::int64_t effective_timeout_s(const queue::JobSpec& spec, const RouterConfig& config) {
   if (spec.timeout_s > 0) return spec.timeout_s;
-  return std::max<std::int64_t>(1, duration_cast<seconds>(config.default_timeout).count());
+  // A job that names no timeout gets the router's default, never more than the
+  // operator's [limits] timeout ceiling (validation only refuses explicit values).
+  std::int64_t t =
+      std::max<std::int64_t>(1, duration_cast<seconds>(config.default_timeout).count());
+  if (config.job_limits.timeout_s > 0) t = std::min(t, config.job_limits.timeout_s);
+  return t;
 }
 
 awaitable<void> JobExecutor::execute(ActiveJobPtr job, StartMode mode) {

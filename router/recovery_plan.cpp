@@ -49,77 +49,85 @@ std::string RecoveryPlan::to_string() const {
   return out;
 }
 
+namespace {
+
+using Kind = RecoveryStep::Kind;
+using Containers = std::vector<const ObservedContainer*>;
+
+// The container of the claim's current attempt: the one the job recorded, else
+// the newest of its attempt. Any other is a leftover of an old attempt.
+const ObservedContainer* current_container(const ObservedClaim& claim, const Containers& all) {
+  const ObservedContainer* current = nullptr;
+  for (const auto* c : all) {
+    if (!claim.container_id.empty() && c->id == claim.container_id) current = c;
+  }
+  if (current != nullptr) return current;
+  for (const auto* c : all) {
+    if (c->attempt != claim.attempt) continue;
+    if (current == nullptr || c->created_unix_ms > current->created_unix_ms) current = c;
+  }
+  return current;
+}
+
+// What to do with a job this router still holds.
+void plan_claim(const ObservedClaim& claim, const Containers& containers, std::int64_t now_ms,
+                std::vector<RecoveryStep>& job_steps, std::vector<RecoveryStep>& cleanup) {
+  const ObservedContainer* current = current_container(claim, containers);
+  for (const auto* c : containers) {
+    if (c != current) {
+      cleanup.push_back({Kind::remove, claim.job_id, c->id, "container of an earlier attempt"});
+    }
+  }
+  if (current == nullptr) {
+    job_steps.push_back({Kind::requeue, claim.job_id, "", "claimed, no container"});
+  } else if (is_running(current->state)) {
+    if (claim.cancel_requested) {
+      job_steps.push_back({Kind::stop, claim.job_id, current->id, "cancel requested"});
+    } else if (claim.deadline_unix_ms != 0 && now_ms >= claim.deadline_unix_ms) {
+      job_steps.push_back({Kind::stop, claim.job_id, current->id, "timeout passed"});
+    } else {
+      job_steps.push_back({Kind::reattach, claim.job_id, current->id, "running"});
+    }
+  } else if (has_exited(current->state)) {
+    job_steps.push_back({Kind::finalize, claim.job_id, current->id, "exited while away"});
+  } else {
+    // "created" (never started) or "removing": no work happened in it.
+    job_steps.push_back(
+        {Kind::remove, claim.job_id, current->id, "never started: " + current->state});
+    job_steps.push_back({Kind::requeue, claim.job_id, "", "container never started"});
+  }
+}
+
+// A container of a job this router does not hold: finished, elsewhere, or gone.
+RecoveryStep plan_other(const std::string& job_id, const ObservedContainer& c,
+                        const std::string& state, const RecoveryInput& in) {
+  if (is_terminal_job_state(state)) return {Kind::remove, job_id, c.id, "job already " + state};
+  if (in.now_unix_ms - c.created_unix_ms >= in.orphan_grace_ms) {
+    return {Kind::remove, job_id, c.id,
+            state.empty() ? "orphan: no job record" : "orphan: job " + state + " elsewhere"};
+  }
+  return {Kind::keep, job_id, c.id, "orphan within grace period"};
+}
+
+}  // namespace
+
 RecoveryPlan plan_recovery(const RecoveryInput& in) {
-  using Kind = RecoveryStep::Kind;
-  RecoveryPlan plan;
-  std::map<std::string, std::vector<const ObservedContainer*>> by_job;
+  std::map<std::string, Containers> by_job;
   for (const auto& c : in.containers) by_job[c.job_id].push_back(&c);
   std::map<std::string, std::string> other_state;
   for (const auto& j : in.other_jobs) other_state[j.job_id] = j.state;
 
   std::set<std::string> claimed;
   std::vector<RecoveryStep> job_steps, cleanup_steps;
-
   for (const auto& claim : in.claims) {
     claimed.insert(claim.job_id);
-    auto it = by_job.find(claim.job_id);
-    std::vector<const ObservedContainer*> containers;
-    if (it != by_job.end()) containers = it->second;
-
-    // The container of the current attempt: the one the job recorded, else the
-    // newest of the highest attempt. Any other is a leftover of an old attempt.
-    const ObservedContainer* current = nullptr;
-    for (const auto* c : containers) {
-      if (!claim.container_id.empty() && c->id == claim.container_id) current = c;
-    }
-    if (current == nullptr) {
-      for (const auto* c : containers) {
-        if (c->attempt != claim.attempt) continue;
-        if (current == nullptr || c->created_unix_ms > current->created_unix_ms) current = c;
-      }
-    }
-    for (const auto* c : containers) {
-      if (c != current) {
-        cleanup_steps.push_back(
-            {Kind::remove, claim.job_id, c->id, "container of an earlier attempt"});
-      }
-    }
-
-    if (current == nullptr) {
-      job_steps.push_back({Kind::requeue, claim.job_id, "", "claimed, no container"});
-    } else if (is_running(current->state)) {
-      if (claim.cancel_requested) {
-        job_steps.push_back({Kind::stop, claim.job_id, current->id, "cancel requested"});
-      } else if (claim.deadline_unix_ms != 0 && in.now_unix_ms >= claim.deadline_unix_ms) {
-        job_steps.push_back({Kind::stop, claim.job_id, current->id, "timeout passed"});
-      } else {
-        job_steps.push_back({Kind::reattach, claim.job_id, current->id, "running"});
-      }
-    } else if (has_exited(current->state)) {
-      job_steps.push_back({Kind::finalize, claim.job_id, current->id, "exited while away"});
-    } else {
-      // "created" (never started) or "removing": no work happened in it.
-      job_steps.push_back(
-          {Kind::remove, claim.job_id, current->id, "never started: " + current->state});
-      job_steps.push_back({Kind::requeue, claim.job_id, "", "container never started"});
-    }
+    plan_claim(claim, by_job[claim.job_id], in.now_unix_ms, job_steps, cleanup_steps);
   }
-
   for (const auto& [job_id, containers] : by_job) {
     if (claimed.count(job_id) != 0) continue;
     auto st = other_state.find(job_id);
     const std::string state = st == other_state.end() ? "" : st->second;
-    for (const auto* c : containers) {
-      if (is_terminal_job_state(state)) {
-        cleanup_steps.push_back({Kind::remove, job_id, c->id, "job already " + state});
-      } else if (in.now_unix_ms - c->created_unix_ms >= in.orphan_grace_ms) {
-        cleanup_steps.push_back(
-            {Kind::remove, job_id, c->id,
-             state.empty() ? "orphan: no job record" : "orphan: job " + state + " elsewhere"});
-      } else {
-        cleanup_steps.push_back({Kind::keep, job_id, c->id, "orphan within grace period"});
-      }
-    }
+    for (const auto* c : containers) cleanup_steps.push_back(plan_other(job_id, *c, state, in));
   }
 
   auto order = [](const RecoveryStep& a, const RecoveryStep& b) {
@@ -128,6 +136,7 @@ RecoveryPlan plan_recovery(const RecoveryInput& in) {
   std::stable_sort(job_steps.begin(), job_steps.end(),
                    [&](const auto& a, const auto& b) { return a.job_id < b.job_id; });
   std::sort(cleanup_steps.begin(), cleanup_steps.end(), order);
+  RecoveryPlan plan;
   plan.steps = std::move(job_steps);
   plan.steps.insert(plan.steps.end(), cleanup_steps.begin(), cleanup_steps.end());
   return plan;

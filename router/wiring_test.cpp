@@ -87,7 +87,8 @@ TEST_CASE("wiring: every key the example config documents is one the loader read
     close(fd);
     std::ofstream(path) << "[" << table << "]\n"
                         << name << " = " << [&]() -> std::string {
-      if (name == "queues" || name == "image_allowlist") return "[\"x\"]";
+      if (name == "queues" || name == "image_allowlist" || name == "exclude") return "[\"x\"]";
+      if (name == "strip_git_credentials") return "true";
       if (name == "concurrency" || name == "concurrency_key_limit" || name == "max_count" ||
           name == "log_tail_bytes")
         return "2";

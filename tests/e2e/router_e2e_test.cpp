@@ -324,3 +324,30 @@ TEST_CASE("router: a disallowed image never reaches Docker and bad input is refu
   auto unknown = run_cli(router, {"status", "no-such-job"});
   CHECK(unknown.exit_code == 1);
 }
+
+TEST_CASE("router: enqueue is idempotent by id and spec: another spec under the id is a conflict",
+          "[e2e][router]") {
+  RouterProcess router;
+  const std::string id = unique_name("same-id");
+  auto first = run_cli(router, {"enqueue", "--id", id, "--", "echo", "one"});
+  REQUIRE(first.exit_code == 0);
+  // The same id and spec: the existing job, no second run.
+  auto again = run_cli(router, {"enqueue", "--id", id, "--", "echo", "one"});
+  CHECK(again.exit_code == 0);
+  CHECK(again.out.find(id) != std::string::npos);
+  // Another spec under the same id: refused, naming the id (exit 1, never 0).
+  auto other = run_cli(router, {"enqueue", "--id", id, "--", "echo", "two"});
+  CHECK(other.exit_code == 1);
+  CHECK(other.err.find(id) != std::string::npos);
+  // The HTTP front answers 409 with both spec hashes.
+  const std::string body = R"({"id": ")" + id + R"(", "cmd": ["echo", "three"]})";
+  auto conflict = router.call(boost::beast::http::verb::post, "/v1/jobs", body);
+  INFO(conflict.body);
+  CHECK(conflict.status == 409);
+  auto j = nlohmann::json::parse(conflict.body);
+  CHECK(j["existing_spec_hash"].is_string());
+  CHECK(j["requested_spec_hash"].is_string());
+  CHECK(j["existing_spec_hash"] != j["requested_spec_hash"]);
+  expect_succeeded(router, id);
+  CHECK(run_cli(router, {"logs", id}).out.find("one") != std::string::npos);
+}

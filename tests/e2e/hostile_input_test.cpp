@@ -10,8 +10,6 @@
 
 using namespace warmstart;
 using namespace warmstart::testing;
-using api::testing::Headers;
-using api::testing::http_call;
 using nlohmann::json;
 using verb = boost::beast::http::verb;
 
@@ -111,9 +109,8 @@ TEST_CASE("e2e: operator ceilings refuse at the CLI, the API and at claim", "[e2
   // A job that asked for nothing runs within the ceilings.
   CHECK(cli_status(router, fits)["spec"]["resources"]["memory_mb"] == 512);
 
-  auto api = http_call(router.port(), verb::post, "/v1/jobs",
-                       R"({"cmd": ["true"], "resources": {"pids": 4194304}})",
-                       Headers{{"Content-Type", "application/json"}});
+  auto api =
+      router.call(verb::post, "/v1/jobs", R"({"cmd": ["true"], "resources": {"pids": 4194304}})");
   CHECK(api.status == 400);
   CHECK(api.body.find("limits.pids = 100") != std::string::npos);
 
@@ -132,6 +129,13 @@ TEST_CASE("e2e: a poison stream entry becomes one failed record and the router l
                           std::string(400 * 1024, ']') + "}";
   const std::string deep = R"({"cmd": ["true"], "x": )" + std::string(100 * 1024, '[') +
                            std::string(100 * 1024, ']') + "}";
+  // Over HTTP: refused with 400 before anything is enqueued, and the router lives.
+  for (const std::string* body : {&big, &deep}) {
+    auto r = router.call(verb::post, "/v1/jobs", *body);
+    CHECK(r.status == 400);
+    CHECK(router.alive());
+  }
+  // The same bytes written straight into the stream.
   xadd_raw(router, big);
   xadd_raw(router, deep);
   const std::string after = cli_enqueue(router, {"--", "true"});

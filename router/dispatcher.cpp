@@ -22,10 +22,6 @@ awaitable<void> wait_signal(net::steady_timer& t, Duration limit) {
             bound.async_wait(net::as_tuple(use_awaitable)));
 }
 
-void log_failure(const char* what, const std::exception_ptr& e) {
-  if (e) log::warn(what, {{"error", describe(e)}});
-}
-
 }  // namespace
 
 Dispatcher::Dispatcher(net::any_io_executor executor, RouterConfig config, RouterDeps deps)

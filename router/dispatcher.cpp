@@ -3,6 +3,7 @@
 #include "common/log.hpp"
 #include "common/time.hpp"
 #include "router/outcome.hpp"
+#include "router/wait_signal.hpp"
 
 #include <algorithm>
 
@@ -10,19 +11,6 @@ namespace warmstart::router {
 
 using queue::JobState;
 using namespace std::chrono;
-
-namespace {
-
-awaitable<void> wait_signal(net::steady_timer& t, Duration limit) {
-  // The signal timers stay at time_point::max(); a bounded wait keeps every loop
-  // re-checking its conditions even if a wake-up were missed.
-  net::steady_timer bound(co_await net::this_coro::executor, limit);
-  using namespace net::experimental::awaitable_operators;
-  co_await (t.async_wait(net::as_tuple(use_awaitable)) ||
-            bound.async_wait(net::as_tuple(use_awaitable)));
-}
-
-}  // namespace
 
 Dispatcher::Dispatcher(net::any_io_executor executor, RouterConfig config, RouterDeps deps)
     : io_(executor),

@@ -4,6 +4,7 @@
 #include "common/time.hpp"
 #include "router/dispatcher.hpp"
 #include "router/outcome.hpp"
+#include "router/wait_signal.hpp"
 
 #include <algorithm>
 
@@ -13,13 +14,6 @@ using queue::JobState;
 using namespace std::chrono;
 
 namespace {
-
-awaitable<void> wait_signal(net::steady_timer& t, Duration limit) {
-  net::steady_timer bound(co_await net::this_coro::executor, limit);
-  using namespace net::experimental::awaitable_operators;
-  co_await (t.async_wait(net::as_tuple(use_awaitable)) ||
-            bound.async_wait(net::as_tuple(use_awaitable)));
-}
 
 ObservedContainer observed(const container::ContainerSummary& c) {
   ObservedContainer oc;

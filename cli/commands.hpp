@@ -51,6 +51,8 @@ int run_wait(const Common& common, const std::string& job_id, const std::string&
 int run_logs(const Common& common, const std::string& job_id);
 int run_cancel(const Common& common, const std::string& job_id);
 int run_jobs(const Common& common, const std::optional<std::string>& state, bool json);
+// The fleet: one line per router (or a JSON array), lost ones included.
+int run_routers(const Common& common, bool json);
 int run_snapshots_list(const Common& common, bool json);
 int run_snapshots_rm(const Common& common, const std::string& key);
 int run_snapshots_gc(const Common& common);

@@ -53,6 +53,8 @@ int run(const cli::Invocation& inv) {
       return cli::run_snapshots_gc(common);
     case cli::Command::events:
       return cli::run_events(common, inv.follow, inv.json);
+    case cli::Command::routers:
+      return cli::run_routers(common, inv.json);
   }
   return cli::usage;
 }

@@ -106,6 +106,10 @@ ParseOutcome parse_command_line(int argc, const char* const* argv, const Common&
   events->add_flag("--follow", inv.follow, "keep printing new events");
   events->add_flag("--json", inv.json);
 
+  auto* routers = app.add_subcommand("routers", "the routers on this Redis (the fleet)");
+  add_redis(routers);
+  routers->add_flag("--json", inv.json);
+
   ParseOutcome out;
   try {
     app.parse(argc, argv);
@@ -134,6 +138,7 @@ ParseOutcome parse_command_line(int argc, const char* const* argv, const Common&
       {snap_rm, Command::snapshots_rm},
       {snap_gc, Command::snapshots_gc},
       {events, Command::events},
+      {routers, Command::routers},
   };
   for (const auto& [sub, command] : commands) {
     if (sub->parsed()) {

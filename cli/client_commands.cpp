@@ -19,6 +19,7 @@ router::RouterConfig config_of(const Common& common) {
   router::RouterConfig c;
   c.redis_url = common.redis_url;
   c.docker_host = common.docker_host;
+  c.host_id = common.host_id;
   c.key_prefix = common.key_prefix;
   return c;
 }

@@ -21,6 +21,9 @@ enum ExitCode : int {
 struct Common {
   std::string redis_url;    // --redis / WARMSTART_REDIS_URL
   std::string docker_host;  // --docker-host / WARMSTART_DOCKER_HOST (snapshots only)
+  // --host-id / WARMSTART_HOST_ID (snapshots only): the router's [router]
+  // host_id, the snapshot namespace; empty = the engine's ID.
+  std::string host_id;
   std::string key_prefix = "ws:";
   // How long a command rides out a Redis that does not answer (restart, AOF
   // loading, failover) before it gives up with exit 3; `wait` uses its --timeout.

@@ -93,6 +93,8 @@ ParseOutcome parse_command_line(int argc, const char* const* argv, const Common&
   auto* snapshots = app.add_subcommand("snapshots", "the snapshot cache of a Docker host");
   add_redis(snapshots);
   snapshots->add_option("--docker-host", inv.common.docker_host, "unix:///var/run/docker.sock");
+  snapshots->add_option("--host-id", inv.common.host_id,
+                        "the router's [router] host_id (default: the engine ID)");
   snapshots->require_subcommand(1);
   snapshots->fallthrough();  // --redis and --docker-host also after list|rm|gc
   auto* snap_list = snapshots->add_subcommand("list", "list snapshots");

@@ -195,14 +195,15 @@ ws_stop_dockerd() {
   done
 }
 
-# The engines started in this run: 1 and every extra one with a pid file.
+# The engines started in this run: 1 and every extra one that has an exec
+# root (its dockerd may have died and taken its pid file along; its shims not).
 ws_engines() {
-  local f n
+  local d n
   echo 1
-  for f in "$WS_RUN"/dockerd[0-9]*.pid; do
-    [ -e "$f" ] || continue
-    n=${f##*/dockerd}
-    echo "${n%.pid}"
+  for d in "$WS_RUN"/docker[0-9]*-exec; do
+    [ -d "$d" ] || continue
+    n=${d##*/docker}
+    echo "${n%-exec}"
   done
 }
 

@@ -111,9 +111,10 @@ TEST_CASE("e2e: operator ceilings refuse at the CLI, the API and at claim", "[e2
   // A job that asked for nothing runs within the ceilings.
   CHECK(cli_status(router, fits)["spec"]["resources"]["memory_mb"] == 512);
 
-  auto api = http_call(router.port(), verb::post, "/v1/jobs",
-                       R"({"cmd": ["true"], "resources": {"pids": 4194304}})",
-                       Headers{{"Content-Type", "application/json"}});
+  // With the router's token: auth is on by default, and this is about the ceiling.
+  auto api =
+      router.call(verb::post, "/v1/jobs", R"({"cmd": ["true"], "resources": {"pids": 4194304}})",
+                  Headers{{"Content-Type", "application/json"}});
   CHECK(api.status == 400);
   CHECK(api.body.find("limits.pids = 100") != std::string::npos);
 

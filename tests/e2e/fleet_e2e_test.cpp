@@ -65,6 +65,24 @@ std::string engine_id_of(const std::string& socket) {
   });
 }
 
+// Removes the snapshots a router committed under host identity `host_id`
+// (the engine must be left clean).
+struct SnapshotCleanup {
+  const RouterProcess& router;
+  std::string host_id;
+  ~SnapshotCleanup() {
+    try {
+      auto listed = run_cli(router, {"snapshots", "list", "--json", "--host-id", host_id});
+      if (listed.exit_code != 0) return;
+      for (const auto& e : listed.json()) {
+        run_cli(router, {"snapshots", "rm", e["key"], "--host-id", host_id});
+      }
+    } catch (...) {
+      WARN("snapshot cleanup failed");
+    }
+  }
+};
+
 }  // namespace
 
 TEST_CASE("fleet: the two test engines report different engine IDs", "[e2e][fleet]") {
@@ -181,6 +199,24 @@ TEST_CASE("fleet: a router whose host_id a live router of another engine claims 
   CHECK(a.alive());
   // Nothing of the twin in the fleet view.
   CHECK(routers_json(a).size() == 1);
+
+  // The identity names the snapshot namespace: the CLI finds A's snapshot
+  // under --host-id rack-1, not under the engine's ID.
+  SnapshotCleanup cleanup{a, "rack-1"};
+  const std::string job =
+      cli_enqueue(a, {"--snapshot-key", "fleet-k1", "--", "sh", "-c", "echo warm > /work/state"});
+  REQUIRE(run_cli(a, {"wait", job, "--timeout", "60s"}, 70s).exit_code == 0);
+  auto named = run_cli(a, {"snapshots", "list", "--json", "--host-id", "rack-1"});
+  INFO("snapshots list: " << named.out << named.err);
+  REQUIRE(named.exit_code == 0);
+  REQUIRE(named.json().size() == 1);
+  CHECK(named.json()[0]["key"] == "fleet-k1");
+  auto by_engine = run_cli(a, {"snapshots", "list", "--json"});
+  REQUIRE(by_engine.exit_code == 0);
+  CHECK(by_engine.json().empty());
+  // The next heartbeat (every lease / 3 = 10 s here) counts it.
+  CHECK(eventually([&] { return router_in(routers_json(a), a.router_id())["snapshot_count"] == 1; },
+                   15s));
 }
 
 TEST_CASE(

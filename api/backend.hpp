@@ -71,6 +71,10 @@ class Backend {
   virtual awaitable<nlohmann::json> cancel_job(std::string id) = 0;
   virtual awaitable<std::vector<nlohmann::json>> list_snapshots() = 0;
   virtual awaitable<nlohmann::json> invalidate_snapshot(std::string key) = 0;
+  // The fleet: every router's last heartbeat (id, host_id, engine_id,
+  // host_name, capacity, running, snapshot_count, snapshot_bytes, version,
+  // last_seen, status "live" | "draining" | "lost"), by router id.
+  virtual awaitable<std::vector<nlohmann::json>> list_routers() = 0;
   // Up to `max` retained events with id > after_id, oldest first.
   virtual awaitable<std::vector<nlohmann::json>> read_events(std::string after_id,
                                                              std::size_t max) = 0;

@@ -583,6 +583,10 @@ awaitable<HttpServer::Response> HttpServer::dispatch(const Request& request,
       }
       co_return json_response(http::status::ok, json{{"snapshots", std::move(listed)}});
     }
+    case Endpoint::list_routers: {
+      auto routers = co_await call_backend(backend_.list_routers(), "list_routers");
+      co_return json_response(http::status::ok, json{{"routers", std::move(routers)}});
+    }
     case Endpoint::invalidate_snapshot:
       if (caller.snapshot_prefix && route.param.rfind(*caller.snapshot_prefix, 0) != 0) {
         co_return json_error(

@@ -119,6 +119,19 @@ TEST_CASE("snapshots: list and invalidate keys containing '/'") {
   CHECK(f.stop());
 }
 
+TEST_CASE("routers: GET /v1/routers lists the fleet from the backend") {
+  ServerFixture f;
+  CHECK(http_call(f.port, verb::get, "/v1/routers").json()["routers"].empty());
+  f.backend.set_routers({{{"id", "r1"}, {"status", "live"}, {"engine_id", "E1"}},
+                         {{"id", "r2"}, {"status", "lost"}, {"engine_id", "E2"}}});
+  auto list = http_call(f.port, verb::get, "/v1/routers");
+  REQUIRE(list.status == 200);
+  REQUIRE(list.json()["routers"].size() == 2);
+  CHECK(list.json()["routers"][1]["status"] == "lost");
+  CHECK(http_call(f.port, verb::put, "/v1/routers").status == 405);
+  CHECK(f.stop());
+}
+
 namespace {
 
 ServerOptions with_tokens() {

@@ -63,6 +63,7 @@ TEST_CASE("bearer auth covers /v1 except webhooks", "[unit]") {
   CHECK(requires_bearer(Endpoint::create_job));
   CHECK(requires_bearer(Endpoint::events));
   CHECK(requires_bearer(Endpoint::invalidate_snapshot));
+  CHECK(requires_bearer(Endpoint::list_routers));
   CHECK_FALSE(requires_bearer(Endpoint::webhook));
   CHECK_FALSE(requires_bearer(Endpoint::healthz));
   CHECK_FALSE(requires_bearer(Endpoint::readyz));

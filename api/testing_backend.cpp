@@ -113,6 +113,16 @@ awaitable<std::vector<json>> TestingBackend::list_snapshots() {
   co_return out;
 }
 
+awaitable<std::vector<json>> TestingBackend::list_routers() {
+  std::lock_guard lock(mutex_);
+  co_return routers_;
+}
+
+void TestingBackend::set_routers(std::vector<json> routers) {
+  std::lock_guard lock(mutex_);
+  routers_ = std::move(routers);
+}
+
 awaitable<json> TestingBackend::invalidate_snapshot(std::string key) {
   std::lock_guard lock(mutex_);
   if (snapshots_.erase(key) == 0) throw BackendError(404, "no such snapshot: " + key);

@@ -25,6 +25,7 @@ class TestingBackend : public Backend {
   awaitable<nlohmann::json> cancel_job(std::string id) override;
   awaitable<std::vector<nlohmann::json>> list_snapshots() override;
   awaitable<nlohmann::json> invalidate_snapshot(std::string key) override;
+  awaitable<std::vector<nlohmann::json>> list_routers() override;
   awaitable<std::vector<nlohmann::json>> read_events(std::string after_id,
                                                      std::size_t max) override;
   SubscriptionPtr subscribe_events(EventHandler handler) override;
@@ -38,6 +39,7 @@ class TestingBackend : public Backend {
   void set_job_state(const std::string& id, const std::string& state);
   void set_job_logs(const std::string& id, std::string logs);
   void add_snapshot(nlohmann::json snapshot);  // needs "key"
+  void set_routers(std::vector<nlohmann::json> routers);
   void set_ready(ReadyStatus status);
   // Runs (outside the lock) at the start of every read_events call: lets a test
   // append events exactly inside an SSE client's replay window.
@@ -58,6 +60,7 @@ class TestingBackend : public Backend {
   std::vector<std::string> job_order_;  // creation order
   std::map<std::string, std::string> logs_;
   std::map<std::string, nlohmann::json> snapshots_;
+  std::vector<nlohmann::json> routers_;
   std::vector<nlohmann::json> events_;
   std::uint64_t next_event_ = 1;
   std::uint64_t next_job_ = 1;

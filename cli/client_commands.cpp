@@ -1,8 +1,8 @@
 // The client subcommands: thin over queue::Queue and snapshots::SnapshotCache.
 #include "cli/commands.hpp"
 #include "cli/services.hpp"
-#include "common/retry.hpp"
 #include "common/json_limits.hpp"
+#include "common/retry.hpp"
 #include "common/time.hpp"
 #include "queue/validation.hpp"
 
@@ -19,6 +19,7 @@ router::RouterConfig config_of(const Common& common) {
   router::RouterConfig c;
   c.redis_url = common.redis_url;
   c.docker_host = common.docker_host;
+  c.host_id = common.host_id;
   c.key_prefix = common.key_prefix;
   return c;
 }
@@ -260,6 +261,33 @@ int run_jobs(const Common& common, const std::optional<std::string>& state, bool
       }
     }
     if (as_json) std::cout << dump_lossy(all) << std::endl;
+    co_return ok;
+  });
+}
+
+int run_routers(const Common& common, bool as_json) {
+  net::io_context io;
+  return run_command(io, [&]() -> awaitable<int> {
+    auto q = open_queue(io, common);
+    auto records = co_await retry_until([&] { return q->routers(); }, redis_deadline(common));
+    const std::int64_t now = unix_ms_now();
+    if (as_json) {
+      json all = json::array();
+      for (const auto& r : records) all.push_back(queue::describe(r, now));
+      std::cout << dump_lossy(all) << std::endl;
+      co_return ok;
+    }
+    std::printf("%-24s %-9s %-20s %-16s %8s %9s %10s %9s\n", "ROUTER", "STATUS", "HOST", "ENGINE",
+                "RUNNING", "SNAPSHOTS", "SIZE(MB)", "SEEN(s)");
+    for (const auto& r : records) {
+      const std::string engine = r.engine_id.substr(0, 14);
+      const std::string running = std::to_string(r.running) + "/" + std::to_string(r.capacity);
+      std::printf("%-24s %-9s %-20s %-16s %8s %9lld %10.1f %9.1f\n", r.id.c_str(),
+                  queue::router_status(r, now).c_str(), r.host_id.substr(0, 20).c_str(),
+                  engine.c_str(), running.c_str(), static_cast<long long>(r.snapshot_count),
+                  static_cast<double>(r.snapshot_bytes) / (1024.0 * 1024.0),
+                  static_cast<double>(now - r.last_seen) / 1000.0);
+    }
     co_return ok;
   });
 }

@@ -21,6 +21,9 @@ enum ExitCode : int {
 struct Common {
   std::string redis_url;    // --redis / WARMSTART_REDIS_URL
   std::string docker_host;  // --docker-host / WARMSTART_DOCKER_HOST (snapshots only)
+  // --host-id / WARMSTART_HOST_ID (snapshots only): the router's [router]
+  // host_id, the snapshot namespace; empty = the engine's ID.
+  std::string host_id;
   std::string key_prefix = "ws:";
   // How long a command rides out a Redis that does not answer (restart, AOF
   // loading, failover) before it gives up with exit 3; `wait` uses its --timeout.
@@ -51,6 +54,8 @@ int run_wait(const Common& common, const std::string& job_id, const std::string&
 int run_logs(const Common& common, const std::string& job_id);
 int run_cancel(const Common& common, const std::string& job_id);
 int run_jobs(const Common& common, const std::optional<std::string>& state, bool json);
+// The fleet: one line per router (or a JSON array), lost ones included.
+int run_routers(const Common& common, bool json);
 int run_snapshots_list(const Common& common, bool json);
 int run_snapshots_rm(const Common& common, const std::string& key);
 int run_snapshots_gc(const Common& common);

@@ -53,6 +53,8 @@ int run(const cli::Invocation& inv) {
       return cli::run_snapshots_gc(common);
     case cli::Command::events:
       return cli::run_events(common, inv.follow, inv.json);
+    case cli::Command::routers:
+      return cli::run_routers(common, inv.json);
   }
   return cli::usage;
 }
@@ -64,6 +66,7 @@ int main(int argc, char** argv) {
   defaults.redis_url = env_or("WARMSTART_REDIS_URL", "redis://127.0.0.1:6379/0");
   defaults.docker_host = env_or("WARMSTART_DOCKER_HOST", "unix:///var/run/docker.sock");
   defaults.key_prefix = env_or("WARMSTART_KEY_PREFIX", "ws:");
+  defaults.host_id = env_or("WARMSTART_HOST_ID", "");
 
   const cli::ParseOutcome parsed = cli::parse_command_line(argc, argv, defaults);
   if (!parsed.invocation) {

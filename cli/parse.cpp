@@ -93,6 +93,8 @@ ParseOutcome parse_command_line(int argc, const char* const* argv, const Common&
   auto* snapshots = app.add_subcommand("snapshots", "the snapshot cache of a Docker host");
   add_redis(snapshots);
   snapshots->add_option("--docker-host", inv.common.docker_host, "unix:///var/run/docker.sock");
+  snapshots->add_option("--host-id", inv.common.host_id,
+                        "the router's [router] host_id (default: the engine ID)");
   snapshots->require_subcommand(1);
   snapshots->fallthrough();  // --redis and --docker-host also after list|rm|gc
   auto* snap_list = snapshots->add_subcommand("list", "list snapshots");
@@ -105,6 +107,10 @@ ParseOutcome parse_command_line(int argc, const char* const* argv, const Common&
   add_redis(events);
   events->add_flag("--follow", inv.follow, "keep printing new events");
   events->add_flag("--json", inv.json);
+
+  auto* routers = app.add_subcommand("routers", "the routers on this Redis (the fleet)");
+  add_redis(routers);
+  routers->add_flag("--json", inv.json);
 
   ParseOutcome out;
   try {
@@ -134,6 +140,7 @@ ParseOutcome parse_command_line(int argc, const char* const* argv, const Common&
       {snap_rm, Command::snapshots_rm},
       {snap_gc, Command::snapshots_gc},
       {events, Command::events},
+      {routers, Command::routers},
   };
   for (const auto& [sub, command] : commands) {
     if (sub->parsed()) {

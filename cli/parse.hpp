@@ -22,6 +22,7 @@ enum class Command {
   snapshots_rm,
   snapshots_gc,
   events,
+  routers,
 };
 
 // `warmstart router` flags; unset ones leave the config file's value.
@@ -39,7 +40,7 @@ struct Invocation {
   EnqueueOptions enqueue;
   std::string job_id;                // status, wait, logs, cancel
   std::string timeout = "10m";       // wait --timeout
-  bool json = false;                 // status, jobs, snapshots list, events
+  bool json = false;                 // status, jobs, snapshots list, events, routers
   bool follow = false;               // events
   std::optional<std::string> state;  // jobs --state
   std::string snapshot_key;          // snapshots rm

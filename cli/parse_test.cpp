@@ -47,6 +47,22 @@ TEST_CASE("cli: router with every flag, --queue once per queue", "[unit][cli]") 
   CHECK_FALSE(parsed({"router"}).router.redis);  // unset flags leave the config's value
 }
 
+TEST_CASE("cli: snapshots list --host-id names the snapshot namespace", "[unit][cli]") {
+  Invocation inv = parsed({"snapshots", "list", "--host-id", "rack-1"});
+  CHECK(inv.command == Command::snapshots_list);
+  CHECK(inv.common.host_id == "rack-1");
+  CHECK(parsed({"snapshots", "list"}).common.host_id.empty());
+}
+
+TEST_CASE("cli: routers and routers --json", "[unit][cli]") {
+  CHECK(parsed({"routers"}).command == Command::routers);
+  CHECK_FALSE(parsed({"routers"}).json);
+  Invocation inv = parsed({"routers", "--json", "--redis", "redis://r:1/2"});
+  CHECK(inv.command == Command::routers);
+  CHECK(inv.json);
+  CHECK(inv.common.redis_url == "redis://r:1/2");
+}
+
 TEST_CASE("cli: enqueue --env A=1 -- sh -c 'exit 0' (issue 12)", "[unit][cli]") {
   Invocation inv = parsed({"enqueue", "--env", "A=1", "--", "sh", "-c", "exit 0"});
   CHECK(inv.command == Command::enqueue);

@@ -6,6 +6,7 @@
 #include "api/metrics.hpp"
 #include "cli/commands.hpp"
 #include "cli/services.hpp"
+#include "cli/version.hpp"
 #include "common/log.hpp"
 #include "router/api_backend.hpp"
 #include "router/dispatcher.hpp"
@@ -186,6 +187,8 @@ awaitable<void> feed_watchdog() {
 int run_router(const std::string& config_file, router::RouterConfig config) {
   log::init(log::parse_level(config.log_level));
   if (config.router_id.empty()) config.router_id = host_name();
+  // The snapshot registry's namespace and the router's fleet identity are one:
+  // [router] host_id, else the engine ID (SnapshotCache reads it itself).
   // Read before connecting anything: a bad [api]/[webhooks] section is a usage error.
   const api::ServerOptions server_options = http_options(config_file, config);
   raise_open_file_limit(server_options, config.concurrency);
@@ -248,8 +251,18 @@ int run_router(const std::string& config_file, router::RouterConfig config) {
         auto info = co_await docker->info();
         co_await with_deadline(redis->connect(), 10s, "redis connect");
         co_await queue->publish_limits();  // the CLI refuses what this router would
+        // Before the snapshot registry is touched: two engines under one host
+        // identity would share (and wipe) one snapshot namespace.
+        router::HostIdentity identity;
+        identity.host_id = config.host_id;
+        identity.engine_id = info.id;
+        identity.host_name = host_name();
+        identity.version = std::string(version);
+        router->identify(identity);
+        co_await router->claim_host_identity();
         co_await snapshots->start();
         log::info("connected", {{"docker_engine", info.id},
+                                {"host_id", router->fleet_record().host_id},
                                 {"docker_version", info.server_version},
                                 {"api_version", info.api_version},
                                 {"redis", redis::Url::parse(config.redis_url).redacted()},

@@ -157,6 +157,10 @@ std::string_view to_string(MemoryQueue::Op op) {
       return "append_event";
     case Op::read_events:
       return "read_events";
+    case Op::heartbeat:
+      return "heartbeat";
+    case Op::routers:
+      return "routers";
   }
   return "?";
 }
@@ -442,6 +446,31 @@ awaitable<std::string> MemoryQueue::append_event(nlohmann::json event) {
   std::string id = events_.back().id;
   end(Op::append_event);
   co_return id;
+}
+
+awaitable<void> MemoryQueue::heartbeat(RouterRecord record, Duration keep) {
+  co_await begin(Op::heartbeat);
+  const std::int64_t expires =
+      now_ms() + std::chrono::duration_cast<std::chrono::milliseconds>(keep).count();
+  std::string id = record.id;
+  routers_[id] = {std::move(record), expires};
+  end(Op::heartbeat);
+}
+
+awaitable<std::vector<RouterRecord>> MemoryQueue::routers() {
+  co_await begin(Op::routers);
+  std::vector<RouterRecord> out;
+  const std::int64_t now = now_ms();
+  for (auto it = routers_.begin(); it != routers_.end();) {
+    if (it->second.second <= now) {
+      it = routers_.erase(it);  // like the Redis key's expiry
+      continue;
+    }
+    out.push_back(it->second.first);
+    ++it;
+  }
+  end(Op::routers);
+  co_return out;
 }
 
 awaitable<std::vector<QueueEvent>> MemoryQueue::read_events(std::string after_id,

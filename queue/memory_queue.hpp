@@ -90,6 +90,8 @@ class MemoryQueue final : public Queue {
     set_log_tail,
     append_event,
     read_events,
+    heartbeat,
+    routers,
   };
   // Where an injected error strikes: `before` = the command never ran (Redis
   // unreachable); `after` = it ran and its reply was lost (a deadline or a
@@ -122,6 +124,8 @@ class MemoryQueue final : public Queue {
   awaitable<std::string> append_event(nlohmann::json event) override;
   awaitable<std::vector<QueueEvent>> read_events(std::string after_id, std::size_t count) override;
   std::unique_ptr<CancelSubscription> subscribe_cancellations(CancelHandler handler) override;
+  awaitable<void> heartbeat(RouterRecord record, Duration keep) override;
+  awaitable<std::vector<RouterRecord>> routers() override;
 
   // --- Scripting ---
   // The next `times` calls of `op` throw `error` (after the calls already
@@ -229,6 +233,7 @@ class MemoryQueue final : public Queue {
   std::map<std::string, std::map<std::string, std::int64_t>> keys_;  // key -> job -> expiry
   std::map<std::string, std::deque<std::string>> key_waiters_;       // key -> FIFO of job ids
   std::vector<QueueEvent> events_;
+  std::map<std::string, std::pair<RouterRecord, std::int64_t>> routers_;  // id -> record, expiry
   std::uint64_t entry_seq_ = 0;
   std::int64_t last_stream_ms_ = 0;
   std::uint64_t last_stream_seq_ = 0;

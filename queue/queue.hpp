@@ -14,6 +14,7 @@
 // MemoryQueue (memory_queue.hpp) is the in-memory test double.
 #pragma once
 #include "common/net.hpp"
+#include "queue/fleet.hpp"
 #include "queue/job.hpp"
 
 #include <nlohmann/json.hpp>
@@ -215,6 +216,12 @@ class Queue {
   virtual awaitable<std::vector<QueueEvent>> read_events(std::string after_id,
                                                          std::size_t count) = 0;
   virtual std::unique_ptr<CancelSubscription> subscribe_cancellations(CancelHandler handler) = 0;
+
+  // The fleet view (fleet.hpp). Writes one router's record (record.id) and
+  // keeps it `keep` after this heartbeat; a router silent longer vanishes.
+  virtual awaitable<void> heartbeat(RouterRecord record, Duration keep) = 0;
+  // Every record still kept, ordered by router id.
+  virtual awaitable<std::vector<RouterRecord>> routers() = 0;
 };
 
 using QueuePtr = std::shared_ptr<Queue>;

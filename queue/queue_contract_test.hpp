@@ -428,6 +428,40 @@ inline awaitable<void> expired_lease_is_reclaimed(Harness& h) {
   CHECK(done.state == JobState::succeeded);
 }
 
+// The fleet view: records are listed by id with what they said, and one whose
+// router fell silent past `keep` is gone.
+inline RouterRecord router_record(const std::string& id, int running) {
+  RouterRecord r;
+  r.id = id;
+  r.host_id = "host-" + id;
+  r.engine_id = "ENGINE:" + id;
+  r.capacity = 4;
+  r.running = running;
+  r.queues = {"default"};
+  return r;
+}
+inline awaitable<void> router_records_expire_when_silent(Harness& h) {
+  RouterRecord b = router_record("r-b", 0);
+  co_await h.queue.heartbeat(std::move(b), 10s);
+  RouterRecord a = router_record("r-a", 3);
+  co_await h.queue.heartbeat(std::move(a), 400ms);
+  auto listed = co_await h.queue.routers();
+  REQUIRE(listed.size() == 2);
+  CHECK(listed[0].id == "r-a");
+  CHECK(listed[0].running == 3);
+  CHECK(listed[0].engine_id == "ENGINE:r-a");
+  CHECK(listed[1].id == "r-b");
+  CHECK(listed[1].queues == std::vector<std::string>{"default"});
+  // A second heartbeat replaces the record.
+  RouterRecord again = router_record("r-b", 2);
+  co_await h.queue.heartbeat(std::move(again), 10s);
+  co_await h.pass_time(700ms);
+  listed = co_await h.queue.routers();
+  REQUIRE(listed.size() == 1);
+  CHECK(listed[0].id == "r-b");
+  CHECK(listed[0].running == 2);
+}
+
 inline std::vector<std::pair<std::string, Scenario>> scenarios() {
   return {
       {"enqueue is idempotent by id and spec", enqueue_is_idempotent_by_id_and_spec},
@@ -447,6 +481,7 @@ inline std::vector<std::pair<std::string, Scenario>> scenarios() {
       {"cancel of a running job is reported by renew", cancel_of_running_job_is_reported_by_renew},
       {"cancel of queued and scheduled jobs", cancel_of_queued_and_scheduled_jobs},
       {"an expired lease is reclaimed", expired_lease_is_reclaimed},
+      {"router records expire when silent", router_records_expire_when_silent},
   };
 }
 

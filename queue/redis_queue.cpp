@@ -6,6 +6,7 @@
 #include "queue/redis_queue_scripts.hpp"
 #include "queue/state_machine.hpp"
 
+#include <algorithm>
 #include <charconv>
 #include <unordered_map>
 
@@ -134,6 +135,53 @@ std::string RedisQueue::cancel_channel() const {
 }
 std::string RedisQueue::limits_key() const {
   return options_.key_prefix + "limits";
+}
+
+std::string RedisQueue::routers_key() const {
+  return options_.key_prefix + "routers";
+}
+std::string RedisQueue::router_key(const std::string& id) const {
+  return options_.key_prefix + "router:" + id;
+}
+
+// One key per router with its own expiry (a hash field cannot expire on Redis
+// 7.0), and a set of ids to list them; ids whose key expired are pruned by the
+// reader.
+awaitable<void> RedisQueue::heartbeat(RouterRecord record, Duration keep) {
+  const auto keep_ms = std::max<std::int64_t>(
+      1, std::chrono::duration_cast<std::chrono::milliseconds>(keep).count());
+  auto set = make_args("SET", router_key(record.id), to_json(record).dump(), "PX", keep_ms);
+  co_await client_->command(std::move(set));
+  auto add = make_args("SADD", routers_key(), record.id);
+  co_await client_->command(std::move(add));
+}
+
+awaitable<std::vector<RouterRecord>> RedisQueue::routers() {
+  auto members = make_args("SMEMBERS", routers_key());
+  Reply ids_reply = co_await client_->command(std::move(members));
+  std::vector<std::string> ids;
+  for (const auto& id : ids_reply.as_array()) ids.push_back(id.str);
+  std::sort(ids.begin(), ids.end());
+  std::vector<RouterRecord> out;
+  if (ids.empty()) co_return out;
+  std::vector<std::string> mget = make_args("MGET");
+  for (const auto& id : ids) mget.push_back(router_key(id));
+  Reply values = co_await client_->command(std::move(mget));
+  std::vector<std::string> gone = make_args("SREM", routers_key());
+  const auto& array = values.as_array();
+  for (std::size_t i = 0; i < ids.size() && i < array.size(); ++i) {
+    if (array[i].is_nil()) {
+      gone.push_back(ids[i]);
+      continue;
+    }
+    auto parsed = parse_bounded(array[i].as_string(), JsonLimits{64 * 1024, 4});
+    auto record = parsed ? router_record_from_json(*parsed) : std::nullopt;
+    if (record) out.push_back(std::move(*record));
+  }
+  // A router that re-registered between MGET and SREM writes its id again
+  // with its next heartbeat.
+  if (gone.size() > 2) co_await client_->command(std::move(gone));
+  co_return out;
 }
 
 awaitable<void> RedisQueue::publish_limits() {

@@ -64,6 +64,8 @@ class RedisQueue final : public Queue {
   awaitable<std::string> append_event(nlohmann::json event) override;
   awaitable<std::vector<QueueEvent>> read_events(std::string after_id, std::size_t count) override;
   std::unique_ptr<CancelSubscription> subscribe_cancellations(CancelHandler handler) override;
+  awaitable<void> heartbeat(RouterRecord record, Duration keep) override;
+  awaitable<std::vector<RouterRecord>> routers() override;
 
   // The router's ceilings (options().validation.limits) in Redis, for the CLI:
   // publish_limits() writes them (key "<prefix>limits"); adopt_published_limits()
@@ -82,6 +84,8 @@ class RedisQueue final : public Queue {
   std::string events_key() const;
   std::string cancel_channel() const;
   std::string limits_key() const;
+  std::string routers_key() const;                      // set of router ids
+  std::string router_key(const std::string& id) const;  // one router's record (JSON)
   const RedisQueueOptions& options() const { return options_; }
   // The command connection, for tools and tests that inspect keys.
   const redis::ClientPtr& client() const { return client_; }

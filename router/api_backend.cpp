@@ -299,6 +299,19 @@ awaitable<std::vector<json>> ApiBackend::list_snapshots() {
   }
 }
 
+awaitable<std::vector<json>> ApiBackend::list_routers() {
+  try {
+    auto records = co_await retry_until([&] { return deps_.queue->routers(); }, redis_deadline());
+    const std::int64_t now = unix_ms_now();
+    std::vector<json> out;
+    out.reserve(records.size());
+    for (const auto& r : records) out.push_back(queue::describe(r, now));
+    co_return out;
+  } catch (...) {
+    rethrow_for_http("list_routers");
+  }
+}
+
 awaitable<json> ApiBackend::invalidate_snapshot(std::string key) {
   try {
     const bool dropped = co_await deps_.snapshots->invalidate(key, "manual");

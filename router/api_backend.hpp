@@ -62,6 +62,7 @@ class ApiBackend final : public api::Backend {
   awaitable<nlohmann::json> cancel_job(std::string id) override;
   awaitable<std::vector<nlohmann::json>> list_snapshots() override;
   awaitable<nlohmann::json> invalidate_snapshot(std::string key) override;
+  awaitable<std::vector<nlohmann::json>> list_routers() override;
   awaitable<std::vector<nlohmann::json>> read_events(std::string after_id,
                                                      std::size_t max) override;
   // One shared tailer coroutine polls the events stream while at least one

@@ -241,6 +241,7 @@ void load_router_section(const toml::table& r, const std::string& where, RouterC
   s.read("redis_url", c.redis_url);
   s.read("docker_host", c.docker_host);
   s.read("id", c.router_id);
+  s.read("host_id", c.host_id);
   s.read("queues", c.queues);
   s.read("base_image", c.base_image);
   s.read("image_allowlist", c.image_allowlist);
@@ -296,8 +297,17 @@ void apply_environment(RouterConfig& c) {
   if (const char* v = std::getenv("WARMSTART_REDIS_URL"); v && *v) c.redis_url = v;
   if (const char* v = std::getenv("WARMSTART_DOCKER_HOST"); v && *v) c.docker_host = v;
   if (const char* v = std::getenv("WARMSTART_ROUTER_ID"); v && *v) c.router_id = v;
+  if (const char* v = std::getenv("WARMSTART_HOST_ID"); v && *v) c.host_id = v;
   if (const char* v = std::getenv("WARMSTART_LOG_LEVEL"); v && *v) c.log_level = v;
   if (const char* v = std::getenv("WARMSTART_STATE_DIR"); v && *v) c.state_dir = v;
+}
+
+Duration heartbeat_period(const RouterConfig& c) {
+  return std::clamp<Duration>(c.lease_timeout / 3, 100ms, 5s);
+}
+
+Duration fleet_keep(const RouterConfig& c) {
+  return std::max<Duration>(c.lease_timeout * 10, 5min);
 }
 
 std::string default_state_dir() {
@@ -349,6 +359,13 @@ void validate(const RouterConfig& c) {
     if (c.router_id.find(bad_char) != std::string::npos) {
       bad("router id", "must not contain spaces or '/'");
     }
+  }
+  if (!c.host_id.empty()) {
+    const bool host_id_ok =
+        c.host_id.size() <= 128 && c.host_id.find_first_not_of(
+                                       "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                       "0123456789._:-") == std::string::npos;
+    if (!host_id_ok) bad("host_id", "must be 1..128 of [A-Za-z0-9._:-]");
   }
   docker_socket_path(c.docker_host);
   if (!c.state_dir.empty() && c.state_dir[0] != '/') {

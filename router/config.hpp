@@ -15,8 +15,11 @@ namespace warmstart::router {
 struct RouterConfig {
   std::string redis_url = "redis://127.0.0.1:6379/0";       // WARMSTART_REDIS_URL
   std::string docker_host = "unix:///var/run/docker.sock";  // WARMSTART_DOCKER_HOST
-  std::string router_id;                          // default: the host name (stable across restarts)
-  std::vector<std::string> queues = {"default"};  // queues this router claims from
+  std::string router_id;  // default: the host name (stable across restarts)
+  // The Docker host's identity: its snapshot namespace in Redis, and what the
+  // start-up check refuses when a live router of another engine claims it.
+  std::string host_id;                                 // default: the engine ID (docker info)
+  std::vector<std::string> queues = {"default"};       // queues this router claims from
   std::string base_image = "warmstart-worker:latest";  // image when a job names none
   // Images a job may ask for (globs, '*' and '?'). The base image is always allowed.
   std::vector<std::string> image_allowlist;
@@ -57,6 +60,13 @@ struct RouterConfig {
 
   std::string log_level = "info";
 };
+
+// The fleet view (docs/fleet.md): a router writes its record every
+// heartbeat_period (lease_timeout / 3, 100 ms..5 s), so a live router never
+// looks lost; a silent one shows as lost after lease_timeout and is forgotten
+// after fleet_keep (10 x lease_timeout, at least 5 min).
+Duration heartbeat_period(const RouterConfig& config);
+Duration fleet_keep(const RouterConfig& config);
 
 // /var/lib/warmstart for root; otherwise $XDG_STATE_HOME/warmstart, else
 // $HOME/.local/state/warmstart. Throws std::invalid_argument when none applies.

@@ -6,6 +6,7 @@
 #include "router/wait_signal.hpp"
 
 #include <algorithm>
+#include <random>
 
 namespace warmstart::router {
 
@@ -20,8 +21,13 @@ Dispatcher::Dispatcher(net::any_io_executor executor, RouterConfig config, Route
       capacity_(config_.concurrency),
       executor_(config_, ExecutorPorts{deps_.queue, deps_.runtime, deps_.snapshots}, hooks()),
       consumer_(config_.router_id),
+      started_at_(unix_ms_now()),
       claimer_wake_(executor, Clock::time_point::max()),
-      stopped_(executor, Clock::time_point::max()) {}
+      stopped_(executor, Clock::time_point::max()) {
+  identity_.host_id = config_.host_id;
+  std::random_device random;
+  instance_ = std::to_string(random()) + "-" + std::to_string(random());
+}
 
 // The executor's calls back into the dispatcher. `this` is safe: job runs
 // keep the dispatcher alive (admit()'s completion handler holds it).
@@ -54,6 +60,45 @@ RouterStats Dispatcher::stats() const {
   s.draining = draining_;
   s.engine_up = engine_up_;
   return s;
+}
+
+// --- the fleet view ------------------------------------------------------------
+
+void Dispatcher::identify(HostIdentity identity) {
+  identity_ = std::move(identity);
+  if (identity_.host_id.empty()) identity_.host_id = identity_.engine_id;
+}
+
+queue::RouterRecord Dispatcher::fleet_record() const {
+  queue::RouterRecord r;
+  r.id = config_.router_id;
+  r.host_id = identity_.host_id;
+  r.engine_id = identity_.engine_id;
+  r.host_name = identity_.host_name;
+  r.docker_host = config_.docker_host;
+  r.version = identity_.version;
+  r.instance = instance_;
+  r.queues = config_.queues;
+  r.capacity = config_.concurrency;
+  r.running = capacity_.held();
+  r.snapshot_count = snapshot_count_;
+  r.snapshot_bytes = snapshot_bytes_;
+  r.draining = draining_;
+  r.engine_up = engine_up_;
+  r.lease_ms = duration_cast<milliseconds>(config_.lease_timeout).count();
+  r.started_at = started_at_;
+  r.last_seen = unix_ms_now();
+  return r;
+}
+
+awaitable<void> Dispatcher::claim_host_identity() {
+  queue::RouterRecord mine = fleet_record();
+  auto fleet = co_await deps_.queue->routers();
+  if (auto other = queue::host_identity_conflict(mine, fleet, mine.last_seen)) {
+    throw HostIdentityConflict(queue::describe_host_identity_conflict(mine, *other));
+  }
+  auto beat = deps_.queue->heartbeat(std::move(mine), fleet_keep(config_));
+  co_await std::move(beat);
 }
 
 void Dispatcher::emit(nlohmann::json event) {
@@ -106,6 +151,7 @@ awaitable<void> Dispatcher::run() {
   spawn(lease_loop(), "lease");
   spawn(housekeeping_loop(), "housekeeping");
   spawn(gc_loop(), "snapshot gc");
+  spawn(heartbeat_loop(), "heartbeat");
 
   while (!stopping_) co_await wait_signal(stopped_, 1s);
   if (engine_events_) engine_events_->stop();

@@ -18,9 +18,11 @@
 #include "router/recovery_plan.hpp"
 #include "snapshots/cache.hpp"
 
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -30,6 +32,21 @@ struct RouterDeps {
   queue::QueuePtr queue;
   container::RuntimePtr runtime;
   snapshots::CachePtr snapshots;  // null: no snapshots
+};
+
+// Who this router is in the fleet (docs/fleet.md): filled in at start from
+// the config, the engine's /info and the machine.
+struct HostIdentity {
+  std::string host_id;    // [router] host_id, else the engine ID
+  std::string engine_id;  // docker info .ID
+  std::string host_name;  // gethostname()
+  std::string version;    // warmstart version
+};
+
+// A live router of another engine claims this router's host identity.
+class HostIdentityConflict : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
 };
 
 // Gauges and counters the HTTP layer exports; plain values read on the loop.
@@ -57,6 +74,14 @@ class Dispatcher : public std::enable_shared_from_this<Dispatcher> {
   // Second signal: return from run() at once.
   void stop_now();
 
+  // Sets who this router is; call before claim_host_identity() and run().
+  void identify(HostIdentity identity);
+  // The start-up check: throws HostIdentityConflict when a live router of
+  // another engine claims this host identity; else writes the first heartbeat.
+  awaitable<void> claim_host_identity();
+  // This router's fleet record as of now (what the next heartbeat writes).
+  queue::RouterRecord fleet_record() const;
+
   RouterStats stats() const;
   const RouterConfig& config() const { return config_; }
   RouterObservers& observers() { return executor_.observers(); }
@@ -72,6 +97,7 @@ class Dispatcher : public std::enable_shared_from_this<Dispatcher> {
   awaitable<void> housekeeping_loop();
   awaitable<void> housekeeping_round();
   awaitable<void> gc_loop();
+  awaitable<void> heartbeat_loop();
   awaitable<void> probe_engine();
   awaitable<void> watch_containers();
   awaitable<void> sweep_orphans(const std::vector<container::ContainerSummary>& mine);
@@ -98,6 +124,11 @@ class Dispatcher : public std::enable_shared_from_this<Dispatcher> {
   JobExecutor executor_;
   RecoveryPlan recovery_plan_;
   std::string consumer_;
+  HostIdentity identity_;
+  std::string instance_;             // random per process: tells a restart from a twin
+  std::int64_t started_at_ = 0;      // Unix ms
+  std::int64_t snapshot_count_ = 0;  // registry entries of this host, as of the last heartbeat
+  std::int64_t snapshot_bytes_ = 0;
 
   std::map<std::string, ActiveJobPtr> jobs_;          // by job id
   std::map<std::string, ActiveJobPtr> by_container_;  // by container id

@@ -171,6 +171,41 @@ awaitable<void> Dispatcher::sweep_orphans(const std::vector<container::Container
   }
 }
 
+// --- heartbeat -----------------------------------------------------------------
+
+// The fleet view: this router's record every heartbeat_period(); a router
+// silent past its lease shows as lost, past fleet_keep() it is forgotten.
+// A conflict that appears later (another engine started under this identity
+// while Redis was away) is logged on every round: the router keeps serving
+// its running jobs.
+awaitable<void> Dispatcher::heartbeat_loop() {
+  auto self = shared_from_this();
+  while (!stopping_) {
+    if (deps_.snapshots) {
+      auto list_snapshots = deps_.snapshots->list();
+      auto entries = co_await attempt(std::move(list_snapshots));
+      if (entries) {
+        snapshot_count_ = static_cast<std::int64_t>(entries.value->size());
+        snapshot_bytes_ = 0;
+        for (const auto& e : *entries.value) snapshot_bytes_ += e.size_bytes;
+      }
+    }
+    queue::RouterRecord mine = fleet_record();
+    auto list_op = deps_.queue->routers();
+    auto listed = co_await attempt(std::move(list_op));
+    if (listed) {
+      if (auto other = queue::host_identity_conflict(mine, *listed.value, mine.last_seen)) {
+        log::error("host identity conflict",
+                   {{"error", queue::describe_host_identity_conflict(mine, *other)}});
+      }
+    }
+    auto beat_op = deps_.queue->heartbeat(std::move(mine), fleet_keep(config_));
+    auto beat = co_await attempt(std::move(beat_op));
+    if (!beat) log::warn("heartbeat failed", {{"error", beat.error}});
+    co_await wait_signal(stopped_, heartbeat_period(config_));
+  }
+}
+
 awaitable<void> Dispatcher::gc_loop() {
   auto self = shared_from_this();
   while (!stopping_) {

@@ -363,3 +363,63 @@ TEST_CASE("dispatcher: concurrency, log_tail_bytes and the image allowlist apply
   CHECK(h.queue->record(refused)->error.find("not allowed") != std::string::npos);
   CHECK(h.engine->calls(MemoryRuntime::Op::create_container) == 9);
 }
+
+namespace {
+
+awaitable<bool> claim_identity(std::shared_ptr<Dispatcher> router) {
+  co_await router->claim_host_identity();
+  co_return true;
+}
+
+HostIdentity identity(const std::string& host_id, const std::string& engine_id) {
+  HostIdentity id;
+  id.host_id = host_id;
+  id.engine_id = engine_id;
+  id.host_name = "box-1";
+  id.version = "0.1.0";
+  return id;
+}
+
+}  // namespace
+
+TEST_CASE("dispatcher: the heartbeat lists the router and a twin of its host identity is refused",
+          "[unit][dispatcher][fleet]") {
+  Harness h;
+  h.config.lease_timeout = 300ms;  // heartbeat every 100 ms, lost after 300 ms
+  auto r1 = h.start("r1");
+  r1->identify(identity("", "ENGINE-1"));
+  CHECK(h.await(claim_identity(r1)));
+  REQUIRE(h.until([&] {
+    auto listed = h.await(h.queue->routers());
+    return listed.size() == 1 && listed[0].engine_id == "ENGINE-1";
+  }));
+  auto listed = h.await(h.queue->routers());
+  CHECK(listed[0].id == "r1");
+  CHECK(listed[0].host_id == "ENGINE-1");  // the default: the engine ID
+  CHECK(listed[0].capacity == 2);
+  CHECK(listed[0].lease_ms == 300);
+  CHECK(queue::router_status(listed[0], listed[0].last_seen) == "live");
+
+  // A second engine on this machine that shares the first one's trust key:
+  // same engine ID, another socket.
+  RouterConfig twin_config = h.config;
+  twin_config.router_id = "r2";
+  twin_config.docker_host = "unix:///run/engine-2.sock";
+  auto twin = std::make_shared<Dispatcher>(h.io.get_executor(), twin_config,
+                                           RouterDeps{h.queue, h.engine, h.cache});
+  twin->identify(identity("", "ENGINE-1"));
+  CHECK_THROWS_AS(h.await(claim_identity(twin)), HostIdentityConflict);
+  CHECK(h.await(h.queue->routers()).size() == 1);  // the refused one never registered
+
+  // With its own host_id it joins.
+  auto own = std::make_shared<Dispatcher>(h.io.get_executor(), twin_config,
+                                          RouterDeps{h.queue, h.engine, h.cache});
+  own->identify(identity("engine-2", "ENGINE-1"));
+  CHECK(h.await(claim_identity(own)));
+  CHECK(h.await(h.queue->routers()).size() == 2);
+
+  // Once the first router is silent past its lease, the identity is free.
+  r1->stop_now();
+  h.io.run_for(600ms);
+  CHECK(h.await(claim_identity(twin)));
+}

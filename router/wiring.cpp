@@ -29,6 +29,7 @@ queue::RedisQueueOptions queue_options(const RouterConfig& config) {
 snapshots::SnapshotCacheOptions snapshot_options(const RouterConfig& config) {
   snapshots::SnapshotCacheOptions o;
   o.registry.key_prefix = config.key_prefix + "snapshots:";
+  o.host_id = config.host_id;
   o.eviction.ttl = std::chrono::duration_cast<std::chrono::milliseconds>(config.snapshot_ttl);
   o.eviction.max_count = static_cast<std::size_t>(config.snapshot_max_count);
   o.eviction.max_bytes = config.snapshot_max_bytes;

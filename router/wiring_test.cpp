@@ -30,6 +30,7 @@ TEST_CASE("wiring: each key lands in its component's options", "[unit][config]")
   c.snapshot_max_count = 7;
   c.snapshot_max_bytes = 1 << 20;
   c.snapshot_work_dir = "/srv/ws";
+  c.host_id = "rack-3.box-7";
 
   auto q = queue_options(c);
   CHECK(q.redis.url.host == "127.0.0.2");
@@ -53,6 +54,7 @@ TEST_CASE("wiring: each key lands in its component's options", "[unit][config]")
   CHECK(s.eviction.max_count == 7);
   CHECK(s.eviction.max_bytes == (1 << 20));
   CHECK(s.work_dir == "/srv/ws");
+  CHECK(s.host_id == "rack-3.box-7");
 
   CHECK_THROWS_WITH(redis_options("rediss://127.0.0.1:6379/0"), Catch::Contains("TLS"));
 }

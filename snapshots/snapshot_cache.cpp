@@ -108,9 +108,13 @@ void SnapshotCache::emit(nlohmann::json event) {
 
 awaitable<SnapshotRegistry*> SnapshotCache::ensure_registry() {
   if (!registry_) {
-    auto info = co_await runtime_->info();
-    if (info.id.empty()) throw std::runtime_error("docker /info returned no engine ID");
-    if (!registry_) registry_.emplace(redis_, info.id, options_.registry);
+    std::string id = options_.host_id;
+    if (id.empty()) {
+      auto info = co_await runtime_->info();
+      if (info.id.empty()) throw std::runtime_error("docker /info returned no engine ID");
+      id = info.id;
+    }
+    if (!registry_) registry_.emplace(redis_, id, options_.registry);
   }
   co_return &*registry_;
 }

@@ -37,7 +37,10 @@ std::vector<std::string> default_snapshot_exclude();
 container::TarFilterOptions default_snapshot_filter();
 
 struct SnapshotCacheOptions {
-  RegistryOptions registry;                       // Redis key prefix of the registry
+  RegistryOptions registry;  // Redis key prefix of the registry
+  // The registry namespace: the Docker host's identity ([router] host_id).
+  // Empty = the engine ID that docker info reports.
+  std::string host_id;
   std::string image_repo = "warmstart-snapshot";  // repo prefix of snapshot image names
   DepthPolicy depth;                              // commit strategy and layer-depth limit
   EvictionPolicy eviction;                        // ttl 24 h, count and byte budgets

@@ -112,55 +112,108 @@ ws_stop_redis() {
   rm -f "$WS_RUN/redis.pid"
 }
 
-# Starts a private dockerd. Sets WS_DOCKER_SOCKET and WS_DOCKER (a docker CLI
-# command bound to it).
+# Paths of private engine N (1 = the default engine; 2, 3, ... = extra
+# engines for fleet tests). Sets WS_E_SOCK, WS_E_DATA, WS_E_EXEC, WS_E_PID,
+# WS_E_LOG, WS_E_CONF, WS_E_KEY, WS_E_NS. Engine 1 keeps the historical names.
+ws_engine_paths() {
+  local n=${1:-1} s=
+  [ "$n" = 1 ] || s=$n
+  WS_E_SOCK="$WS_RUN/docker$s.sock"
+  WS_E_DATA="$WS_RUN/docker$s-data"
+  WS_E_EXEC="$WS_RUN/docker$s-exec"
+  WS_E_PID="$WS_RUN/dockerd$s.pid"
+  WS_E_LOG="$WS_RUN/dockerd$s.log"
+  WS_E_CONF="$WS_RUN/daemon$s.json"
+  # Its own trust key: every dockerd otherwise reads /etc/docker/key.json and
+  # two engines on one machine report the same engine ID (docker info).
+  WS_E_KEY="$WS_RUN/docker$s-key.json"
+  WS_E_NS="warmstart-$(basename "$WS_RUN")${s:+-e$s}"
+}
+
+# Starts private dockerd N (default 1). Sets WS_DOCKER_SOCKET and WS_DOCKER (a
+# docker CLI command bound to it) for engine 1, WS_DOCKER_SOCKET_N and
+# WS_DOCKER_N for engine N.
 ws_start_dockerd() {
-  mkdir -p "$WS_RUN/docker-data" "$WS_RUN/docker-exec"
-  WS_DOCKER_SOCKET="$WS_RUN/docker.sock"
-  local ns
-  ns="warmstart-$(basename "$WS_RUN")"
+  local n=${1:-1} running=
+  ws_engine_paths "$n"
+  # Already up (a repeated start-engine): reuse it, never a second dockerd on its roots.
+  curl -sf --unix-socket "$WS_E_SOCK" http://d/_ping >/dev/null 2>&1 && running=1
+  mkdir -p "$WS_E_DATA" "$WS_E_EXEC"
+  [ -f "$WS_E_CONF" ] || printf '{"deprecated-key-path": "%s"}\n' "$WS_E_KEY" >"$WS_E_CONF"
   # dockerd runs as root; the socket's group is the caller's so tests need no sudo.
-  ws_as_root dockerd \
-    --data-root "$WS_RUN/docker-data" --exec-root "$WS_RUN/docker-exec" \
-    --pidfile "$WS_RUN/dockerd.pid" -H "unix://$WS_DOCKER_SOCKET" --group "$(id -g)" \
+  [ -n "$running" ] || ws_as_root dockerd --config-file "$WS_E_CONF" \
+    --data-root "$WS_E_DATA" --exec-root "$WS_E_EXEC" \
+    --pidfile "$WS_E_PID" -H "unix://$WS_E_SOCK" --group "$(id -g)" \
     --bridge=none --iptables=false --ip6tables=false --ip-forward=false --ip-masq=false \
-    --containerd-namespace "$ns" --containerd-plugins-namespace "$ns-plugins" \
-    >"$WS_RUN/dockerd.log" 2>&1 &
-  WS_DOCKER="docker -H unix://$WS_DOCKER_SOCKET"
-  export WS_DOCKER_SOCKET WS_DOCKER
+    --containerd-namespace "$WS_E_NS" --containerd-plugins-namespace "$WS_E_NS-plugins" \
+    >"$WS_E_LOG" 2>&1 &
+  if [ "$n" = 1 ]; then
+    WS_DOCKER_SOCKET="$WS_E_SOCK"
+    WS_DOCKER="docker -H unix://$WS_E_SOCK"
+    export WS_DOCKER_SOCKET WS_DOCKER
+  else
+    printf -v "WS_DOCKER_SOCKET_$n" '%s' "$WS_E_SOCK"
+    printf -v "WS_DOCKER_$n" '%s' "docker -H unix://$WS_E_SOCK"
+    export "WS_DOCKER_SOCKET_$n" "WS_DOCKER_$n"
+  fi
   for _ in $(seq 1 200); do
-    if [ -S "$WS_DOCKER_SOCKET" ] && curl -sf --unix-socket "$WS_DOCKER_SOCKET" http://d/_ping >/dev/null 2>&1; then
-      ws_say "dockerd on unix://$WS_DOCKER_SOCKET"
+    if [ -S "$WS_E_SOCK" ] && curl -sf --unix-socket "$WS_E_SOCK" http://d/_ping >/dev/null 2>&1; then
+      ws_say "dockerd $n on unix://$WS_E_SOCK (engine $(ws_engine_id "$n"))"
       return 0
     fi
     sleep 0.1
   done
-  tail -20 "$WS_RUN/dockerd.log" >&2
-  ws_die "dockerd did not come up"
+  tail -20 "$WS_E_LOG" >&2
+  ws_die "dockerd $n did not come up"
 }
 
+# The engine ID private dockerd N reports (docker info .ID).
+ws_engine_id() {
+  ws_engine_paths "${1:-1}"
+  docker -H "unix://$WS_E_SOCK" info --format '{{.ID}}' 2>/dev/null
+}
+
+# Stops private dockerd N (default 1), the containerd and shims it started,
+# and unmounts what it left under its roots.
 ws_stop_dockerd() {
+  ws_engine_paths "${1:-1}"
   local pid
-  pid=$(cat "$WS_RUN/dockerd.pid" 2>/dev/null) || true
+  pid=$(cat "$WS_E_PID" 2>/dev/null) || true
   if [ -n "$pid" ]; then
     ws_as_root kill "$pid" 2>/dev/null || true
     for _ in $(seq 1 200); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     ws_as_root kill -9 "$pid" 2>/dev/null || true
   fi
-  # The containerd and shims that this dockerd started carry the run dir in argv.
+  # The containerd and shims that this dockerd started carry its exec root in argv.
   local p
-  for p in $(pgrep -f -- "$WS_RUN/docker-exec" 2>/dev/null); do ws_as_root kill -9 "$p" 2>/dev/null || true; done
-  # Unmount anything left under the run dir (overlay mounts, shm, netns).
+  for p in $(pgrep -f -- "$WS_E_EXEC/" 2>/dev/null); do ws_as_root kill -9 "$p" 2>/dev/null || true; done
+  # Unmount anything left under its roots (overlay mounts, shm, netns).
   local m
-  for m in $(awk -v r="$WS_RUN" 'index($2, r) == 1 {print $2}' /proc/mounts | sort -r); do
+  for m in $(awk -v a="$WS_E_DATA/" -v b="$WS_E_EXEC/" \
+    'index($2, a) == 1 || index($2, b) == 1 {print $2}' /proc/mounts | sort -r); do
     ws_as_root umount -l "$m" 2>/dev/null || true
+  done
+}
+
+# The engines started in this run: 1 and every extra one that has an exec
+# root (its dockerd may have died and taken its pid file along; its shims not).
+ws_engines() {
+  local d n
+  echo 1
+  for d in "$WS_RUN"/docker[0-9]*-exec; do
+    [ -d "$d" ] || continue
+    n=${d##*/docker}
+    echo "${n%-exec}"
   done
 }
 
 # Imports the worker base image: a busybox-static root filesystem with an applet
 # symlink for each command, through `docker import` (no registry needed).
+# Engine N (default 1) with a second argument.
 ws_import_base_image() {
-  local image=${1:-$WS_BASE_IMAGE} rootfs
+  local image=${1:-$WS_BASE_IMAGE} rootfs docker_cmd
+  ws_engine_paths "${2:-1}"
+  docker_cmd="docker -H unix://$WS_E_SOCK"
   rootfs=$(mktemp -d "$WS_RUN/rootfs.XXXXXX")
   mkdir -p "$rootfs/bin" "$rootfs/tmp" "$rootfs/work" "$rootfs/etc"
   cp /bin/busybox "$rootfs/bin/busybox"
@@ -171,32 +224,46 @@ ws_import_base_image() {
   chmod 1777 "$rootfs/tmp"
   echo "root:x:0:0:root:/root:/bin/sh" >"$rootfs/etc/passwd"
   echo "nobody:x:65534:65534:nobody:/nonexistent:/bin/false" >>"$rootfs/etc/passwd"
-  tar -C "$rootfs" -c . | $WS_DOCKER import \
+  if $docker_cmd image inspect "$image" >/dev/null 2>&1; then
+    rm -rf "$rootfs"
+    ws_say "base image $image already in engine ${2:-1}"
+    return 0
+  fi
+  tar -C "$rootfs" -c . | $docker_cmd import \
     -c 'ENV PATH=/bin' -c 'WORKDIR /work' -c 'CMD ["/bin/sh"]' - "$image" >/dev/null ||
     ws_die "docker import of $image failed"
   rm -rf "$rootfs"
-  ws_say "base image $image imported"
+  ws_say "base image $image imported into engine ${2:-1}"
 }
 
-# Fails when containers or images other than the base image are left in the engine.
+# Fails when containers or images other than the base image are left in
+# engine N (default 1).
 ws_check_engine_clean() {
-  local containers base_id others
-  containers=$($WS_DOCKER ps -aq | wc -l)
-  base_id=$($WS_DOCKER images -q --no-trunc "$WS_BASE_IMAGE" | head -1)
-  others=$($WS_DOCKER images -aq --no-trunc | sort -u | grep -vc "^${base_id}\$")
+  local n=${1:-1} containers base_id others docker_cmd
+  ws_engine_paths "$n"
+  docker_cmd="docker -H unix://$WS_E_SOCK"
+  containers=$($docker_cmd ps -aq | wc -l)
+  base_id=$($docker_cmd images -q --no-trunc "$WS_BASE_IMAGE" | head -1)
+  others=$($docker_cmd images -aq --no-trunc | sort -u | grep -vc "^${base_id}\$")
   if [ "$containers" -ne 0 ] || [ "$others" -ne 0 ]; then
-    ws_say "left behind in the engine: $containers container(s), $others image(s) besides the base image:"
-    $WS_DOCKER ps -a >&2
-    $WS_DOCKER images -a >&2
+    ws_say "left behind in engine $n: $containers container(s), $others image(s) besides the base image:"
+    $docker_cmd ps -a >&2
+    $docker_cmd images -a >&2
     return 1
   fi
-  ws_say "engine clean: no container and no image besides $WS_BASE_IMAGE left"
+  ws_say "engine $n clean: no container and no image besides $WS_BASE_IMAGE left"
 }
 
 ws_stop_all() {
   [ -n "${WS_RUN:-}" ] && [ -d "$WS_RUN" ] || return 0
   ws_stop_redis
-  ws_stop_dockerd
+  local n
+  for n in $(ws_engines | sort -rn); do ws_stop_dockerd "$n"; done
+  # Anything still mounted under the run dir.
+  local m
+  for m in $(awk -v r="$WS_RUN/" 'index($2, r) == 1 {print $2}' /proc/mounts | sort -r); do
+    ws_as_root umount -l "$m" 2>/dev/null || true
+  done
   if [ -z "${WARMSTART_KEEP_RUN_DIR:-}" ]; then
     ws_as_root rm -rf "$WS_RUN" 2>/dev/null || ws_say "note: $WS_RUN not fully removed"
   fi

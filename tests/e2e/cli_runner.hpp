@@ -39,10 +39,9 @@ inline CliResult run_cli(const RouterProcess& router, std::vector<std::string> a
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
   std::vector<std::string> env_strings = {
-      "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
-      "WARMSTART_REDIS_URL=" + router.redis_url(),
+      "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "WARMSTART_REDIS_URL=" + router.redis_url(),
       "WARMSTART_KEY_PREFIX=" + router.key_prefix(),
-      "WARMSTART_DOCKER_HOST=unix://" + docker_socket(),
+      "WARMSTART_DOCKER_HOST=unix://" + router.docker_socket(),  // its own engine
   };
   std::vector<char*> envp;
   for (auto& e : env_strings) envp.push_back(e.data());

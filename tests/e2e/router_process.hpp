@@ -68,7 +68,8 @@ struct RouterProcessOptions {
   std::string id;          // router id; empty = a unique one (set it to restart "the same" router)
   std::string key_prefix;  // Redis key prefix; empty = derived from the id
   std::chrono::seconds ready_limit{30};  // /readyz must answer 200 within this
-  std::string redis_url;  // empty = the run's redis-server (a test's own, to restart it)
+  std::string redis_url;      // empty = the run's redis-server (a test's own, to restart it)
+  std::string docker_socket;  // empty = the run's first engine (docker_socket_2() for a fleet)
 };
 
 class RouterProcess {
@@ -117,6 +118,10 @@ class RouterProcess {
   std::string base_url() const { return "http://127.0.0.1:" + std::to_string(port_); }
   std::string redis_url() const {
     return options_.redis_url.empty() ? testing::redis_url() : options_.redis_url;
+  }
+  // The unix socket of the engine this router drives.
+  std::string docker_socket() const {
+    return options_.docker_socket.empty() ? testing::docker_socket() : options_.docker_socket;
   }
   // The router's state directory, where it generates its API token.
   std::string state_dir() const { return (dir_ / "state").string(); }
@@ -267,7 +272,7 @@ class RouterProcess {
     run_coro(
         [this]() -> awaitable<void> {
           container::DockerClientOptions o;
-          o.socket_path = docker_socket();
+          o.socket_path = docker_socket();  // this router's engine
           auto docker = container::DockerClient::create(co_await net::this_coro::executor, o);
           auto labels = redis::make_args("warmstart.router=" + id_);
           auto containers = co_await docker->list_containers(std::move(labels), true);

@@ -31,6 +31,10 @@ inline std::string redis_url() {
 inline std::string docker_socket() {
   return required_env("WARMSTART_TEST_DOCKER_SOCKET");
 }
+// Path of the run's second private dockerd (its own engine ID), for fleet tests.
+inline std::string docker_socket_2() {
+  return required_env("WARMSTART_TEST_DOCKER_SOCKET_2");
+}
 // The worker base image (busybox-static, imported by the scripts).
 inline std::string base_image() {
   return required_env("WARMSTART_TEST_BASE_IMAGE");

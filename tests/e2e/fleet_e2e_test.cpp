@@ -21,15 +21,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-bool eventually(const std::function<bool()>& condition, std::chrono::milliseconds limit) {
-  const auto until = std::chrono::steady_clock::now() + limit;
-  while (std::chrono::steady_clock::now() < until) {
-    if (condition()) return true;
-    std::this_thread::sleep_for(100ms);
-  }
-  return condition();
-}
-
 // Two routers of one fleet: one key prefix, engine 1 and engine 2.
 RouterProcessOptions fleet_member(const std::string& prefix, const std::string& socket,
                                   int concurrency, const std::string& router_toml = "") {

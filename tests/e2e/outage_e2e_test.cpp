@@ -22,15 +22,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-bool eventually(const std::function<bool()>& condition, std::chrono::milliseconds limit) {
-  const auto until = std::chrono::steady_clock::now() + limit;
-  while (std::chrono::steady_clock::now() < until) {
-    if (condition()) return true;
-    std::this_thread::sleep_for(100ms);
-  }
-  return condition();
-}
-
 // scripts/dev-services stop-dockerd | start-dockerd on the run's engine.
 void dockerd(const std::string& what) {
   const std::string cmd = std::string(WARMSTART_E2E_SOURCE_DIR) + "/scripts/dev-services " + what +

@@ -25,6 +25,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <sstream>
 #include <string>
@@ -38,6 +39,16 @@ namespace warmstart::testing {
 namespace fs = std::filesystem;
 
 // The binary under test: WARMSTART_TEST_BINARY, else the one CMake built.
+// Polls `condition` every 100 ms until it holds or `limit` has passed.
+inline bool eventually(const std::function<bool()>& condition, std::chrono::milliseconds limit) {
+  const auto until = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < until) {
+    if (condition()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return condition();
+}
+
 inline std::string warmstart_binary_path() {
   if (const char* v = std::getenv("WARMSTART_TEST_BINARY"); v != nullptr && *v != '\0') return v;
 #ifdef WARMSTART_E2E_BINARY

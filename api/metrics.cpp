@@ -61,6 +61,14 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
   snapshot_fallbacks_ =
       counter("warmstart_snapshot_fallbacks_total",
               "Snapshot images found missing (404) and retried on the base image");
+  auto& affinity = prometheus::BuildCounter()
+                       .Name("warmstart_affinity_total")
+                       .Help(
+                           "Jobs routed to the host holding their snapshot, by result: hit "
+                           "(started there) or miss (started on another host)")
+                       .Register(reg);
+  affinity_hits_ = &affinity.Add({{"result", "hit"}});
+  affinity_misses_ = &affinity.Add({{"result", "miss"}});
   snapshot_commits_ = counter("warmstart_snapshot_commits_total", "Snapshots committed");
   snapshot_commit_failures_ =
       counter("warmstart_snapshot_commit_failures_total", "Snapshot commits that failed");

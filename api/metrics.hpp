@@ -42,6 +42,10 @@ class Metrics {
   prometheus::Counter& snapshot_hits() { return *snapshot_hits_; }
   prometheus::Counter& snapshot_misses() { return *snapshot_misses_; }
   prometheus::Counter& snapshot_fallbacks() { return *snapshot_fallbacks_; }  // stale image, 404
+  // Jobs routed to the host holding their snapshot: started there (hit) or
+  // elsewhere after affinity_wait or the host's loss (miss), counted by the
+  // router that started them.
+  prometheus::Counter& affinity(bool hit) { return *(hit ? affinity_hits_ : affinity_misses_); }
   prometheus::Counter& snapshot_commits() { return *snapshot_commits_; }
   prometheus::Counter& snapshot_commit_failures() { return *snapshot_commit_failures_; }
   prometheus::Counter& snapshot_evictions() { return *snapshot_evictions_; }
@@ -68,6 +72,8 @@ class Metrics {
   prometheus::Counter* snapshot_hits_;
   prometheus::Counter* snapshot_misses_;
   prometheus::Counter* snapshot_fallbacks_;
+  prometheus::Counter* affinity_hits_;
+  prometheus::Counter* affinity_misses_;
   prometheus::Counter* snapshot_commits_;
   prometheus::Counter* snapshot_commit_failures_;
   prometheus::Counter* snapshot_evictions_;

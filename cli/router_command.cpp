@@ -110,6 +110,8 @@ awaitable<void> publish_metrics(std::shared_ptr<queue::Queue> queue,
   snapshots::CacheMetrics last;
   std::uint64_t last_fallbacks = 0;
   std::uint64_t last_handed_back = 0;
+  std::uint64_t last_affinity_hits = 0;
+  std::uint64_t last_affinity_misses = 0;
   bool failing = false;
   for (;;) {
     std::optional<queue::QueueCounts> counts;
@@ -137,6 +139,8 @@ awaitable<void> publish_metrics(std::shared_ptr<queue::Queue> queue,
     metrics.engine_up().Set(stats.engine_up ? 1 : 0);
     advance(metrics.snapshot_fallbacks(), stats.snapshot_fallbacks, last_fallbacks);
     advance(metrics.jobs_handed_back(), stats.handed_back, last_handed_back);
+    advance(metrics.affinity(true), stats.affinity_hits, last_affinity_hits);
+    advance(metrics.affinity(false), stats.affinity_misses, last_affinity_misses);
 
     const snapshots::CacheMetrics now = cache->metrics();
     advance(metrics.snapshot_hits(), now.hits, last.hits);

@@ -112,6 +112,11 @@ std::optional<std::int64_t> parse_rfc3339(const nlohmann::json& v) {
 
 }  // namespace
 
+std::string JobRecord::affinity() const {
+  if (affinity_host.empty() || host.empty()) return "";
+  return host == affinity_host ? "hit" : "miss";
+}
+
 nlohmann::json JobRecord::to_json() const {
   return {{"id", id},
           {"state", to_string(state)},
@@ -128,6 +133,9 @@ nlohmann::json JobRecord::to_json() const {
           {"router_id", string_or_null(router_id)},
           {"snapshot_error", string_or_null(snapshot_error)},
           {"waiting_for_key", string_or_null(waiting_for_key)},
+          {"host", string_or_null(host)},
+          {"affinity_host", string_or_null(affinity_host)},
+          {"affinity", string_or_null(affinity())},
           {"spec", spec.to_json()},
           {"log_tail", log_tail}};
 }
@@ -163,6 +171,8 @@ JobRecord JobRecord::from_json(const nlohmann::json& j) {
   r.log_tail = str("log_tail");
   r.snapshot_error = str("snapshot_error");
   r.waiting_for_key = str("waiting_for_key");
+  r.host = str("host");
+  r.affinity_host = str("affinity_host");
   r.from_snapshot = j.value("from_snapshot", false);
   r.snapshot_fallback = j.value("snapshot_fallback", false);
   r.spec = JobSpec::from_json(j.at("spec"));
@@ -214,6 +224,8 @@ JobRecord JobRecord::from_hash(
   r.due_at = to_int(get("due_at"));
   r.snapshot_error = get("snapshot_error");
   r.waiting_for_key = get("parked");
+  r.host = get("host");
+  r.affinity_host = get("affhost");
   const std::string spec = get("spec");
   if (!spec.empty()) {
     // Written by the queue after validation; unreadable means corrupted or

@@ -84,11 +84,16 @@ struct JobRecord {
   std::optional<std::int64_t> due_at;  // scheduled: when the retry becomes due (Unix ms)
   std::string snapshot_error;          // the commit after this job's success failed: why
   std::string waiting_for_key;         // queued behind its busy concurrency_key
+  std::string host;                    // host identity of the router that ran it (last attempt)
+  std::string affinity_host;           // routed at enqueue to the host holding its snapshot
+
+  // "hit" (ran on its affinity host), "miss" (ran elsewhere), "" (no affinity, or not started).
+  std::string affinity() const;
 
   bool operator==(const JobRecord&) const = default;
 
   // Exactly DESIGN.md's top-level fields (timestamps RFC 3339 or null) plus
-  // "spec" and "log_tail".
+  // "spec" and "log_tail", and the fleet's "host", "affinity_host", "affinity".
   nlohmann::json to_json() const;
   // Throws std::invalid_argument or a json error when `j` is not a record.
   static JobRecord from_json(const nlohmann::json& j);

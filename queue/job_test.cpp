@@ -71,15 +71,34 @@ TEST_CASE("JobRecord JSON has exactly the contract's fields", "[unit][job]") {
   r.from_snapshot = true;
   r.container_id = "c0ffee";
   r.router_id = "router-a";
+  r.host = "host-a";
+  r.affinity_host = "host-b";
   r.spec = full_spec();
   r.log_tail = "ok\n";
   json j = r.to_json();
+  CHECK(j["affinity"] == "miss");
   std::vector<std::string> keys;
   for (const auto& [k, v] : j.items()) keys.push_back(k);
-  CHECK(keys == std::vector<std::string>{
-                    "attempts", "container_id", "created_at", "error", "exit_code", "finished_at",
-                    "from_snapshot", "id", "image", "log_tail", "router_id", "snapshot_error",
-                    "snapshot_fallback", "spec", "started_at", "state", "waiting_for_key"});
+  CHECK(keys == std::vector<std::string>{"affinity",
+                                         "affinity_host",
+                                         "attempts",
+                                         "container_id",
+                                         "created_at",
+                                         "error",
+                                         "exit_code",
+                                         "finished_at",
+                                         "from_snapshot",
+                                         "host",
+                                         "id",
+                                         "image",
+                                         "log_tail",
+                                         "router_id",
+                                         "snapshot_error",
+                                         "snapshot_fallback",
+                                         "spec",
+                                         "started_at",
+                                         "state",
+                                         "waiting_for_key"});
   CHECK(j["created_at"] == "2026-11-22T01:47:41.123Z");
   CHECK(j["finished_at"] == "2026-11-22T01:47:43.500Z");
   CHECK(j["error"].is_null());

@@ -33,6 +33,7 @@ struct MemoryQueue::Job {
   std::string entry;                       // stream entry of the current dispatch
   std::string consumer;                    // who holds it
   std::string key;                         // concurrency key held or reserved (`ckey`)
+  std::string on;                          // the host stream "<queue>@<host>" its entry is on
   int reclaims = 0;                        // lease expiries so far
   std::optional<std::int64_t> expires_at;  // retention of a finished record
 };
@@ -161,6 +162,10 @@ std::string_view to_string(MemoryQueue::Op op) {
       return "heartbeat";
     case Op::routers:
       return "routers";
+    case Op::set_affinity:
+      return "set_affinity";
+    case Op::drop_affinity:
+      return "drop_affinity";
   }
   return "?";
 }
@@ -246,11 +251,38 @@ std::vector<std::string> MemoryQueue::held_keys(const std::string& key) const {
   return out;
 }
 
+namespace {
+// "<queue>@<host>" (a host's own stream) -> "<queue>".
+std::string queue_of_stream(const std::string& stream) {
+  return stream.substr(0, stream.find('@'));
+}
+}  // namespace
+
 std::size_t MemoryQueue::depth(const std::string& queue) const {
   std::size_t n = 0;
-  if (auto it = undelivered_.find(queue); it != undelivered_.end()) n += it->second.size();
-  for (const auto& [seq, p] : pending_) n += p.entry.queue == queue;
+  for (const auto& [stream, entries] : undelivered_) {
+    if (queue_of_stream(stream) == queue) n += entries.size();
+  }
+  for (const auto& [seq, p] : pending_) n += queue_of_stream(p.entry.queue) == queue;
   return n;
+}
+
+std::string MemoryQueue::affinity_of(const std::string& snapshot_key) const {
+  auto it = affinity_.find(snapshot_key);
+  return it == affinity_.end() ? std::string() : it->second;
+}
+
+bool MemoryQueue::host_live(const std::string& host) const {
+  auto it = host_live_until_.find(host);
+  return it != host_live_until_.end() && it->second > now_ms();
+}
+
+std::vector<std::string> MemoryQueue::streams_of(const std::string& consumer) const {
+  std::vector<std::string> out = options_.queues;
+  if (auto host = host_of_.find(consumer); host != host_of_.end() && !host->second.empty()) {
+    for (const auto& q : options_.queues) out.push_back(q + "@" + host->second);
+  }
+  return out;
 }
 
 std::int64_t MemoryQueue::now_ms() const {
@@ -453,8 +485,30 @@ awaitable<void> MemoryQueue::heartbeat(RouterRecord record, Duration keep) {
   const std::int64_t expires =
       now_ms() + std::chrono::duration_cast<std::chrono::milliseconds>(keep).count();
   std::string id = record.id;
+  if (!record.host_id.empty()) {
+    host_of_[id] = record.host_id;
+    if (record.draining) {
+      host_live_until_.erase(record.host_id);
+    } else {
+      host_live_until_[record.host_id] = now_ms() + std::max<std::int64_t>(1, record.lease_ms);
+    }
+  }
   routers_[id] = {std::move(record), expires};
   end(Op::heartbeat);
+}
+
+awaitable<void> MemoryQueue::set_affinity(std::string snapshot_key, std::string host_id) {
+  co_await begin(Op::set_affinity);
+  affinity_[snapshot_key] = host_id;
+  end(Op::set_affinity);
+}
+
+awaitable<void> MemoryQueue::drop_affinity(std::string snapshot_key, std::string host_id) {
+  co_await begin(Op::drop_affinity);
+  if (auto it = affinity_.find(snapshot_key); it != affinity_.end() && it->second == host_id) {
+    affinity_.erase(it);
+  }
+  end(Op::drop_affinity);
 }
 
 awaitable<std::vector<RouterRecord>> MemoryQueue::routers() {
@@ -521,11 +575,21 @@ EnqueueResult MemoryQueue::do_enqueue(JobSpec spec) {
   job.record.created_at = now_ms();
   job.record.spec = checked;
   job.fingerprint = std::move(fingerprint);
-  job.entry = add_entry(checked.queue, checked.id, std::nullopt);
+  // Snapshot affinity: to the live host holding the key's snapshot.
+  if (checked.snapshot && checked.snapshot->reuse) {
+    if (auto it = affinity_.find(checked.snapshot->key);
+        it != affinity_.end() && host_live(it->second)) {
+      job.record.affinity_host = it->second;
+      job.on = checked.queue + "@" + it->second;
+    }
+  }
+  job.entry = add_entry(job.on.empty() ? checked.queue : job.on, checked.id, std::nullopt);
   Job& stored = jobs_.emplace(checked.id, std::move(job)).first->second;
   by_state_[JobState::queued][checked.id] = now_ms();
   queues_seen_.insert(checked.queue);
-  emit({{"type", "job.queued"}, {"job", checked.id}, {"queue", checked.queue}});
+  nlohmann::json queued = {{"type", "job.queued"}, {"job", checked.id}, {"queue", checked.queue}};
+  if (!stored.record.affinity_host.empty()) queued["host"] = stored.record.affinity_host;
+  emit(std::move(queued));
   // Created: what was just written (RedisQueue returns no more either).
   JobRecord out;
   out.id = stored.record.id;
@@ -538,7 +602,7 @@ MemoryQueue::ClaimRound MemoryQueue::claim_round(const std::string& consumer,
                                                  std::size_t max_jobs) {
   ClaimRound round;
   // Like XREADGROUP COUNT n over several streams: up to n entries from each.
-  for (const auto& queue : options_.queues) {
+  for (const auto& queue : streams_of(consumer)) {
     auto& entries = undelivered_[queue];
     for (std::size_t i = 0; i < std::max<std::size_t>(max_jobs, 1) && !entries.empty(); ++i) {
       Entry entry = std::move(entries.front());
@@ -556,11 +620,15 @@ std::vector<ClaimedJob> MemoryQueue::do_reclaim(const std::string& consumer, std
   std::vector<ClaimedJob> out;
   const std::int64_t now = now_ms();
   for (const auto& queue : options_.queues) {
-    // XAUTOCLAIM min-idle = lease_timeout: the idle entries change owner.
+    // XAUTOCLAIM min-idle = lease_timeout: the idle entries change owner (of
+    // the queue's stream and of every host's own stream of it).
     std::vector<Entry> expired;
     for (auto& [seq, p] : pending_) {
       if (expired.size() >= std::max<std::size_t>(max_jobs, 1)) break;
-      if (p.entry.queue != queue || now - p.idle_since < options_.lease_timeout.count()) continue;
+      if (queue_of_stream(p.entry.queue) != queue ||
+          now - p.idle_since < options_.lease_timeout.count()) {
+        continue;
+      }
       p.consumer = consumer;
       p.idle_since = now;
       expired.push_back(p.entry);
@@ -587,7 +655,14 @@ std::optional<ClaimedJob> MemoryQueue::process_entry(const std::string& consumer
     return std::nullopt;
   }
   const JobState state = job->record.state;
-  const bool claimable = state == JobState::queued && transition(state, JobEvent::claimed);
+  // A queued job's current entry is the one its record names, on the stream it
+  // names: another is a stale copy (promoted off a host's stream).
+  const bool stale =
+      state == JobState::queued &&
+      ((!job->entry.empty() && job->entry != entry.id) ||
+       job->on != (entry.queue.find('@') != std::string::npos ? entry.queue : std::string()));
+  const bool claimable =
+      !stale && state == JobState::queued && transition(state, JobEvent::claimed);
   if (claimable && !admit(*job, job->record.spec.concurrency_key)) {
     by_state_[JobState::queued].emplace(job->record.id, now_ms());  // an adopted job is new here
     ack(entry.id);
@@ -608,6 +683,7 @@ std::optional<ClaimedJob> MemoryQueue::claim_job(Job& job, const std::string& co
   set_state(job, JobEvent::claimed, "claim");
   r.attempts += 1;
   job.entry = entry.id;
+  job.on.clear();
   job.consumer = consumer;
   r.router_id = consumer;
   if (r.attempts > 1) {
@@ -631,8 +707,9 @@ std::optional<ClaimedJob> MemoryQueue::claim_job(Job& job, const std::string& co
   out.record.attempts = r.attempts;
   out.record.created_at = r.created_at;
   out.record.router_id = consumer;
+  out.record.affinity_host = r.affinity_host;
   out.record.spec = r.spec;
-  out.lease = LeaseHandle{r.id, r.spec.queue, entry.id, consumer, r.attempts};
+  out.lease = LeaseHandle{r.id, entry.queue, entry.id, consumer, r.attempts};
   return out;
 }
 
@@ -655,7 +732,7 @@ std::optional<ClaimedJob> MemoryQueue::reclaim_job(Job& job, const std::string& 
   if (!r.spec.concurrency_key.empty()) hold_key(job, r.spec.concurrency_key);
   job.consumer = consumer;
   r.router_id = consumer;
-  return ClaimedJob{r, LeaseHandle{r.id, r.spec.queue, entry.id, consumer, r.attempts}};
+  return ClaimedJob{r, LeaseHandle{r.id, entry.queue, entry.id, consumer, r.attempts}};
 }
 
 // A raw entry: its validated job's id (adopted when new), or nullopt when it
@@ -747,7 +824,7 @@ LeaseReport MemoryQueue::do_renew(const std::string& consumer,
 
 std::vector<ClaimedJob> MemoryQueue::do_held_by(const std::string& consumer) {
   std::vector<ClaimedJob> out;
-  for (const auto& queue : options_.queues) {
+  for (const auto& queue : streams_of(consumer)) {
     for (const auto& [seq, p] : pending_) {
       if (p.consumer != consumer || p.entry.queue != queue) continue;
       const Job* job = find(p.entry.job_id);
@@ -774,14 +851,18 @@ JobRecord MemoryQueue::do_mark_running(const LeaseHandle& lease, const RunInfo& 
   r.snapshot_fallback = info.snapshot_fallback;
   r.container_id = info.container_id;
   r.router_id = info.router_id.empty() ? lease.consumer : info.router_id;
+  r.host = info.host_id;
   r.started_at = now_ms();
-  emit({{"type", "job.started"},
-        {"job", r.id},
-        {"image", info.image},
-        {"from_snapshot", info.from_snapshot},
-        {"container", info.container_id},
-        {"router", r.router_id},
-        {"attempt", r.attempts}});
+  nlohmann::json started = {{"type", "job.started"},
+                            {"job", r.id},
+                            {"image", info.image},
+                            {"from_snapshot", info.from_snapshot},
+                            {"container", info.container_id},
+                            {"router", r.router_id},
+                            {"attempt", r.attempts}};
+  if (!r.host.empty()) started["host"] = r.host;
+  if (!r.affinity().empty()) started["affinity"] = r.affinity();
+  emit(std::move(started));
   return r;
 }
 
@@ -892,6 +973,25 @@ std::size_t MemoryQueue::do_promote() {
     set_state(*job, JobEvent::retry_due, "promote");
     job->entry = add_entry(job->record.spec.queue, id, std::nullopt);
     job->record.due_at.reset();
+    ++n;
+  }
+  // Snapshot affinity: off its host's stream once it waited affinity_wait, at
+  // once when no router of the host is live.
+  for (auto& [id, job] : jobs_) {
+    if (job.on.empty() || job.record.state != JobState::queued ||
+        !job.record.waiting_for_key.empty()) {
+      continue;
+    }
+    const std::string& host = job.record.affinity_host;
+    const bool live = host_live(host);
+    if (live && now - job.record.created_at <= options_.affinity_wait.count()) continue;
+    ack(job.entry);  // XDEL from the host's stream
+    job.on.clear();
+    job.entry = add_entry(job.record.spec.queue, id, std::nullopt);
+    emit({{"type", "job.affinity_released"},
+          {"job", id},
+          {"host", host},
+          {"reason", live ? "waited" : "host lost"}});
     ++n;
   }
   // Keys whose holders' leases ran out (their router died) let waiters in.
@@ -1043,6 +1143,7 @@ bool MemoryQueue::admit(Job& job, const std::string& key) {
   }
   waiters.push_back(job.record.id);
   job.record.waiting_for_key = key;
+  job.on.clear();  // off every stream now: woken, it goes to its queue's shared stream
   if (free > 0) wake_waiters(key, free);
   return false;
 }
@@ -1108,8 +1209,15 @@ void MemoryQueue::expire_records() {
 }
 
 std::optional<std::int64_t> MemoryQueue::next_due() const {
-  if (scheduled_.empty()) return std::nullopt;
-  return scheduled_.begin()->first;
+  std::optional<std::int64_t> due;
+  if (!scheduled_.empty()) due = scheduled_.begin()->first;
+  // A job waiting on a live host's stream is promoted when its wait ends.
+  for (const auto& [id, job] : jobs_) {
+    if (job.on.empty() || job.record.state != JobState::queued) continue;
+    const std::int64_t at = job.record.created_at + options_.affinity_wait.count() + 1;
+    if (!due || at < *due) due = at;
+  }
+  return due;
 }
 
 // Redis stream ids: "<ms>-<seq>", increasing even when the clock stands still.

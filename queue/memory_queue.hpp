@@ -66,6 +66,7 @@ struct MemoryQueueOptions {
   ValidationOptions validation;                     // for enqueue() and raw entries
   bool promote_on_claim = true;                     // claim() first runs promote_due()
   std::function<std::int64_t()> now_ms;             // Unix ms; empty: the system clock
+  Duration affinity_wait = 5s;  // a job routed to its snapshot's host waits this long there
 };
 
 class MemoryQueue final : public Queue {
@@ -92,6 +93,8 @@ class MemoryQueue final : public Queue {
     read_events,
     heartbeat,
     routers,
+    set_affinity,
+    drop_affinity,
   };
   // Where an injected error strikes: `before` = the command never ran (Redis
   // unreachable); `after` = it ran and its reply was lost (a deadline or a
@@ -126,6 +129,8 @@ class MemoryQueue final : public Queue {
   std::unique_ptr<CancelSubscription> subscribe_cancellations(CancelHandler handler) override;
   awaitable<void> heartbeat(RouterRecord record, Duration keep) override;
   awaitable<std::vector<RouterRecord>> routers() override;
+  awaitable<void> set_affinity(std::string snapshot_key, std::string host_id) override;
+  awaitable<void> drop_affinity(std::string snapshot_key, std::string host_id) override;
 
   // --- Scripting ---
   // The next `times` calls of `op` throw `error` (after the calls already
@@ -156,6 +161,8 @@ class MemoryQueue final : public Queue {
   std::vector<std::string> event_types(const std::string& job_id = "") const;
   // Jobs holding (or reserved) a concurrency key right now.
   std::vector<std::string> held_keys(const std::string& key) const;
+  // The host a snapshot key's affinity hint names ("" none).
+  std::string affinity_of(const std::string& snapshot_key) const;
   // Stream entries of a queue not yet acknowledged (XLEN).
   std::size_t depth(const std::string& queue) const;
   std::int64_t now_ms() const;
@@ -218,6 +225,9 @@ class MemoryQueue final : public Queue {
   void publish_cancel(const std::string& job_id, const std::string& router_id);
   void expire_records();
   std::optional<std::int64_t> next_due() const;
+  bool host_live(const std::string& host) const;
+  // The streams `consumer` reads: each queue's, then its host's own.
+  std::vector<std::string> streams_of(const std::string& consumer) const;
   std::string next_stream_id(std::int64_t now);
 
   net::any_io_executor executor_;
@@ -234,6 +244,9 @@ class MemoryQueue final : public Queue {
   std::map<std::string, std::deque<std::string>> key_waiters_;       // key -> FIFO of job ids
   std::vector<QueueEvent> events_;
   std::map<std::string, std::pair<RouterRecord, std::int64_t>> routers_;  // id -> record, expiry
+  std::map<std::string, std::string> affinity_;                           // snapshot key -> host
+  std::map<std::string, std::int64_t> host_live_until_;  // host -> end of its lease (`hostlive:`)
+  std::map<std::string, std::string> host_of_;           // consumer -> host (its heartbeat)
   std::uint64_t entry_seq_ = 0;
   std::int64_t last_stream_ms_ = 0;
   std::uint64_t last_stream_seq_ = 0;

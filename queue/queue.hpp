@@ -11,6 +11,13 @@
 // `concurrency_key` has `concurrency_key_limit` running jobs is not handed to
 // any router; it waits in the queue (state `queued`, `waiting_for_key` set)
 // without a claim, and the next job leaving that key wakes it.
+//
+// Snapshot affinity (docs/fleet.md): set_affinity() names the host holding a
+// snapshot key's newest snapshot. enqueue() of a job that reuses key K routes
+// it to that host when the host is live (a router of it heartbeats, not
+// draining): it waits on the host's own stream, read only by routers whose
+// heartbeat names that host, until promote_due() (any router) moves it to the
+// shared stream: once it waited `affinity_wait`, at once when the host is lost.
 // MemoryQueue (memory_queue.hpp) is the in-memory test double.
 #pragma once
 #include "common/net.hpp"
@@ -90,6 +97,7 @@ struct RunInfo {
   bool snapshot_fallback = false;
   std::string container_id;
   std::string router_id;
+  std::string host_id;  // the router's host identity (JobRecord::host)
 };
 
 struct JobResult {
@@ -222,6 +230,12 @@ class Queue {
   virtual awaitable<void> heartbeat(RouterRecord record, Duration keep) = 0;
   // Every record still kept, ordered by router id.
   virtual awaitable<std::vector<RouterRecord>> routers() = 0;
+
+  // Snapshot affinity: `host_id` now holds the newest snapshot of `snapshot_key`.
+  virtual awaitable<void> set_affinity(std::string snapshot_key, std::string host_id) = 0;
+  // Forgets the hint of `snapshot_key` if it still names `host_id` (its
+  // snapshot vanished there).
+  virtual awaitable<void> drop_affinity(std::string snapshot_key, std::string host_id) = 0;
 };
 
 using QueuePtr = std::shared_ptr<Queue>;

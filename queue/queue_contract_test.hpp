@@ -19,12 +19,14 @@
 namespace warmstart::queue::contract {
 
 inline constexpr Duration kContractLease = 500ms;
+inline constexpr Duration kContractAffinityWait = 800ms;
 
 // The knobs every queue under contract test has (RedisQueueOptions and
 // MemoryQueueOptions name them alike).
 template <typename Options>
 void apply_contract_knobs(Options& o) {
   o.lease_timeout = kContractLease;
+  o.affinity_wait = kContractAffinityWait;
   o.concurrency_key_limit = 1;
   o.retry_backoff.initial = 0ms;  // a retry is due at once: no waiting for backoff
   o.retry_backoff.jitter = 0;
@@ -462,6 +464,94 @@ inline awaitable<void> router_records_expire_when_silent(Harness& h) {
   CHECK(listed[0].running == 2);
 }
 
+// Snapshot affinity: a job reusing key K goes to the live host holding K's
+// snapshot; another host's router gets it only after affinity_wait, or at once
+// when the host is lost. Hosts are live by their routers' heartbeats.
+inline awaitable<EnqueueResult> enqueue_reusing(Queue& q, std::string id, std::string key) {
+  JobSpec s = spec(id);
+  s.snapshot = SnapshotSpec{key, true, true};
+  co_return co_await q.enqueue(std::move(s));
+}
+inline awaitable<void> beat(Queue& q, std::string id, Duration lease) {
+  RouterRecord r = router_record(id, 0);  // host "host-<id>"
+  r.lease_ms = std::chrono::duration_cast<std::chrono::milliseconds>(lease).count();
+  co_await q.heartbeat(std::move(r), 10s);
+}
+inline awaitable<void> run_on(Queue& q, const ClaimedJob& job, std::string router,
+                              std::string expect_affinity) {
+  RunInfo info = run_info("c-" + job.record.id, router);
+  info.host_id = "host-" + router;
+  JobRecord rec = co_await q.mark_running(job.lease, std::move(info));
+  CHECK(rec.host == "host-" + router);
+  CHECK(rec.affinity() == expect_affinity);
+  co_await finish(q, job.lease, JobState::succeeded, 0);
+  auto stored = co_await q.get(job.record.id);
+  REQUIRE(stored);
+  CHECK(stored->state == JobState::succeeded);
+  CHECK(stored->affinity() == expect_affinity);
+}
+inline awaitable<void> affinity_routes_jobs_to_the_snapshot_host(Harness& h) {
+  Queue& q = h.queue;
+  co_await beat(q, "r-a", 10s);
+  co_await beat(q, "r-b", 10s);
+  co_await q.set_affinity("k", "host-r-a");
+  co_await enqueue_reusing(q, "hit", "k");
+  co_await enqueue(q, "plain");
+  auto counts = co_await q.counts();
+  CHECK(counts.depth["default"] == 2);  // a host's stream counts for its queue
+  // r-b sees only the job without affinity; r-a gets its own.
+  auto b = co_await q.claim("r-b", 10, 0ms);
+  CHECK(ids(b) == std::vector<std::string>{"plain"});
+  auto a = co_await q.claim("r-a", 10, 0ms);
+  REQUIRE(ids(a) == std::vector<std::string>{"hit"});
+  CHECK(a[0].record.affinity_host == "host-r-a");
+  co_await run_on(q, a[0], "r-a", "hit");
+  co_await finish(q, b[0].lease, JobState::succeeded, 0);
+
+  // Past affinity_wait, any router runs it (the host was busy).
+  co_await enqueue_reusing(q, "waited", "k");
+  CHECK((co_await q.claim("r-b", 10, 0ms)).empty());
+  co_await beat(q, "r-a", 10s);
+  co_await h.pass_time(kContractAffinityWait + 200ms);
+  auto late = co_await q.claim("r-b", 10, 0ms);
+  REQUIRE(ids(late) == std::vector<std::string>{"waited"});
+  co_await run_on(q, late[0], "r-b", "miss");
+  CHECK((co_await q.claim("r-a", 10, 0ms)).empty());  // no second copy anywhere
+
+  // A cancelled routed job never runs.
+  co_await beat(q, "r-a", 10s);
+  co_await enqueue_reusing(q, "gone", "k");
+  auto cancelled = co_await q.cancel("gone");
+  CHECK(cancelled.outcome == CancelOutcome::cancelled);
+  CHECK((co_await q.claim("r-a", 10, 0ms)).empty());
+
+  // The host lost (its lease ran out with no heartbeat): at once, not after the wait.
+  co_await beat(q, "r-a", 300ms);
+  co_await enqueue_reusing(q, "orphan", "k");
+  co_await h.pass_time(450ms);
+  auto taken = co_await q.claim("r-b", 10, 0ms);
+  REQUIRE(ids(taken) == std::vector<std::string>{"orphan"});
+  co_await run_on(q, taken[0], "r-b", "miss");
+
+  // A key whose hint was dropped (its snapshot vanished there) is not routed;
+  // a drop naming another host leaves the hint alone.
+  co_await beat(q, "r-a", 10s);
+  co_await q.drop_affinity("k", "host-r-b");
+  co_await enqueue_reusing(q, "still", "k");
+  CHECK((co_await q.claim("r-b", 10, 0ms)).empty());
+  auto own = co_await q.claim("r-a", 10, 0ms);
+  REQUIRE(ids(own) == std::vector<std::string>{"still"});
+  co_await run_on(q, own[0], "r-a", "hit");
+  co_await q.drop_affinity("k", "host-r-a");
+  co_await enqueue_reusing(q, "free", "k");
+  auto any = co_await q.claim("r-b", 10, 0ms);
+  REQUIRE(ids(any) == std::vector<std::string>{"free"});
+  co_await run_on(q, any[0], "r-b", "");
+  auto types = co_await event_types(q, "waited");
+  CHECK(types == std::vector<std::string>{"job.queued", "job.affinity_released", "job.started",
+                                          "job.succeeded"});
+}
+
 inline std::vector<std::pair<std::string, Scenario>> scenarios() {
   return {
       {"enqueue is idempotent by id and spec", enqueue_is_idempotent_by_id_and_spec},
@@ -482,6 +572,7 @@ inline std::vector<std::pair<std::string, Scenario>> scenarios() {
       {"cancel of queued and scheduled jobs", cancel_of_queued_and_scheduled_jobs},
       {"an expired lease is reclaimed", expired_lease_is_reclaimed},
       {"router records expire when silent", router_records_expire_when_silent},
+      {"affinity routes jobs to the snapshot host", affinity_routes_jobs_to_the_snapshot_host},
   };
 }
 

@@ -22,10 +22,10 @@ namespace {
 const std::string& script(const char* body) {
   static const std::unordered_map<const char*, std::string> all = [] {
     std::unordered_map<const char*, std::string> m;
-    for (const char* b :
-         {scripts::kEnqueue, scripts::kClaim, scripts::kRenew, scripts::kMarkRunning,
-          scripts::kFinish, scripts::kFailAttempt, scripts::kHandBack, scripts::kPromote,
-          scripts::kCancel, scripts::kList, scripts::kCounts, scripts::kSetLogTail}) {
+    for (const char* b : {scripts::kEnqueue, scripts::kClaim, scripts::kRenew,
+                          scripts::kMarkRunning, scripts::kFinish, scripts::kFailAttempt,
+                          scripts::kHandBack, scripts::kPromote, scripts::kCancel, scripts::kList,
+                          scripts::kCounts, scripts::kSetLogTail, scripts::kDropAffinity}) {
       // The body's returns leave main(); the deferred writes go out after it.
       m.emplace(b, lua_transition_table() + scripts::kPrelude + "local function main()\n" + b +
                        "\nend\nlocal result = main()\nflush_deferred()\nreturn result\n");
@@ -143,6 +143,31 @@ std::string RedisQueue::routers_key() const {
 std::string RedisQueue::router_key(const std::string& id) const {
   return options_.key_prefix + "router:" + id;
 }
+std::string RedisQueue::affinity_key() const {
+  return options_.key_prefix + "affinity";
+}
+std::string RedisQueue::host_live_key(const std::string& host_id) const {
+  return options_.key_prefix + "hostlive:" + host_id;
+}
+
+std::vector<std::string> RedisQueue::streams_of(const std::string& consumer) const {
+  std::vector<std::string> out = options_.queues;
+  auto host = host_of_.find(consumer);
+  if (host != host_of_.end() && !host->second.empty()) {
+    for (const auto& q : options_.queues) out.push_back(q + "@" + host->second);
+  }
+  return out;
+}
+
+awaitable<void> RedisQueue::set_affinity(std::string snapshot_key, std::string host_id) {
+  auto args = make_args("HSET", affinity_key(), snapshot_key, host_id);
+  co_await client_->command(std::move(args));
+}
+
+awaitable<void> RedisQueue::drop_affinity(std::string snapshot_key, std::string host_id) {
+  auto args = make_args(snapshot_key, host_id);
+  co_await run_script(script(scripts::kDropAffinity), std::move(args));
+}
 
 // One key per router with its own expiry (a hash field cannot expire on Redis
 // 7.0), and a set of ids to list them; ids whose key expired are pruned by the
@@ -154,6 +179,16 @@ awaitable<void> RedisQueue::heartbeat(RouterRecord record, Duration keep) {
   co_await client_->command(std::move(set));
   auto add = make_args("SADD", routers_key(), record.id);
   co_await client_->command(std::move(add));
+  // Snapshot affinity: the host is live (enqueue routes jobs to it) for one
+  // lease after each heartbeat, and not at all while its router drains.
+  if (!record.host_id.empty()) {
+    host_of_[record.id] = record.host_id;
+    std::vector<std::string> live =
+        record.draining ? make_args("DEL", host_live_key(record.host_id))
+                        : make_args("SET", host_live_key(record.host_id), record.id, "PX",
+                                    std::max<std::int64_t>(1, record.lease_ms));
+    co_await client_->command(std::move(live));
+  }
 }
 
 awaitable<std::vector<RouterRecord>> RedisQueue::routers() {
@@ -217,20 +252,36 @@ awaitable<Reply> RedisQueue::run_script(const std::string& body, std::vector<std
   co_return co_await std::move(call);
 }
 
+awaitable<void> RedisQueue::ensure_group(const std::string& stream) {
+  auto args_1 = make_args("XGROUP", "CREATE", stream_key(stream), options_.group, "0", "MKSTREAM");
+  // The awaitable is built outside the try: g++ 12 destroys temporaries of a
+  // throwing co_await expression twice.
+  auto create = client_->command(std::move(args_1));
+  try {
+    co_await std::move(create);
+  } catch (const redis::ReplyError& e) {
+    if (std::string_view(e.what()).find("BUSYGROUP") == std::string_view::npos) throw;
+  }
+}
+
 awaitable<void> RedisQueue::ensure_groups() {
-  if (groups_ready_) co_return;
-  for (const auto& q : options_.queues) {
-    auto args_1 = make_args("XGROUP", "CREATE", stream_key(q), options_.group, "0", "MKSTREAM");
-    // The awaitable is built outside the try: g++ 12 destroys temporaries of a
-    // throwing co_await expression twice.
-    auto create = client_->command(std::move(args_1));
-    try {
-      co_await std::move(create);
-    } catch (const redis::ReplyError& e) {
-      if (std::string_view(e.what()).find("BUSYGROUP") == std::string_view::npos) throw;
+  if (!groups_ready_) {
+    grouped_.clear();
+    for (const auto& q : options_.queues) co_await ensure_group(q);
+    groups_ready_ = true;
+  }
+  // The host streams of the consumers this process heartbeats for: listed so
+  // other routers reclaim from them when this host is lost.
+  for (const auto& [consumer, host] : host_of_) {
+    for (const auto& q : options_.queues) {
+      std::string stream = q + "@" + host;
+      if (grouped_.count(stream)) continue;
+      co_await ensure_group(stream);
+      auto listed = make_args("SADD", options_.key_prefix + "hoststreams", stream);
+      co_await client_->command(std::move(listed));
+      grouped_.insert(stream);
     }
   }
-  groups_ready_ = true;
 }
 
 awaitable<EnqueueResult> RedisQueue::enqueue(JobSpec spec) {
@@ -242,7 +293,10 @@ awaitable<EnqueueResult> RedisQueue::enqueue(JobSpec spec) {
   std::string spec_json = checked.to_json().dump();
   std::string fingerprint = checked.fingerprint();
   std::int64_t before = unix_ms_now();
-  auto args_2 = make_args(checked.id, checked.queue, spec_json, checked.max_attempts, fingerprint);
+  std::string affinity;
+  if (checked.snapshot && checked.snapshot->reuse) affinity = checked.snapshot->key;
+  auto args_2 =
+      make_args(checked.id, checked.queue, spec_json, checked.max_attempts, fingerprint, affinity);
   Reply r = co_await run_script(script(scripts::kEnqueue), std::move(args_2));
   EnqueueResult out;
   if (r.is_array() && r.as_array().size() == 2 && r.as_array()[0].str == "conflict") {
@@ -270,11 +324,17 @@ awaitable<std::vector<ClaimedJob>> RedisQueue::process_entries(const std::string
   validation.generate_id = false;
   const JsonLimits limits = entry_limits();
   std::size_t entries = 0;
-  // The specs sent as valid: a claimed entry's record is built from them.
-  std::unordered_map<std::string, JobSpec> specs;  // entry id -> spec
+  // Per entry sent, in order (the script answers one item per entry, in
+  // order; entry ids alone are not unique across streams): its stream, which
+  // its lease acknowledges it on, and the spec sent as valid, which a fresh
+  // claim's record is built from.
+  std::vector<std::string> sent_streams;
+  std::unordered_map<std::size_t, JobSpec> specs;  // entry index -> spec
   for (const Reply& stream : streams.as_array()) {
     const std::string& key = stream.as_array().at(0).as_string();
-    std::string queue = key.substr(stream_prefix.size());
+    // A host's own stream "<queue>@<host>" (snapshot affinity) holds jobs of <queue>.
+    const std::string stream_name = key.substr(stream_prefix.size());
+    const std::string queue = stream_name.substr(0, stream_name.find('@'));
     for (const Reply& entry : stream.as_array().at(1).as_array()) {
       const auto& parts = entry.as_array();
       const std::string& entry_id = parts.at(0).as_string();
@@ -309,39 +369,45 @@ awaitable<std::vector<ClaimedJob>> RedisQueue::process_entries(const std::string
             v.spec->queue = queue;  // the stream it is on wins
             mode = "ok";
             data = v.spec->to_json().dump();
-            specs.insert_or_assign(entry_id, std::move(*v.spec));
+            specs.insert_or_assign(entries, std::move(*v.spec));
           } else {
             data = "invalid job: " + v.reason;
           }
         }
       }
       std::string concurrency_key;
-      if (auto it = specs.find(entry_id); mode == "ok" && it != specs.end()) {
+      if (auto it = specs.find(entries); mode == "ok" && it != specs.end()) {
         concurrency_key = it->second.concurrency_key;
       }
-      args.push_back(queue);
+      args.push_back(stream_name);
       args.push_back(entry_id);
       args.push_back(std::move(mode));
       args.push_back(std::move(id));
       args.push_back(std::move(data));
       args.push_back(std::move(concurrency_key));
+      sent_streams.push_back(stream_name);
       ++entries;
     }
   }
   std::vector<ClaimedJob> out;
   if (entries == 0) co_return out;
   Reply r = co_await run_script(script(scripts::kClaim), std::move(args));
-  for (const Reply& item : r.as_array()) {
-    const auto& parts = item.as_array();
+  const auto& items = r.as_array();
+  if (items.size() != entries) {
+    throw redis::ProtocolError("EVALSHA", "claim script answered " + std::to_string(items.size()) +
+                                              " items for " + std::to_string(entries) + " entries");
+  }
+  for (std::size_t index = 0; index < items.size(); ++index) {
+    const auto& parts = items[index].as_array();
     const std::string& entry_id = parts.at(0).as_string();
     const std::string& outcome = parts.at(1).as_string();
     const std::string& id = parts.at(2).as_string();
     if (outcome == "claimed" || outcome == "reclaimed") {
       ClaimedJob job;
       if (outcome == "claimed") {
-        // {entry, 'claimed', id, state, attempts, created_at}: the rest of a
-        // freshly claimed record is the spec we sent and empty run fields.
-        auto it = specs.find(entry_id);
+        // {entry, 'claimed', id, state, attempts, created_at, affinity host}:
+        // the rest of a fresh claim's record is the spec sent and empty run fields.
+        auto it = specs.find(index);
         if (it == specs.end()) {
           throw redis::ProtocolError(
               "EVALSHA", "claim script claimed entry " + entry_id + " that was not sent as valid");
@@ -351,12 +417,13 @@ awaitable<std::vector<ClaimedJob>> RedisQueue::process_entries(const std::string
         job.record.attempts = static_cast<int>(parts.at(4).as_integer());
         job.record.created_at = to_int(parts.at(5).as_string()).value_or(0);
         job.record.router_id = consumer;
+        if (parts.size() > 6) job.record.affinity_host = parts[6].as_string();
         job.record.spec = std::move(it->second);
       } else {
         job.record = record_from_hash(parts.at(3));
         log::info("job reclaimed after lease expiry", {{"job", id}, {"router", consumer}});
       }
-      job.lease = LeaseHandle{id, job.record.spec.queue, entry_id, consumer, job.record.attempts};
+      job.lease = LeaseHandle{id, sent_streams[index], entry_id, consumer, job.record.attempts};
       out.push_back(std::move(job));
     } else if (outcome == "parked") {
       log::debug("job waits for its concurrency key",
@@ -379,7 +446,7 @@ awaitable<std::vector<ClaimedJob>> RedisQueue::claim(std::string consumer, std::
     Duration wait = std::chrono::duration_cast<Duration>(until - Clock::now());
     if (wait.count() < 0) wait = Duration(0);
     if (options_.promote_on_claim) {
-      auto promote_args = make_args(1000);
+      auto promote_args = make_args(1000, options_.affinity_wait.count());
       Reply p = co_await run_script(script(scripts::kPromote), std::move(promote_args));
       auto next_due = to_int(p.as_array().at(1).as_string()).value_or(-1);
       // Wake up when the next retry is due, to promote it and read it.
@@ -394,8 +461,9 @@ awaitable<std::vector<ClaimedJob>> RedisQueue::claim(std::string consumer, std::
       cmd.push_back(std::to_string(wait.count()));
     }
     cmd.push_back("STREAMS");
-    for (const auto& q : options_.queues) cmd.push_back(stream_key(q));
-    for (std::size_t i = 0; i < options_.queues.size(); ++i) cmd.push_back(">");
+    const std::vector<std::string> streams_read = streams_of(consumer);
+    for (const auto& q : streams_read) cmd.push_back(stream_key(q));
+    for (std::size_t i = 0; i < streams_read.size(); ++i) cmd.push_back(">");
     Reply streams;
     for (int tries = 0;; ++tries) {
       try {
@@ -443,7 +511,7 @@ awaitable<LeaseReport> RedisQueue::renew_leases(std::string consumer,
 awaitable<std::vector<ClaimedJob>> RedisQueue::held_by(std::string consumer) {
   co_await ensure_groups();
   std::vector<ClaimedJob> out;
-  for (const auto& q : options_.queues) {
+  for (const auto& q : streams_of(consumer)) {
     // XREADGROUP with id 0 returns this consumer's own pending entries without
     // claiming anything new or touching attempts.
     std::string after = "0";
@@ -466,7 +534,8 @@ awaitable<std::vector<ClaimedJob>> RedisQueue::held_by(std::string consumer) {
             if (j.is_object() && j.contains("id") && j["id"].is_string()) {
               job_id = j["id"].get<std::string>();
             } else if (j.is_object()) {
-              job_id = "s-" + q + "-" + after;  // as process_entries names id-less jobs
+              // As process_entries names id-less jobs.
+              job_id = "s-" + q.substr(0, q.find('@')) + "-" + after;
             }
           }
         }
@@ -487,7 +556,20 @@ awaitable<std::vector<ClaimedJob>> RedisQueue::reclaim_expired(std::string consu
                                                                std::size_t max_jobs) {
   co_await ensure_groups();
   std::vector<ClaimedJob> out;
-  for (const auto& q : options_.queues) {
+  // The shared streams, and every host's own stream of these queues (a lost
+  // host's jobs are taken over like any other).
+  std::vector<std::string> to_scan = options_.queues;
+  auto members = make_args("SMEMBERS", options_.key_prefix + "hoststreams");
+  Reply listed = co_await client_->command(std::move(members));
+  for (const auto& m : listed.as_array()) {
+    const std::string& name = m.as_string();
+    const std::string queue = name.substr(0, name.find('@'));
+    if (name.find('@') != std::string::npos &&
+        std::find(options_.queues.begin(), options_.queues.end(), queue) != options_.queues.end()) {
+      to_scan.push_back(name);
+    }
+  }
+  for (const auto& q : to_scan) {
     std::string& cursor = reclaim_cursor_[q];
     if (cursor.empty()) cursor = "0-0";
     Reply r;
@@ -523,7 +605,7 @@ awaitable<std::vector<ClaimedJob>> RedisQueue::reclaim_expired(std::string consu
 awaitable<JobRecord> RedisQueue::mark_running(const LeaseHandle& lease, RunInfo info) {
   auto args_5 = make_args(lease.job_id, lease.entry_id, lease.consumer, info.image,
                           info.from_snapshot ? "1" : "0", info.snapshot_fallback ? "1" : "0",
-                          info.container_id, info.router_id);
+                          info.container_id, info.router_id, info.host_id);
   Reply r = co_await run_script(script(scripts::kMarkRunning), std::move(args_5));
   co_return expect_record(r, lease, "mark_running");
 }
@@ -571,7 +653,7 @@ awaitable<void> RedisQueue::hand_back(const LeaseHandle& lease, std::string reas
 }
 
 awaitable<std::size_t> RedisQueue::promote_due() {
-  auto args_8 = make_args(1000);
+  auto args_8 = make_args(1000, options_.affinity_wait.count());
   Reply r = co_await run_script(script(scripts::kPromote), std::move(args_8));
   co_return static_cast<std::size_t>(r.as_array().at(0).as_integer());
 }

@@ -11,6 +11,7 @@
 
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -32,6 +33,8 @@ struct RedisQueueOptions {
   ValidationOptions validation;                     // for enqueue() and raw entries
   bool promote_on_claim = true;                     // claim() first runs promote_due()
   std::size_t finish_batch_max = 128;               // finish() calls per script (group commit)
+  Duration affinity_wait = 5s;  // promote_due(): a job routed to its snapshot's host
+                                // waits this long on that host's stream
 };
 
 class RedisQueue final : public Queue {
@@ -66,6 +69,8 @@ class RedisQueue final : public Queue {
   std::unique_ptr<CancelSubscription> subscribe_cancellations(CancelHandler handler) override;
   awaitable<void> heartbeat(RouterRecord record, Duration keep) override;
   awaitable<std::vector<RouterRecord>> routers() override;
+  awaitable<void> set_affinity(std::string snapshot_key, std::string host_id) override;
+  awaitable<void> drop_affinity(std::string snapshot_key, std::string host_id) override;
 
   // The router's ceilings (options().validation.limits) in Redis, for the CLI:
   // publish_limits() writes them (key "<prefix>limits"); adopt_published_limits()
@@ -86,6 +91,8 @@ class RedisQueue final : public Queue {
   std::string limits_key() const;
   std::string routers_key() const;                      // set of router ids
   std::string router_key(const std::string& id) const;  // one router's record (JSON)
+  std::string affinity_key() const;                     // hash snapshot key -> host id
+  std::string host_live_key(const std::string& host_id) const;
   const RedisQueueOptions& options() const { return options_; }
   // The command connection, for tools and tests that inspect keys.
   const redis::ClientPtr& client() const { return client_; }
@@ -95,6 +102,10 @@ class RedisQueue final : public Queue {
  private:
   JsonLimits entry_limits() const;  // a raw stream entry's size and depth
   awaitable<void> ensure_groups();
+  awaitable<void> ensure_group(const std::string& stream);
+  // The streams `consumer` reads: each queue's, then its host's own
+  // (`<queue>@<host>`, once a heartbeat named the host).
+  std::vector<std::string> streams_of(const std::string& consumer) const;
   awaitable<std::vector<ClaimedJob>> process_entries(const std::string& consumer,
                                                      const redis::Reply& streams, bool reclaim);
   awaitable<redis::Reply> run_script(const std::string& script, std::vector<std::string> args);
@@ -105,7 +116,9 @@ class RedisQueue final : public Queue {
   redis::ClientPtr blocking_client_;
   Backoff backoff_;
   bool groups_ready_ = false;
-  std::map<std::string, std::string> reclaim_cursor_;  // queue -> XAUTOCLAIM cursor
+  std::map<std::string, std::string> reclaim_cursor_;  // stream -> XAUTOCLAIM cursor
+  std::map<std::string, std::string> host_of_;         // consumer -> host id (its heartbeat)
+  std::set<std::string> grouped_;                      // host streams whose group exists
   ScriptBatcher finish_batcher_;
 };
 

@@ -121,32 +121,53 @@ local function flush_deferred()
 end
 )lua";
 
-// ARGV[9..13]: id, queue, spec JSON, max_attempts, spec fingerprint.
-// Returns 1 when created, {'conflict', stored fingerprint} when the id exists
+// ARGV[9..14]: id, queue, spec JSON, max_attempts, spec fingerprint, snapshot
+// key whose affinity routes the job ('' none: the job does not reuse one).
+// A job whose key's snapshot is held by a live host goes to that host's own
+// stream `<queue>@<host>` (field `on`), noted in `affq:<host>` for
+// promote_due's wait. Returns 1 when created, {'conflict', stored fingerprint} when the id exists
 // with another spec, else the existing record (HGETALL).
 inline constexpr const char* kEnqueue = R"lua(
-local id, queue, spec, max, hash = ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13]
+local id, queue, spec, max, hash, akey = ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13], ARGV[14]
 local k = jk(id)
 if redis.call('EXISTS', k) == 1 then
   local stored = redis.call('HGET', k, 'spec_hash')
   if stored and stored ~= '' and stored ~= hash then return {'conflict', stored} end
   return redis.call('HGETALL', k)
 end
-local entry = redis.call('XADD', P .. 'stream:' .. queue, '*', 'job', spec)
+local host = ''
+if akey ~= '' then
+  local h = redis.call('HGET', P .. 'affinity', akey)
+  if h and redis.call('EXISTS', P .. 'hostlive:' .. h) == 1 then host = h end
+end
+local on = queue
+if host ~= '' then
+  on = queue .. '@' .. host
+  redis.call('ZADD', P .. 'affq:' .. host, NOW, id)
+  redis.call('SADD', P .. 'affhosts', host)
+  redis.call('SADD', P .. 'hoststreams', on)
+end
+local entry = redis.call('XADD', P .. 'stream:' .. on, '*', 'job', spec)
 redis.call('HSET', k, 'id', id, 'state', 'queued', 'attempts', 0, 'max_attempts', max,
            'queue', queue, 'created_at', NOW_S, 'spec', spec, 'entry', entry, 'spec_hash', hash)
+if host ~= '' then redis.call('HSET', k, 'on', on, 'affhost', host) end
 move_state(id, nil, 'queued')
 redis.call('SADD', P .. 'queues', queue)
-emit({type = 'job.queued', job = id, queue = queue})
+if host ~= '' then
+  emit({type = 'job.queued', job = id, queue = queue, host = host})
+else
+  emit({type = 'job.queued', job = id, queue = queue})
+end
 return 1
 )lua";
 
 // ARGV[9] consumer, ARGV[10] '1' when reclaiming, ARGV[11] max reclaims, then
-// per entry 6 values: queue, entry id, 'ok' | 'bad', job id, spec JSON |
-// reason, concurrency key ('' none).
+// per entry 6 values: stream ('<queue>' or a host's '<queue>@<host>'), entry
+// id, 'ok' | 'bad', job id, spec JSON | reason, concurrency key ('' none).
 // Returns per entry {entry, outcome, id, ...}:
-//   claimed:   {entry, 'claimed', id, state, attempts, created_at} (the caller
-//              has the spec it sent: no record round trip on the hot path)
+//   claimed:   {entry, 'claimed', id, state, attempts, created_at, affinity
+//              host} (the caller has the spec it sent: no record round trip
+//              on the hot path)
 //   reclaimed: {entry, 'reclaimed', id, record (HGETALL)}
 //   rejected:  {entry, 'rejected', id, reason}
 //   skipped:   {entry, 'skipped', id, state}
@@ -169,7 +190,8 @@ local function admit(id, key, queue, entry)
   end
   redis.call('RPUSH', wl, id)
   redis.call('SADD', P .. 'ckwaiting', key)
-  redis.call('HSET', jk(id), 'parked', key)
+  -- Off every stream now: woken, it goes to its queue's shared stream.
+  redis.call('HSET', jk(id), 'parked', key, 'on', '')
   ack(queue, entry)
   if free > 0 then wake_waiters(key, free) end
   return false
@@ -178,11 +200,14 @@ local out = {}
 for i = 12, #ARGV, 6 do
   local queue, entry, mode, id, data, key =
     ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
+  -- `queue` names the stream (acks go there); a host stream's queue is its prefix.
+  local real_queue = queue:match('^([^@]*)')
+  local host_stream = real_queue ~= queue
   if mode == 'bad' then
     -- A malformed entry never touches an existing record, whatever id it claims.
     if id == '' or redis.call('EXISTS', jk(id)) == 1 then id = 'raw-' .. queue .. '-' .. entry end
     redis.call('HSET', jk(id), 'id', id, 'state', 'failed', 'attempts', 0, 'max_attempts', 1,
-               'queue', queue, 'created_at', NOW_S, 'finished_at', NOW_S, 'error', data,
+               'queue', real_queue, 'created_at', NOW_S, 'finished_at', NOW_S, 'error', data,
                'entry', entry)
     move_state(id, nil, 'failed')
     emit({type = 'job.failed', job = id, error = data})
@@ -191,39 +216,46 @@ for i = 12, #ARGV, 6 do
     out[#out + 1] = {entry, 'rejected', id, data}
   else
     local k = jk(id)
-    local f = redis.call('HMGET', k, 'state', 'entry', 'consumer', 'attempts', 'created_at')
+    local f = redis.call('HMGET', k, 'state', 'entry', 'consumer', 'attempts', 'created_at', 'on',
+                         'affhost')
     local state, indexed, attempts, created = f[1], f[1], tonumber(f[4]) or 0, f[5]
+    -- A queued job's current entry is the one its record names, on the stream
+    -- it names: another is a stale copy (promote_due moved it off a host's stream).
+    local stale = state == 'queued' and ((f[2] and f[2] ~= entry) or
+                                         (f[6] or '') ~= (host_stream and queue or ''))
     if not state then
       -- A valid job another producer XADDed directly: adopt it (it goes
       -- straight to its claimed state in the index below).
       local spec = cjson.decode(data)
-      redis.call('HSET', k, 'id', id, 'max_attempts', spec.max_attempts or 1, 'queue', queue,
+      redis.call('HSET', k, 'id', id, 'max_attempts', spec.max_attempts or 1, 'queue', real_queue,
                  'created_at', NOW_S, 'spec', data)
-      redis.call('SADD', P .. 'queues', queue)
-      emit({type = 'job.queued', job = id, queue = queue})
+      if host_stream then redis.call('HSET', k, 'on', queue) end
+      redis.call('SADD', P .. 'queues', real_queue)
+      emit({type = 'job.queued', job = id, queue = real_queue})
       state, indexed, created = 'queued', nil, NOW_S
     end
     local to_claim = next_state(state, 'claimed')
-    if state == 'queued' and to_claim and not admit(id, key, queue, entry) then
+    if state == 'queued' and to_claim and not stale and not admit(id, key, queue, entry) then
       if not indexed then
         redis.call('HSET', k, 'state', 'queued')
         move_state(id, nil, 'queued')
       end
       out[#out + 1] = {entry, 'parked', id, key}
-    elseif state == 'queued' and to_claim then
+    elseif state == 'queued' and to_claim and not stale then
       attempts = attempts + 1
       if attempts == 1 then
         redis.call('HSET', k, 'state', to_claim, 'attempts', attempts, 'entry', entry,
-                   'consumer', consumer, 'router_id', consumer)
+                   'consumer', consumer, 'router_id', consumer, 'on', '')
       else
         -- A retry: clear what the previous attempt recorded.
         redis.call('HSET', k, 'state', to_claim, 'attempts', attempts, 'entry', entry,
-                   'consumer', consumer, 'router_id', consumer, 'image', '', 'container_id', '',
+                   'consumer', consumer, 'router_id', consumer, 'on', '', 'image', '',
+                   'container_id', '',
                    'exit_code', '', 'from_snapshot', '0', 'snapshot_fallback', '0',
                    'started_at', '', 'due_at', '')
       end
       move_state(id, indexed, to_claim)
-      out[#out + 1] = {entry, 'claimed', id, to_claim, attempts, created}
+      out[#out + 1] = {entry, 'claimed', id, to_claim, attempts, created, f[7] or ''}
     elseif reclaim and f[2] == entry and next_state(state, 'reclaimed') then
       local n = redis.call('HINCRBY', k, 'reclaims', 1)
       if n > max_reclaims then
@@ -279,8 +311,8 @@ end
 return {lost, cancelled}
 )lua";
 
-// ARGV[9..16]: id, entry, consumer, image, from_snapshot, snapshot_fallback,
-// container id, router id. Returns {'ok', record} | {'lost'} | {'illegal', state}.
+// ARGV[9..17]: id, entry, consumer, image, from_snapshot, snapshot_fallback,
+// container id, router id, host id. Returns {'ok', record} | {'lost'} | {'illegal', state}.
 inline constexpr const char* kMarkRunning = R"lua(
 local id, entry, consumer = ARGV[9], ARGV[10], ARGV[11]
 local k = jk(id)
@@ -292,11 +324,16 @@ if not to then return {'illegal', f[1]} end
 local router = ARGV[16] ~= '' and ARGV[16] or consumer
 redis.call('HSET', k, 'state', to, 'image', ARGV[12], 'from_snapshot', ARGV[13],
            'snapshot_fallback', ARGV[14], 'container_id', ARGV[15], 'router_id', router,
-           'started_at', NOW_S)
+           'started_at', NOW_S, 'host', ARGV[17])
 move_state(id, f[1], to)
-emit({type = 'job.started', job = id, image = ARGV[12], from_snapshot = ARGV[13] == '1',
-      container = ARGV[15], router = router,
-      attempt = tonumber(redis.call('HGET', k, 'attempts'))})
+local g = redis.call('HMGET', k, 'attempts', 'affhost')
+local ev = {type = 'job.started', job = id, image = ARGV[12], from_snapshot = ARGV[13] == '1',
+            container = ARGV[15], router = router, attempt = tonumber(g[1])}
+if ARGV[17] ~= '' then ev.host = ARGV[17] end
+if g[2] and g[2] ~= '' and ARGV[17] ~= '' then
+  ev.affinity = (g[2] == ARGV[17]) and 'hit' or 'miss'
+end
+emit(ev)
 return {'ok', redis.call('HGETALL', k)}
 )lua";
 
@@ -425,7 +462,8 @@ return {'ok'}
 // ARGV[9] limit. Returns {promoted, next due (Unix ms) or -1}. Also wakes the
 // waiters of concurrency keys whose holders' leases ran out.
 inline constexpr const char* kPromote = R"lua(
-local ids = redis.call('ZRANGEBYSCORE', P .. 'scheduled', '-inf', NOW_S, 'LIMIT', 0, tonumber(ARGV[9]))
+local LIMIT, WAIT = tonumber(ARGV[9]), tonumber(ARGV[10])
+local ids = redis.call('ZRANGEBYSCORE', P .. 'scheduled', '-inf', NOW_S, 'LIMIT', 0, LIMIT)
 local n = 0
 for _, id in ipairs(ids) do
   redis.call('ZREM', P .. 'scheduled', id)
@@ -443,15 +481,42 @@ for _, key in ipairs(redis.call('SMEMBERS', P .. 'ckwaiting')) do
   local free = room(key)
   if free > 0 then wake_waiters(key, free) end
 end
-local nxt = redis.call('ZRANGE', P .. 'scheduled', 0, 0, 'WITHSCORES')
-return {n, nxt[2] or '-1'}
+local nxt = tonumber(redis.call('ZRANGE', P .. 'scheduled', 0, 0, 'WITHSCORES')[2] or '-1')
+-- Snapshot affinity: a job leaves its host's stream for the shared one once
+-- it waited WAIT ms, or at once when no router of the host is live.
+for _, h in ipairs(redis.call('SMEMBERS', P .. 'affhosts')) do
+  local z = P .. 'affq:' .. h
+  local live = redis.call('EXISTS', P .. 'hostlive:' .. h) == 1
+  local upto = '+inf'
+  if live then upto = '(' .. (NOW - WAIT) end
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', z, '-inf', upto, 'LIMIT', 0, LIMIT)) do
+    redis.call('ZREM', z, id)
+    local f = redis.call('HMGET', jk(id), 'state', 'queue', 'spec', 'entry', 'on', 'parked')
+    if f[1] == 'queued' and f[5] and f[5] ~= '' and (f[6] or '') == '' then
+      redis.call('XDEL', P .. 'stream:' .. f[5], f[4])
+      local entry = redis.call('XADD', P .. 'stream:' .. f[2], '*', 'job', f[3])
+      redis.call('HSET', jk(id), 'entry', entry, 'on', '')
+      emit({type = 'job.affinity_released', job = id, host = h,
+            reason = live and 'waited' or 'host lost'})
+      n = n + 1
+    end
+  end
+  local first = redis.call('ZRANGE', z, 0, 0, 'WITHSCORES')
+  if not first[2] then
+    redis.call('SREM', P .. 'affhosts', h)
+  elseif live then
+    local due = tonumber(first[2]) + WAIT + 1
+    if nxt < 0 or due < nxt then nxt = due end
+  end
+end
+return {n, tostring(nxt)}
 )lua";
 
 // ARGV[9] id. Returns {outcome, previous state}.
 inline constexpr const char* kCancel = R"lua(
 local id = ARGV[9]
 local k = jk(id)
-local f = redis.call('HMGET', k, 'state', 'queue', 'entry', 'router_id', 'parked')
+local f = redis.call('HMGET', k, 'state', 'queue', 'entry', 'router_id', 'parked', 'on')
 if not f[1] then return {'not_found'} end
 local to = next_state(f[1], 'cancel')
 if not to then return {'already_finished', f[1]} end
@@ -459,7 +524,9 @@ local outcome = 'cancelled'
 if f[1] == 'queued' then
   -- Not delivered yet: it never will be. Delivered but not claimed: the
   -- claim script sees `cancelled` and acknowledges it.
-  redis.call('XDEL', P .. 'stream:' .. f[2], f[3])
+  local on = f[2]
+  if f[6] and f[6] ~= '' then on = f[6] end  -- on a host's stream (snapshot affinity)
+  redis.call('XDEL', P .. 'stream:' .. on, f[3])
   if f[5] and f[5] ~= '' then
     redis.call('LREM', P .. 'ckwait:' .. f[5], 0, id)
     redis.call('HSET', k, 'parked', '')
@@ -494,9 +561,18 @@ inline constexpr const char* kCounts = R"lua(
 local out = {}
 for i = 9, #ARGV do out[#out + 1] = redis.call('ZCARD', P .. 'state:' .. ARGV[i]) end
 local depth = {}
+local by_queue = {}
 for _, q in ipairs(redis.call('SMEMBERS', P .. 'queues')) do
+  by_queue[q] = redis.call('XLEN', P .. 'stream:' .. q)
+end
+-- Jobs waiting on a host's own stream (snapshot affinity) count for their queue.
+for _, s in ipairs(redis.call('SMEMBERS', P .. 'hoststreams')) do
+  local q = s:match('^([^@]*)@')
+  if q and by_queue[q] then by_queue[q] = by_queue[q] + redis.call('XLEN', P .. 'stream:' .. s) end
+end
+for q, n in pairs(by_queue) do
   depth[#depth + 1] = q
-  depth[#depth + 1] = redis.call('XLEN', P .. 'stream:' .. q)
+  depth[#depth + 1] = n
 end
 out[#out + 1] = depth
 out[#out + 1] = redis.call('ZCOUNT', P .. 'scheduled', '-inf', NOW_S)
@@ -508,6 +584,16 @@ inline constexpr const char* kSetLogTail = R"lua(
 if redis.call('EXISTS', jk(ARGV[9])) == 0 then return 0 end
 redis.call('HSET', jk(ARGV[9]), 'log_tail', ARGV[10])
 return 1
+)lua";
+
+// ARGV[9] snapshot key, ARGV[10] host: forgets the key's affinity if it
+// still names that host.
+inline constexpr const char* kDropAffinity = R"lua(
+if redis.call('HGET', P .. 'affinity', ARGV[9]) == ARGV[10] then
+  redis.call('HDEL', P .. 'affinity', ARGV[9])
+  return 1
+end
+return 0
 )lua";
 
 }  // namespace warmstart::queue::scripts

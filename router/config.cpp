@@ -252,6 +252,7 @@ void load_router_section(const toml::table& r, const std::string& where, RouterC
   s.read("key_prefix", c.key_prefix);
   s.read("state_dir", c.state_dir);
   s.read("lease_timeout", c.lease_timeout);
+  s.read("affinity_wait", c.affinity_wait);
   s.read("stop_grace", c.stop_grace);
   s.read("default_timeout", c.default_timeout);
   s.read("drain_deadline", c.drain_deadline);

@@ -33,7 +33,11 @@ struct RouterConfig {
   // default_state_dir(). WARMSTART_STATE_DIR overrides the file.
   std::string state_dir;
 
-  Duration lease_timeout = 30s;            // a dead router's jobs are reclaimed after this
+  Duration lease_timeout = 30s;  // a dead router's jobs are reclaimed after this
+  // Snapshot affinity (docs/fleet.md): a job whose snapshot another live host
+  // holds waits this long for that host before any router may run it; 0
+  // turns affinity off (no hints written, routed jobs released at once).
+  Duration affinity_wait = 10s;
   Duration stop_grace = 10s;               // SIGTERM -> SIGKILL on timeout and cancel
   Duration default_timeout = 30min;        // per job, when the job sets none
   Duration drain_deadline = 0s;            // on SIGTERM: 0 = leave jobs running, re-attach later

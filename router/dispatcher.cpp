@@ -41,6 +41,7 @@ ExecutorHooks Dispatcher::hooks() {
   h.engine_down = [this](const std::string& error) { engine_failed(error); };
   h.stopping = [this] { return stopping_; };
   h.emit = [this](nlohmann::json event) { emit(std::move(event)); };
+  h.host_id = [this] { return identity_.host_id; };
   return h;
 }
 
@@ -56,6 +57,8 @@ RouterStats Dispatcher::stats() const {
   s.snapshot_fallbacks = e.snapshot_fallbacks;
   s.finished = e.finished;
   s.handed_back = e.handed_back;
+  s.affinity_hits = e.affinity_hits;
+  s.affinity_misses = e.affinity_misses;
   s.orphans_removed = orphans_removed_;
   s.draining = draining_;
   s.engine_up = engine_up_;

@@ -423,3 +423,44 @@ TEST_CASE("dispatcher: the heartbeat lists the router and a twin of its host ide
   h.io.run_for(600ms);
   CHECK(h.await(claim_identity(twin)));
 }
+
+TEST_CASE("dispatcher: a commit names its host, and later jobs of the key start on that host",
+          "[unit][dispatcher][fleet]") {
+  Harness h;
+  h.engine->set_auto_exit(0, 10ms);
+  h.config.host_id = "host-1";
+  auto r1 = h.start("r1");
+  h.config.host_id = "host-2";
+  auto r2 = h.start("r2");
+  REQUIRE(h.until([&] { return h.await(h.queue->routers()).size() == 2; }));
+  auto with_key = [](queue::JobSpec& s) { s.snapshot = queue::SnapshotSpec{"repo", true, true}; };
+  const std::string first = h.enqueue({"true"}, with_key);
+  REQUIRE(h.until([&] { return h.finished(first); }));
+  const auto made = *h.queue->record(first);
+  REQUIRE(made.state == JobState::succeeded);
+  CHECK(made.affinity().empty());  // nothing to route to yet
+  const std::string holder = made.host;
+  REQUIRE((holder == "host-1" || holder == "host-2"));
+  CHECK(h.queue->affinity_of("repo") == holder);
+  for (int i = 0; i < 4; ++i) {
+    const std::string id = h.enqueue({"true"}, with_key);
+    REQUIRE(h.until([&] { return h.finished(id); }));
+    const auto rec = *h.queue->record(id);
+    CHECK(rec.host == holder);
+    CHECK(rec.affinity_host == holder);
+    CHECK(rec.affinity() == "hit");
+  }
+  CHECK(r1->stats().affinity_hits + r2->stats().affinity_hits == 4);
+  CHECK(r1->stats().affinity_misses + r2->stats().affinity_misses == 0);
+  // affinity_wait = 0 turns it off: no hint is written.
+  h.config.affinity_wait = 0s;
+  h.config.host_id = "host-3";
+  auto r3 = h.start("r3");
+  r1->stop_now();
+  r2->stop_now();
+  auto other_key = [](queue::JobSpec& s) { s.snapshot = queue::SnapshotSpec{"other", true, true}; };
+  const std::string cold = h.enqueue({"true"}, other_key);
+  REQUIRE(h.until([&] { return h.finished(cold); }));
+  CHECK(h.queue->record(cold)->host == "host-3");
+  CHECK(h.queue->affinity_of("other").empty());
+}

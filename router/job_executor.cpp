@@ -137,6 +137,7 @@ awaitable<Input> JobExecutor::invalidate(ActiveJob& job, const Action& action) {
                {"image", action.image}});
   auto op = ports_.snapshots->invalidate(key, action.reason, job.snapshot_image_id);
   auto dropped = co_await attempt(std::move(op));
+  if (dropped) co_await hint_affinity(key, false);
   // The commit after this run replaces whatever is registered now.
   job.snapshot_image_id.clear();
   co_return dropped.input();
@@ -165,13 +166,17 @@ awaitable<Input> JobExecutor::start(ActiveJob& job) {
 }
 
 awaitable<Input> JobExecutor::mark_running(ActiveJob& job) {
-  queue::RunInfo info{job.run.image(), job.run.from_snapshot(), job.run.snapshot_fallback(),
-                      job.container_id, config_.router_id};
+  queue::RunInfo info{job.run.image(),  job.run.from_snapshot(), job.run.snapshot_fallback(),
+                      job.container_id, config_.router_id,       host_id()};
   auto op = ports_.queue->mark_running(job.claimed.lease, info);
   auto marked = co_await attempt(std::move(op));
   if (!marked) co_return marked.input();
   const auto& rec = job.claimed.record;
   job.claimed.record.started_at = unix_ms_now();
+  job.claimed.record.host = info.host_id;
+  if (!rec.affinity_host.empty()) {
+    ++(rec.affinity_host == info.host_id ? stats_.affinity_hits : stats_.affinity_misses);
+  }
   job.deadline = Clock::now() + seconds(job.run.spec().timeout_s);
   ++stats_.dispatched;
   if (observers_.dispatch_latency) {
@@ -248,7 +253,23 @@ awaitable<Input> JobExecutor::commit(ActiveJob& job) {
   if (result.status == snapshots::CommitResult::Status::failed) {
     co_return Input::failed(Fault::other, "snapshot commit failed: " + result.error);
   }
+  if (result.status == snapshots::CommitResult::Status::committed) {
+    co_await hint_affinity(req.key, true);
+  }
   co_return Input::ok();
+}
+
+awaitable<void> JobExecutor::hint_affinity(const std::string& key, bool holds) {
+  const std::string host = host_id();
+  if (key.empty() || host.empty() || config_.affinity_wait.count() == 0) co_return;
+  // Built outside the try: g++ 12 destroys temporaries of a throwing co_await twice.
+  auto op = holds ? ports_.queue->set_affinity(key, host) : ports_.queue->drop_affinity(key, host);
+  try {
+    co_await std::move(op);
+  } catch (const std::exception& e) {
+    log::warn("snapshot affinity hint not recorded",
+              {{"snapshot_key", key}, {"holds", holds}, {"error", e.what()}});
+  }
 }
 
 awaitable<Input> JobExecutor::record(ActiveJob& job, const Action& action) {

@@ -58,8 +58,10 @@ struct ExecutorPorts {
 struct ExecutorStats {
   std::uint64_t dispatched = 0;  // containers started and recorded running
   std::uint64_t snapshot_fallbacks = 0;
-  std::uint64_t finished = 0;     // results recorded
-  std::uint64_t handed_back = 0;  // jobs given back unspent (engine unreachable)
+  std::uint64_t finished = 0;         // results recorded
+  std::uint64_t handed_back = 0;      // jobs given back unspent (engine unreachable)
+  std::uint64_t affinity_hits = 0;    // routed to this host's snapshot and started here
+  std::uint64_t affinity_misses = 0;  // routed to another host's snapshot, started here
 };
 
 // Observers the HTTP layer can hook to record latencies (seconds).
@@ -76,6 +78,7 @@ struct ExecutorHooks {
   std::function<void(const std::string&)> engine_down;       // an engine call got no answer
   std::function<bool()> stopping;                            // leave running containers alone
   std::function<void(nlohmann::json)> emit;                  // into the events stream
+  std::function<std::string()> host_id;                      // this router's host identity
 };
 
 class JobExecutor {
@@ -107,6 +110,9 @@ class JobExecutor {
   awaitable<Input> hand_back(ActiveJob& job, const Action& action);
   awaitable<Input> remove(ActiveJob& job);
   void log_end(const ActiveJob& job) const;
+  std::string host_id() const { return hooks_.host_id ? hooks_.host_id() : std::string(); }
+  // Snapshot affinity hints (best effort: a failure is logged, the job goes on).
+  awaitable<void> hint_affinity(const std::string& key, bool holds);
 
   const RouterConfig& config_;
   ExecutorPorts ports_;

@@ -19,6 +19,7 @@ queue::RedisQueueOptions queue_options(const RouterConfig& config) {
   o.key_prefix = config.key_prefix;
   o.queues = config.queues;
   o.lease_timeout = config.lease_timeout;
+  o.affinity_wait = config.affinity_wait;
   o.concurrency_key_limit = config.concurrency_key_limit;
   o.log_tail_max_bytes = config.log_tail_bytes;
   // Enqueue (API, CLI) and claim hold jobs to the ceilings.

@@ -2,6 +2,7 @@
 // with its own trust key, so its own engine ID), the fleet view through the
 // CLI and HTTP, the start-up check of a host identity, and a router killed
 // for good whose jobs the other one finishes.
+#include "api/testing_prometheus.hpp"
 #include "e2e/cli_runner.hpp"
 #include "queue/job.hpp"
 
@@ -12,6 +13,7 @@
 #include <fstream>
 #include <functional>
 #include <map>
+#include <optional>
 #include <thread>
 
 using namespace warmstart;
@@ -276,4 +278,152 @@ TEST_CASE(
   CHECK(all_done_s <= 3 + 4 + 4 + 5);
   CHECK(eventually([&] { return router_in(routers_json(b), a.router_id())["status"] == "lost"; },
                    10s));
+}
+
+namespace {
+
+struct AffinityRun {
+  int warm = 0;                  // of the warm rounds' jobs: started from a snapshot
+  int hits = 0;                  // record says affinity "hit"
+  int jobs = 0;                  // jobs of the warm rounds
+  std::int64_t max_wait_ms = 0;  // longest queued -> started of those jobs
+  double seconds = 0;            // wall time of the warm rounds
+  std::int64_t metric_hits = 0;  // warmstart_affinity_total{result="hit"}, both routers
+};
+
+std::int64_t affinity_hits_metric(const RouterProcess& router) {
+  auto r = router.call(boost::beast::http::verb::get, "/metrics");
+  if (r.status != 200) return -1;
+  auto m = api::testing::parse_exposition(r.body);
+  return static_cast<std::int64_t>(
+      m.value("warmstart_affinity_total", "warmstart_affinity_total", {{"result", "hit"}}));
+}
+
+// Two routers (concurrency 4 each) on the two engines: 8 snapshot keys, one
+// cold round, then `rounds` rounds of one job per key, each round waited for.
+AffinityRun run_affinity_rounds(const std::string& affinity_wait, int rounds) {
+  const std::string prefix = "ws-" + unique_name("affinity") + ":";
+  const std::string toml = "affinity_wait = \"" + affinity_wait + "\"";
+  RouterProcess a(fleet_member(prefix, docker_socket(), 4, toml));
+  RouterProcess b(fleet_member(prefix, docker_socket_2(), 4, toml));
+  SnapshotCleanup clean_a{a, engine_id_of(docker_socket())};
+  SnapshotCleanup clean_b{b, engine_id_of(docker_socket_2())};
+  auto round = [&](int n) {
+    std::vector<std::string> ids;
+    for (int k = 0; k < 8; ++k) {
+      // Alternate the routers the CLI talks to: enqueue is the same Redis either way.
+      const RouterProcess& via = (k % 2 == 0) ? a : b;
+      ids.push_back(
+          cli_enqueue(via, {"--snapshot-key", "aff-k" + std::to_string(k), "--", "sh", "-c",
+                            "echo round" + std::to_string(n) + " >> /work/rounds"}));
+    }
+    for (const auto& id : ids) {
+      auto w = run_cli(a, {"wait", id, "--timeout", "120s"}, 130s);
+      INFO("job " << id << ": " << w.err << "\nA:\n" << a.log_tail() << "\nB:\n" << b.log_tail());
+      REQUIRE(w.exit_code == 0);
+    }
+    return ids;
+  };
+  round(0);  // cold: each key commits on whichever host ran it
+  AffinityRun out;
+  const auto t0 = std::chrono::steady_clock::now();
+  std::vector<std::string> warm_ids;
+  for (int n = 1; n <= rounds; ++n) {
+    auto ids = round(n);
+    warm_ids.insert(warm_ids.end(), ids.begin(), ids.end());
+  }
+  out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  for (const auto& id : warm_ids) {
+    const auto rec = queue::JobRecord::from_json(cli_status(a, id));
+    ++out.jobs;
+    out.warm += rec.from_snapshot;
+    out.hits += rec.affinity() == "hit";
+    out.max_wait_ms =
+        std::max(out.max_wait_ms, rec.started_at.value_or(rec.created_at) - rec.created_at);
+    CHECK_FALSE(rec.host.empty());
+  }
+  // The metric (refreshed every few seconds) counts the same hits.
+  eventually(
+      [&] {
+        out.metric_hits = affinity_hits_metric(a) + affinity_hits_metric(b);
+        return out.metric_hits >= out.hits;
+      },
+      15s);
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE(
+    "fleet: with snapshot affinity at least 90 percent of repeat jobs start warm on two hosts "
+    "(no affinity is the baseline)",
+    "[e2e][fleet][affinity]") {
+  const AffinityRun with = run_affinity_rounds("10s", 3);
+  const AffinityRun without = run_affinity_rounds("0s", 3);
+  WARN("affinity_wait 10s: " << with.warm << "/" << with.jobs << " warm, " << with.hits
+                             << " affinity hits, longest wait " << with.max_wait_ms << " ms, "
+                             << with.seconds << " s; without affinity: " << without.warm << "/"
+                             << without.jobs << " warm, longest wait " << without.max_wait_ms
+                             << " ms, " << without.seconds << " s");
+  REQUIRE(with.jobs == 24);
+  CHECK(with.warm * 10 >= with.jobs * 9);
+  CHECK(with.hits * 10 >= with.jobs * 9);
+  CHECK(with.metric_hits == with.hits);
+  // 8 jobs on 8 free slots: no job waited for a host (let alone affinity_wait).
+  CHECK(with.max_wait_ms < 10000);
+  CHECK(without.hits == 0);  // no hints are written with affinity off
+}
+
+TEST_CASE(
+    "fleet: a job whose snapshot host is busy runs on the other host after affinity_wait, and "
+    "one routed to a lost host does not wait for it",
+    "[e2e][fleet][affinity]") {
+  const std::string prefix = "ws-" + unique_name("affinity") + ":";
+  const std::string toml = "affinity_wait = \"4s\"\nlease_timeout = \"1s\"";
+  RouterProcess a(fleet_member(prefix, docker_socket(), 1, toml));
+  SnapshotCleanup clean_a{a, engine_id_of(docker_socket())};
+  // Alone, A makes the snapshot of key "busy".
+  const std::string first =
+      cli_enqueue(a, {"--snapshot-key", "busy", "--", "sh", "-c", "echo a > /work/a"});
+  REQUIRE(run_cli(a, {"wait", first, "--timeout", "60s"}, 70s).exit_code == 0);
+  std::optional<RouterProcess> b;
+  b.emplace(fleet_member(prefix, docker_socket_2(), 2, toml));
+  std::optional<SnapshotCleanup> clean_b;
+  clean_b.emplace(*b, engine_id_of(docker_socket_2()));
+
+  // The next job of the key goes to A (a hit) and keeps A's only slot busy.
+  const std::string hog = cli_enqueue(*b, {"--snapshot-key", "busy", "--", "sleep", "8"});
+  REQUIRE(eventually([&] { return cli_status(a, hog)["state"] == "running"; }, 30s));
+  // One more waits affinity_wait for A, then B runs it cold.
+  const std::string moved = cli_enqueue(*b, {"--snapshot-key", "busy", "--", "true"});
+  REQUIRE(run_cli(*b, {"wait", moved, "--timeout", "60s"}, 70s).exit_code == 0);
+  const auto rec = queue::JobRecord::from_json(cli_status(*b, moved));
+  INFO(rec.to_json().dump());
+  CHECK(rec.router_id == b->router_id());
+  CHECK(rec.affinity() == "miss");
+  CHECK_FALSE(rec.from_snapshot);
+  const std::int64_t waited = rec.started_at.value_or(0) - rec.created_at;
+  WARN("busy host: started on the other host after " << waited << " ms (affinity_wait 4 s)");
+  CHECK(waited >= 4000);
+  CHECK(waited <= 4000 + 3000);
+  REQUIRE(run_cli(a, {"wait", hog, "--timeout", "60s"}, 70s).exit_code == 0);
+  const auto hog_rec = queue::JobRecord::from_json(cli_status(a, hog));
+  CHECK(hog_rec.router_id == a.router_id());
+  CHECK(hog_rec.affinity() == "hit");
+  CHECK(hog_rec.from_snapshot);
+
+  // The hint names A again (its commit came last). A dies: a job routed to it
+  // does not wait affinity_wait for a host that is gone.
+  ::kill(a.pid(), SIGKILL);
+  REQUIRE(eventually([&] { return !a.alive(); }, 5s));
+  const std::string after = cli_enqueue(*b, {"--snapshot-key", "busy", "--", "true"});
+  REQUIRE(run_cli(*b, {"wait", after, "--timeout", "60s"}, 70s).exit_code == 0);
+  const auto rec2 = queue::JobRecord::from_json(cli_status(*b, after));
+  INFO(rec2.to_json().dump());
+  CHECK(rec2.router_id == b->router_id());
+  const std::int64_t waited2 = rec2.started_at.value_or(0) - rec2.created_at;
+  WARN("lost host: routed to " << (rec2.affinity_host.empty() ? "none" : rec2.affinity_host)
+                               << ", started on the other host after " << waited2 << " ms");
+  CHECK(waited2 < 4000);
+  CHECK(rec2.from_snapshot);  // B's own snapshot of the key (from "moved")
 }

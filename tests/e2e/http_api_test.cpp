@@ -476,6 +476,7 @@ TEST_CASE("e2e: SIGTERM ends event streams and the router exits 0", "[e2e][http]
   CHECK(router.call(verb::get, "/readyz").status == 200);
 
   const int status = router.stop(std::chrono::seconds(15));
+  INFO("exit status " << status << "; router log:\n" << router.log_tail(20000));
   CHECK(WIFEXITED(status));
   CHECK(WEXITSTATUS(status) == 0);
   CHECK(live.wait_closed(std::chrono::seconds(5)));

@@ -6,6 +6,7 @@
 #include "api/metrics.hpp"
 #include "common/json_limits.hpp"
 #include "common/log.hpp"
+#include "common/redis.hpp"
 
 #include <boost/asio/experimental/awaitable_operators.hpp>
 
@@ -433,8 +434,16 @@ awaitable<HttpServer::Response> HttpServer::handle(const Request& request, Route
     log::warn("backend call timed out", {{"error", e.what()}});
     failure = json_error(503, "backend did not answer in time");
   } catch (const std::exception& e) {
-    log::error("request failed", {{"path", context.target.path}, {"error", e.what()}});
-    failure = json_error(500, "internal error");
+    if (redis::is_transient(e)) {
+      // Redis unreachable, loading or failing over: the client retries (an
+      // enqueue is idempotent by id).
+      log::warn("request failed: redis unavailable",
+                {{"path", context.target.path}, {"error", e.what()}});
+      failure = json_error(503, std::string("queue unavailable, retry: ") + e.what());
+    } else {
+      log::error("request failed", {{"path", context.target.path}, {"error", e.what()}});
+      failure = json_error(500, "internal error");
+    }
   }
   co_return std::move(*failure);
 }

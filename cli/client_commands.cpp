@@ -21,6 +21,7 @@ router::RouterConfig config_of(const Common& common) {
   c.docker_host = common.docker_host;
   c.host_id = common.host_id;
   c.key_prefix = common.key_prefix;
+  router::apply_replicas_ack_environment(c);
   return c;
 }
 

@@ -71,40 +71,10 @@ int parse_int(std::string_view text, int min, int max, const char* what) {
 
 }  // namespace
 
-Url Url::parse(std::string_view text) {
-  Url url;
-  std::string_view rest;
-  if (text.rfind("redis://", 0) == 0) {
-    rest = text.substr(8);
-  } else if (text.rfind("rediss://", 0) == 0) {
-    rest = text.substr(9);
-    url.tls = true;
-  } else {
-    throw std::invalid_argument("redis URL must start with redis:// or rediss://, got \"" +
-                                std::string(text.substr(0, 64)) + "\"");
-  }
-  if (rest.find_first_of("?#") != std::string_view::npos) {
-    throw std::invalid_argument("redis URL: query strings and fragments are not supported");
-  }
-  // Userinfo ends at the LAST '@' so that a raw '@' in a password still works.
-  if (auto at = rest.rfind('@'); at != std::string_view::npos) {
-    std::string_view userinfo = rest.substr(0, at);
-    rest = rest.substr(at + 1);
-    if (auto colon = userinfo.find(':'); colon != std::string_view::npos) {
-      url.user = percent_decode(userinfo.substr(0, colon), "user");
-      url.password = percent_decode(userinfo.substr(colon + 1), "password");
-    } else {
-      // redis://secret@host: a lone userinfo token is the legacy AUTH password
-      // (AUTH with a user but no password does not exist).
-      url.password = percent_decode(userinfo, "password");
-    }
-  }
-  std::string_view hostport = rest;
-  if (auto slash = rest.find('/'); slash != std::string_view::npos) {
-    hostport = rest.substr(0, slash);
-    std::string_view db = rest.substr(slash + 1);
-    if (!db.empty()) url.db = parse_int(db, 0, std::numeric_limits<int>::max(), "db index");
-  }
+namespace {
+
+// host[:port] or [v6][:port].
+Endpoint parse_endpoint(std::string_view hostport, int default_port) {
   std::string_view host = hostport;
   std::string_view port;
   if (!hostport.empty() && hostport.front() == '[') {
@@ -125,21 +95,106 @@ Url Url::parse(std::string_view text) {
     if (port.empty()) throw std::invalid_argument("redis URL: empty port");
   }
   if (host.empty()) throw std::invalid_argument("redis URL: missing host");
-  url.host = std::string(host);
-  if (!port.empty()) url.port = parse_int(port, 1, 65535, "port");
+  Endpoint e{std::string(host), default_port};
+  if (!port.empty()) e.port = parse_int(port, 1, 65535, "port");
+  return e;
+}
+
+constexpr std::string_view kSentinelScheme = "redis+sentinel://";
+
+}  // namespace
+
+std::string to_string(const Endpoint& e) {
+  std::string out = e.host.find(':') != std::string::npos ? "[" + e.host + "]" : e.host;
+  return out + ":" + std::to_string(e.port);
+}
+
+Url Url::parse(std::string_view text) {
+  Url url;
+  std::string_view rest;
+  bool sentinel = false;
+  if (text.rfind("redis://", 0) == 0) {
+    rest = text.substr(8);
+  } else if (text.rfind("rediss://", 0) == 0) {
+    rest = text.substr(9);
+    url.tls = true;
+  } else if (text.rfind(kSentinelScheme, 0) == 0) {
+    rest = text.substr(kSentinelScheme.size());
+    sentinel = true;
+  } else {
+    throw std::invalid_argument(
+        "redis URL must start with redis://, rediss:// or redis+sentinel://, got \"" +
+        std::string(text.substr(0, 64)) + "\"");
+  }
+  if (rest.find_first_of("?#") != std::string_view::npos) {
+    throw std::invalid_argument("redis URL: query strings and fragments are not supported");
+  }
+  // Userinfo ends at the LAST '@' so that a raw '@' in a password still works.
+  if (auto at = rest.rfind('@'); at != std::string_view::npos) {
+    std::string_view userinfo = rest.substr(0, at);
+    rest = rest.substr(at + 1);
+    if (auto colon = userinfo.find(':'); colon != std::string_view::npos) {
+      url.user = percent_decode(userinfo.substr(0, colon), "user");
+      url.password = percent_decode(userinfo.substr(colon + 1), "password");
+    } else {
+      // redis://secret@host: a lone userinfo token is the legacy AUTH password
+      // (AUTH with a user but no password does not exist).
+      url.password = percent_decode(userinfo, "password");
+    }
+  }
+  std::string_view hostport = rest;
+  std::string_view path;
+  if (auto slash = rest.find('/'); slash != std::string_view::npos) {
+    hostport = rest.substr(0, slash);
+    path = rest.substr(slash + 1);
+  }
+  if (sentinel) {
+    // /<master>[/db]
+    std::string_view name = path;
+    std::string_view db;
+    if (auto slash = path.find('/'); slash != std::string_view::npos) {
+      name = path.substr(0, slash);
+      db = path.substr(slash + 1);
+    }
+    if (name.empty()) {
+      throw std::invalid_argument(
+          "redis URL: redis+sentinel:// needs the master name: "
+          "redis+sentinel://host:26379[,host:26379...]/<master>[/db]");
+    }
+    url.master_name = percent_decode(name, "master name");
+    if (!db.empty()) url.db = parse_int(db, 0, std::numeric_limits<int>::max(), "db index");
+    while (true) {
+      auto comma = hostport.find(',');
+      url.sentinels.push_back(parse_endpoint(hostport.substr(0, comma), 26379));
+      if (comma == std::string_view::npos) break;
+      hostport = hostport.substr(comma + 1);
+    }
+    url.host = url.sentinels.front().host;
+    url.port = url.sentinels.front().port;
+    return url;
+  }
+  if (!path.empty()) url.db = parse_int(path, 0, std::numeric_limits<int>::max(), "db index");
+  Endpoint e = parse_endpoint(hostport, 6379);
+  url.host = std::move(e.host);
+  url.port = e.port;
   return url;
 }
 
 std::string Url::redacted() const {
-  std::string out = tls ? "rediss://" : "redis://";
+  std::string out = sentinel() ? std::string(kSentinelScheme) : tls ? "rediss://" : "redis://";
   if (!user.empty() || !password.empty()) {
     out += user;
     if (!password.empty()) out += ":***";
     out += "@";
   }
-  out += host.find(':') != std::string::npos ? "[" + host + "]" : host;
-  out += ":" + std::to_string(port) + "/" + std::to_string(db);
-  return out;
+  if (sentinel()) {
+    for (std::size_t i = 0; i < sentinels.size(); ++i) {
+      if (i > 0) out += ",";
+      out += to_string(sentinels[i]);
+    }
+    return out + "/" + master_name + "/" + std::to_string(db);
+  }
+  return out + to_string(Endpoint{host, port}) + "/" + std::to_string(db);
 }
 
 // ---------------------------------------------------------------------------
@@ -415,10 +470,20 @@ class Connection {
            (ac->c.flags & (REDIS_DISCONNECTING | REDIS_FREEING)) == 0;
   }
 
-  // Connects, then AUTH / SELECT / CLIENT SETNAME. Throws ConnectionError.
-  awaitable<void> open(const ClientOptions& o, std::string client_name, Clock::time_point until) {
-    const std::string where = o.url.redacted();
-    redisAsyncContext* ac = redisAsyncConnect(o.url.host.c_str(), o.url.port);
+  // What a connection is for: the server the URL names (or the master the
+  // Sentinels named: AUTH, SELECT, CLIENT SETNAME, and ROLE must say master),
+  // or a Sentinel itself (no handshake).
+  enum class Peer { server, sentinel };
+
+  // Connects to `to`, then the handshake of `peer`. Throws ConnectionError.
+  awaitable<void> open(const ClientOptions& o, const Endpoint& to, Peer peer,
+                       std::string client_name, Clock::time_point until) {
+    const std::string where =
+        o.url.sentinel()
+            ? (peer == Peer::sentinel ? "sentinel " : "master " + o.url.master_name + " at ") +
+                  to_string(to)
+            : o.url.redacted();
+    redisAsyncContext* ac = redisAsyncConnect(to.host.c_str(), to.port);
     if (ac == nullptr) throw ConnectionError("CONNECT", "connect to " + where + ": out of memory");
     if (ac->err != 0) {
       std::string reason = ac->errstr;
@@ -449,6 +514,7 @@ class Connection {
     }
     redisEnableKeepAlive(&adapter_->context()->c);
 
+    if (peer == Peer::sentinel) co_return;
     // The handshake is pipelined; each reply is checked in order.
     std::vector<std::pair<std::string, RequestPtr>> steps;
     if (!o.url.password.empty()) {
@@ -461,6 +527,9 @@ class Connection {
     if (!client_name.empty()) {
       steps.emplace_back("CLIENT SETNAME", send({"CLIENT", "SETNAME", client_name}));
     }
+    // A Sentinel's answer can be stale (a failover under way): only a master
+    // is kept.
+    if (o.url.sentinel()) steps.emplace_back("ROLE", send({"ROLE"}));
     for (auto& [name, req] : steps) {
       if (!req->done) {
         req->timer.expires_at(connect_until);
@@ -473,6 +542,13 @@ class Connection {
         failure = req->lost_reason;
       else if (req->reply.is_error())
         failure = req->reply.str;
+      else if (name == "ROLE" && (!req->reply.is_array() || req->reply.elements.empty() ||
+                                  req->reply.elements[0].str != "master"))
+        failure =
+            "the server is not a master (role " +
+            (req->reply.is_array() && !req->reply.elements.empty() ? req->reply.elements[0].str
+                                                                   : std::string("unknown")) +
+            "); a failover may be under way";
       if (!failure.empty()) {
         close();
         throw ConnectionError(name, name + " on " + where + " failed: " + failure);
@@ -580,6 +656,78 @@ class Connection {
   PushHandler push_handler_;
 };
 using ConnectionPtr = std::shared_ptr<Connection>;
+using Peer = Connection::Peer;
+
+// Where the next connection of a client goes: the URL's host, or for
+// redis+sentinel:// the master the Sentinels name. The Sentinels are asked in
+// turn, starting with the last one that answered; a connection lost, a
+// READONLY reply or +switch-master makes the next connection ask again.
+class MasterResolver {
+ public:
+  awaitable<Endpoint> resolve(net::any_io_executor ex, const ClientOptions& o,
+                              Clock::time_point until) {
+    if (!o.url.sentinel()) co_return Endpoint{o.url.host, o.url.port};
+    const auto& sentinels = o.url.sentinels;
+    std::string failures;
+    for (std::size_t n = 0; n < sentinels.size(); ++n) {
+      const std::size_t i = (first_ + n) % sentinels.size();
+      std::string failure;
+      std::optional<Endpoint> master;
+      auto conn = std::make_shared<Connection>(ex);
+      const Clock::time_point ask_until = std::min(until, Clock::now() + o.connect_timeout);
+      try {
+        auto opening = conn->open(o, sentinels[i], Peer::sentinel, "", ask_until);
+        co_await std::move(opening);
+        RequestPtr req = conn->send({"SENTINEL", "get-master-addr-by-name", o.url.master_name});
+        if (!req->done) {
+          req->timer.expires_at(ask_until);
+          co_await req->timer.async_wait(net::as_tuple(use_awaitable));
+        }
+        master = master_of(*req, o.url.master_name, failure);
+      } catch (const Error& e) {
+        failure = e.what();
+      }
+      conn->close();
+      if (master) {
+        first_ = i;
+        co_return *master;
+      }
+      if (!failures.empty()) failures += "; ";
+      failures += to_string(sentinels[i]) + ": " + failure;
+      if (Clock::now() >= until) break;
+    }
+    throw ConnectionError("SENTINEL",
+                          "no Sentinel of " + o.url.redacted() + " named the master: " + failures);
+  }
+
+ private:
+  static std::optional<Endpoint> master_of(const Request& req, const std::string& name,
+                                           std::string& failure) {
+    if (!req.done) {
+      failure = "timed out";
+    } else if (req.lost) {
+      failure = req.lost_reason;
+    } else if (req.reply.is_error()) {
+      failure = req.reply.str;
+    } else if (req.reply.is_nil()) {
+      failure = "does not know a master named \"" + name + "\"";
+    } else if (!req.reply.is_array() || req.reply.elements.size() != 2) {
+      failure = "unexpected reply to SENTINEL get-master-addr-by-name";
+    } else {
+      Endpoint e{req.reply.elements[0].str, 0};
+      const std::string& port = req.reply.elements[1].str;
+      auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), e.port);
+      if (ec == std::errc() && end == port.data() + port.size() && e.port > 0 && e.port <= 65535 &&
+          !e.host.empty()) {
+        return e;
+      }
+      failure = "bad master address \"" + e.host + ":" + port + "\"";
+    }
+    return std::nullopt;
+  }
+
+  std::size_t first_ = 0;
+};
 
 std::string sanitized_client_name(std::string name) {
   // CLIENT SETNAME refuses spaces and newlines.
@@ -637,7 +785,15 @@ class ClientImpl final : public Client {
       throw ConnectionError(
           name, name + ": connection to " + opt_.url.redacted() + " lost: " + req->lost_reason);
     }
-    if (req->reply.is_error()) throw ReplyError(name, name + ": " + req->reply.str);
+    if (req->reply.is_error()) {
+      // A master demoted under us (failover): the next command reconnects
+      // and, with Sentinel, finds the new master.
+      if (req->reply.str.rfind("READONLY", 0) == 0 && conn_ == conn) {
+        drop_connection();
+        conn->close();
+      }
+      throw ReplyError(name, name + ": " + req->reply.str);
+    }
     co_return std::move(req->reply);
   }
 
@@ -675,6 +831,7 @@ class ClientImpl final : public Client {
 
   void close() override {
     closed_ = true;
+    if (watcher_) watcher_->stop();
     if (conn_) {
       auto c = std::move(conn_);
       c->close();
@@ -725,8 +882,12 @@ class ClientImpl final : public Client {
       auto conn = std::make_shared<Connection>(ex_);
       std::exception_ptr failure;
       try {
-        auto opening = conn->open(opt_, sanitized_client_name(opt_.client_name), until);
+        auto resolving = resolver_.resolve(ex_, opt_, until);
+        const Endpoint to = co_await std::move(resolving);
+        auto opening =
+            conn->open(opt_, to, Peer::server, sanitized_client_name(opt_.client_name), until);
         co_await std::move(opening);
+        note_master(to);
       } catch (const Error& e) {
         failure = std::current_exception();
         last_error_ = e.what();
@@ -744,8 +905,39 @@ class ClientImpl final : public Client {
       failures_ = 0;
       conn_ = conn;
       attempt->notify();
+      watch_switch_master();
       co_return conn;
     }
+  }
+
+  void note_master(const Endpoint& to) {
+    if (!opt_.url.sentinel() || to == master_) return;
+    log::info("redis master", {{"redis", opt_.url.redacted()},
+                               {"master", to_string(to)},
+                               {"previous", master_.host.empty() ? "" : to_string(master_)}});
+    master_ = to;
+  }
+
+  // redis+sentinel://: a subscription to the Sentinels' +switch-master drops
+  // the connection when the master changes, even if the old one still answers
+  // (a partition): the next command asks the Sentinels again.
+  void watch_switch_master() {
+    if (!opt_.url.sentinel() || watcher_) return;
+    std::weak_ptr<ClientImpl> weak = std::static_pointer_cast<ClientImpl>(shared_from_this());
+    watcher_ = Subscriber::create_on_sentinels(
+        ex_, opt_, {"+switch-master"}, [weak](const std::string&, const std::string& message) {
+          auto self = weak.lock();
+          if (!self) return;
+          // "<master-name> <old-ip> <old-port> <new-ip> <new-port>"
+          if (message.substr(0, message.find(' ')) != self->opt_.url.master_name) return;
+          log::warn("redis master switched; reconnecting",
+                    {{"redis", self->opt_.url.redacted()}, {"switch", message}});
+          if (self->conn_) {
+            auto c = self->conn_;
+            self->drop_connection();
+            c->close();
+          }
+        });
   }
 
   net::any_io_executor ex_;
@@ -757,6 +949,9 @@ class ClientImpl final : public Client {
   std::string last_error_;
   bool closed_ = false;
   std::unordered_map<std::string, std::string> sha_cache_;  // script text -> SHA1
+  MasterResolver resolver_;
+  Endpoint master_;                      // the master last connected to (Sentinel URLs)
+  std::unique_ptr<Subscriber> watcher_;  // +switch-master (Sentinel URLs)
 };
 
 // ---------------------------------------------------------------------------
@@ -772,6 +967,9 @@ class SubscriberImpl final : public Subscriber {
     Handler handler;
     bool stopped = false;
     bool subscribed = false;
+    bool on_sentinels = false;  // subscribe on the URL's Sentinels, in turn
+    std::size_t next_sentinel = 0;
+    MasterResolver resolver;
     ConnectionPtr conn;
     EventPtr wake = std::make_shared<Event>();           // stop() interrupts backoff sleeps
     EventPtr subscribed_ev = std::make_shared<Event>();  // renewed per connection
@@ -807,8 +1005,18 @@ class SubscriberImpl final : public Subscriber {
       auto conn = std::make_shared<Connection>(st->ex);
       st->conn = conn;
       try {
-        auto opening =
-            conn->open(st->opt, sanitized_client_name(st->opt.client_name + "-sub"), far_future());
+        Endpoint to;
+        Peer peer = Peer::server;
+        if (st->on_sentinels) {
+          const auto& sentinels = st->opt.url.sentinels;
+          to = sentinels[st->next_sentinel++ % sentinels.size()];
+          peer = Peer::sentinel;
+        } else {
+          auto resolving = st->resolver.resolve(st->ex, st->opt, far_future());
+          to = co_await std::move(resolving);
+        }
+        auto opening = conn->open(
+            st->opt, to, peer, sanitized_client_name(st->opt.client_name + "-sub"), far_future());
         co_await std::move(opening);
         std::weak_ptr<State> weak = st;
         auto ex = st->ex;
@@ -862,16 +1070,37 @@ ClientPtr Client::create(net::any_io_executor executor, ClientOptions options) {
   return std::make_shared<ClientImpl>(std::move(executor), std::move(options));
 }
 
-std::unique_ptr<Subscriber> Subscriber::create(net::any_io_executor executor, ClientOptions options,
-                                               std::vector<std::string> channels, Handler handler) {
+namespace {
+std::unique_ptr<Subscriber> start_subscriber(net::any_io_executor executor, ClientOptions options,
+                                             std::vector<std::string> channels,
+                                             Subscriber::Handler handler, bool on_sentinels) {
   if (channels.empty()) throw std::invalid_argument("Subscriber needs at least one channel");
   auto st = std::make_shared<SubscriberImpl::State>();
   st->ex = executor;
   st->opt = std::move(options);
   st->channels = std::move(channels);
   st->handler = std::move(handler);
+  st->on_sentinels = on_sentinels;
   net::co_spawn(executor, SubscriberImpl::run(st), net::detached);
   return std::make_unique<SubscriberImpl>(st);
+}
+}  // namespace
+
+std::unique_ptr<Subscriber> Subscriber::create(net::any_io_executor executor, ClientOptions options,
+                                               std::vector<std::string> channels, Handler handler) {
+  return start_subscriber(std::move(executor), std::move(options), std::move(channels),
+                          std::move(handler), false);
+}
+
+std::unique_ptr<Subscriber> Subscriber::create_on_sentinels(net::any_io_executor executor,
+                                                            ClientOptions options,
+                                                            std::vector<std::string> channels,
+                                                            Handler handler) {
+  if (!options.url.sentinel()) {
+    throw std::invalid_argument("create_on_sentinels needs a redis+sentinel:// URL");
+  }
+  return start_subscriber(std::move(executor), std::move(options), std::move(channels),
+                          std::move(handler), true);
 }
 
 }  // namespace warmstart::redis

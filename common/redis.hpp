@@ -16,8 +16,19 @@
 
 namespace warmstart::redis {
 
+struct Endpoint {
+  std::string host;
+  int port = 0;
+  bool operator==(const Endpoint&) const = default;
+};
+std::string to_string(const Endpoint& e);  // host:port, [v6]:port
+
 // redis://[user[:password]@]host[:port][/db]. rediss:// is parsed but rejected by
 // the client with a clear error (hiredis 0.14 has no TLS).
+// redis+sentinel://[user[:password]@]host[:port][,host[:port]...]/<master>[/db]:
+// the hosts are Sentinels (port 26379 by default, contacted without AUTH);
+// every connection asks them for <master>'s address, and user/password/db
+// apply to the master (docs/fleet.md).
 struct Url {
   std::string host = "127.0.0.1";
   int port = 6379;
@@ -25,6 +36,10 @@ struct Url {
   std::string password;
   int db = 0;
   bool tls = false;
+  std::vector<Endpoint> sentinels;  // non-empty for redis+sentinel://
+  std::string master_name;          // the Sentinel master name
+
+  bool sentinel() const { return !sentinels.empty(); }
 
   // Throws std::invalid_argument with a one-line reason on malformed input.
   static Url parse(std::string_view text);
@@ -138,6 +153,12 @@ class Subscriber {
   virtual ~Subscriber() = default;
   static std::unique_ptr<Subscriber> create(net::any_io_executor executor, ClientOptions options,
                                             std::vector<std::string> channels, Handler handler);
+  // The same on the Sentinels of a redis+sentinel:// URL (one at a time, the
+  // next one after a loss): their +switch-master and other events.
+  static std::unique_ptr<Subscriber> create_on_sentinels(net::any_io_executor executor,
+                                                         ClientOptions options,
+                                                         std::vector<std::string> channels,
+                                                         Handler handler);
   virtual void stop() = 0;
   // Waits until every channel is subscribed on the current connection (true),
   // or `timeout` passes / stop() is called (false). Messages published before

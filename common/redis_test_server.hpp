@@ -13,6 +13,9 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -24,9 +27,14 @@ namespace warmstart::testing {
 
 class RedisServerProcess {
  public:
-  // `dir` holds the AOF files; created if missing.
-  RedisServerProcess(std::string dir, std::vector<std::string> extra_args)
-      : dir_(std::move(dir)), extra_(std::move(extra_args)), port_(free_loopback_port()) {
+  // `dir` holds the AOF files; created if missing. A non-empty `config_file`
+  // (written by the caller, e.g. a Sentinel's) comes first on the command line.
+  RedisServerProcess(std::string dir, std::vector<std::string> extra_args,
+                     std::string config_file = "")
+      : dir_(std::move(dir)),
+        extra_(std::move(extra_args)),
+        config_file_(std::move(config_file)),
+        port_(free_loopback_port()) {
     ::mkdir(dir_.c_str(), 0700);
   }
   RedisServerProcess(const RedisServerProcess&) = delete;
@@ -45,10 +53,15 @@ class RedisServerProcess {
 
   // Starts (or restarts, on the same port) and waits until it answers PING.
   void start() {
-    std::vector<std::string> args{
-        "redis-server", "--bind",    "127.0.0.1",        "--port", std::to_string(port_),
-        "--dir",        dir_,        "--save",           "",       "--protected-mode",
-        "yes",          "--logfile", dir_ + "/redis.log"};
+    std::vector<std::string> args{"redis-server"};
+    if (!config_file_.empty()) args.push_back(config_file_);
+    for (std::string a : {"--bind", "127.0.0.1", "--port"}) args.push_back(a);
+    args.push_back(std::to_string(port_));
+    for (std::string a :
+         {"--dir", dir_.c_str(), "--save", "", "--protected-mode", "yes", "--logfile"}) {
+      args.push_back(a);
+    }
+    args.push_back(dir_ + "/redis.log");
     args.insert(args.end(), extra_.begin(), extra_.end());
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
@@ -83,6 +96,14 @@ class RedisServerProcess {
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
+    ::kill(pid_, SIGKILL);
+    ::waitpid(pid_, nullptr, 0);
+    pid_ = -1;
+  }
+
+  // kill -9: no shutdown, no flush.
+  void kill() {
+    if (pid_ <= 0) return;
     ::kill(pid_, SIGKILL);
     ::waitpid(pid_, nullptr, 0);
     pid_ = -1;
@@ -124,8 +145,97 @@ class RedisServerProcess {
 
   std::string dir_;
   std::vector<std::string> extra_;
+  std::string config_file_;
   int port_;
   pid_t pid_ = -1;
+};
+
+// A primary, one replica and three Sentinels (quorum 2) on loopback, each in a
+// directory under `dir`, for failover tests. Sentinels mark the primary down
+// after `down_after_ms` without a reply.
+class SentinelGroup {
+ public:
+  SentinelGroup(const std::string& dir, std::string master_name, int down_after_ms = 1000)
+      : name_(std::move(master_name)),
+        primary_(made(dir) + "/primary", fast_sync()),
+        replica_(dir + "/replica", with_replicaof(primary_.port())) {
+    primary_.start();
+    replica_.start();
+    for (int i = 0; i < 3; ++i) {
+      const std::string sdir = dir + "/sentinel-" + std::to_string(i);
+      ::mkdir(sdir.c_str(), 0700);
+      const std::string conf = sdir + "/sentinel.conf";
+      FILE* f = std::fopen(conf.c_str(), "w");
+      if (f == nullptr) throw std::runtime_error("cannot write " + conf);
+      std::fprintf(f,
+                   "sentinel monitor %s 127.0.0.1 %d 2\n"
+                   "sentinel down-after-milliseconds %s %d\n"
+                   "sentinel failover-timeout %s 10000\n"
+                   "sentinel parallel-syncs %s 1\n",
+                   name_.c_str(), primary_.port(), name_.c_str(), down_after_ms, name_.c_str(),
+                   name_.c_str());
+      std::fclose(f);
+      sentinels_.push_back(
+          std::make_unique<RedisServerProcess>(sdir, std::vector<std::string>{"--sentinel"}, conf));
+      sentinels_.back()->start();
+    }
+  }
+
+  const std::string& master_name() const { return name_; }
+  RedisServerProcess& primary() { return primary_; }
+  RedisServerProcess& replica() { return replica_; }
+  RedisServerProcess& sentinel(std::size_t i) { return *sentinels_.at(i); }
+
+  // redis+sentinel://127.0.0.1:A,127.0.0.1:B,127.0.0.1:C/<name>/<db>
+  std::string url(int db = 0) const {
+    std::string out = "redis+sentinel://";
+    for (std::size_t i = 0; i < sentinels_.size(); ++i) {
+      if (i > 0) out += ",";
+      out += "127.0.0.1:" + std::to_string(sentinels_[i]->port());
+    }
+    return out + "/" + name_ + "/" + std::to_string(db);
+  }
+
+  // The port the first answering Sentinel names as master, or 0.
+  int master_port() const {
+    for (const auto& s : sentinels_) {
+      timeval tv{0, 300'000};
+      redisContext* c = redisConnectWithTimeout("127.0.0.1", s->port(), tv);
+      int port = 0;
+      if (c != nullptr && c->err == 0) {
+        redisSetTimeout(c, tv);
+        auto* r = static_cast<redisReply*>(
+            redisCommand(c, "SENTINEL get-master-addr-by-name %s", name_.c_str()));
+        if (r != nullptr && r->type == REDIS_REPLY_ARRAY && r->elements == 2) {
+          port = std::atoi(r->element[1]->str);
+        }
+        if (r != nullptr) freeReplyObject(r);
+      }
+      if (c != nullptr) redisFree(c);
+      if (port != 0) return port;
+    }
+    return 0;
+  }
+
+ private:
+  static std::string made(const std::string& dir) {
+    ::mkdir(dir.c_str(), 0700);
+    return dir;
+  }
+  static std::vector<std::string> fast_sync() {
+    return {"--repl-diskless-sync-delay", "0", "--appendonly", "no"};
+  }
+  static std::vector<std::string> with_replicaof(int port) {
+    auto args = fast_sync();
+    for (std::string a : {"--replicaof", "127.0.0.1"}) args.push_back(a);
+    args.push_back(std::to_string(port));
+    return args;
+  }
+
+  std::string name_;
+  RedisServerProcess primary_;
+  RedisServerProcess replica_;
+  std::vector<std::unique_ptr<RedisServerProcess>> sentinels_;
 };
 
 }  // namespace warmstart::testing

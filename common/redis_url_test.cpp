@@ -2,6 +2,7 @@
 
 #include <catch2/catch.hpp>
 
+using warmstart::redis::Endpoint;
 using warmstart::redis::Url;
 
 TEST_CASE("Url::parse reads host and port and db", "[unit][redis]") {
@@ -80,4 +81,44 @@ TEST_CASE("Url::redacted hides the password", "[unit][redis]") {
   CHECK(Url::parse("redis://:hunter2@h").redacted() == "redis://:***@h:6379/0");
   CHECK(Url::parse("rediss://h").redacted() == "rediss://h:6379/0");
   CHECK(Url::parse("redis://[::1]:5").redacted() == "redis://[::1]:5/0");
+}
+
+TEST_CASE("Url::parse reads redis+sentinel:// with several Sentinels", "[unit][redis]") {
+  Url u =
+      Url::parse("redis+sentinel://alice:s%40cret@sentinel-a:26380,sentinel-b,[::1]:26381/main/3");
+  REQUIRE(u.sentinel());
+  REQUIRE(u.sentinels.size() == 3);
+  CHECK(u.sentinels[0] == Endpoint{"sentinel-a", 26380});
+  CHECK(u.sentinels[1] == Endpoint{"sentinel-b", 26379});
+  CHECK(u.sentinels[2] == Endpoint{"::1", 26381});
+  CHECK(u.master_name == "main");
+  CHECK(u.db == 3);
+  CHECK(u.user == "alice");
+  CHECK(u.password == "s@cret");
+  CHECK(u.redacted() ==
+        "redis+sentinel://alice:***@sentinel-a:26380,sentinel-b:26379,[::1]:26381/main/3");
+
+  Url one = Url::parse("redis+sentinel://127.0.0.1/mymaster");
+  CHECK(one.sentinels == std::vector<Endpoint>{{"127.0.0.1", 26379}});
+  CHECK(one.db == 0);
+  CHECK(!Url::parse("redis://h").sentinel());
+}
+
+TEST_CASE("Url::parse refuses a Sentinel URL without a master or with a bad host",
+          "[unit][redis]") {
+  auto reason = [](const std::string& text) {
+    try {
+      Url::parse(text);
+    } catch (const std::invalid_argument& e) {
+      return std::string(e.what());
+    }
+    return std::string("accepted");
+  };
+  CHECK_THAT(reason("redis+sentinel://h:26379"), Catch::Contains("master name"));
+  CHECK_THAT(reason("redis+sentinel://h:26379/"), Catch::Contains("master name"));
+  CHECK_THAT(reason("redis+sentinel://h:26379,/m"), Catch::Contains("missing host"));
+  CHECK_THAT(reason("redis+sentinel://h:0/m"), Catch::Contains("port"));
+  CHECK_THAT(reason("redis+sentinel://h/m/x"), Catch::Contains("db index"));
+  CHECK_THAT(reason("redis+sentinel://h/m?x=1"), Catch::Contains("query"));
+  CHECK_THAT(reason("sentinel://h/m"), Catch::Contains("redis+sentinel://"));
 }

@@ -99,9 +99,13 @@ RedisQueue::RedisQueue(net::any_io_executor executor, RedisQueueOptions options)
     : executor_(executor),
       options_(std::move(options)),
       backoff_(options_.retry_backoff),
-      finish_batcher_(executor_, options_.finish_batch_max, [this](std::vector<std::string> args) {
-        return run_script(script(scripts::kFinish), std::move(args));
-      }) {
+      finish_batcher_(executor_, options_.finish_batch_max,
+                      [this](std::vector<std::string> args) -> awaitable<Reply> {
+                        auto finishing = run_script(script(scripts::kFinish), std::move(args));
+                        Reply r = co_await std::move(finishing);
+                        co_await await_replicas("the result of a job");
+                        co_return r;
+                      }) {
   client_ = redis::Client::create(executor_, options_.redis);
   redis::ClientOptions blocking = options_.redis;
   blocking.client_name += "-claim";
@@ -252,6 +256,22 @@ awaitable<Reply> RedisQueue::run_script(const std::string& body, std::vector<std
   co_return co_await std::move(call);
 }
 
+awaitable<void> RedisQueue::await_replicas(std::string what) {
+  if (options_.replicas_ack <= 0) co_return;
+  const auto timeout_ms = static_cast<std::int64_t>(options_.replicas_timeout.count());
+  auto args = make_args("WAIT", options_.replicas_ack, timeout_ms);
+  // The command's own deadline outlives WAIT's timeout.
+  auto waiting = client_->command(std::move(args), options_.replicas_timeout + 5s);
+  Reply r = co_await std::move(waiting);
+  const std::int64_t acked = r.as_integer();
+  if (acked < options_.replicas_ack) {
+    throw redis::ReplyError("WAIT", "NOREPLICAS " + what + " reached " + std::to_string(acked) +
+                                        " of " + std::to_string(options_.replicas_ack) +
+                                        " replicas within " + std::to_string(timeout_ms) +
+                                        " ms ([redis] replicas_ack); it may be lost in a failover");
+  }
+}
+
 awaitable<void> RedisQueue::ensure_group(const std::string& stream) {
   auto args_1 = make_args("XGROUP", "CREATE", stream_key(stream), options_.group, "0", "MKSTREAM");
   // The awaitable is built outside the try: g++ 12 destroys temporaries of a
@@ -298,6 +318,7 @@ awaitable<EnqueueResult> RedisQueue::enqueue(JobSpec spec) {
   auto args_2 =
       make_args(checked.id, checked.queue, spec_json, checked.max_attempts, fingerprint, affinity);
   Reply r = co_await run_script(script(scripts::kEnqueue), std::move(args_2));
+  co_await await_replicas("enqueue of " + checked.id);
   EnqueueResult out;
   if (r.is_array() && r.as_array().size() == 2 && r.as_array()[0].str == "conflict") {
     throw IdConflict(checked.id, r.as_array()[1].as_string(), fingerprint);

@@ -35,6 +35,11 @@ struct RedisQueueOptions {
   std::size_t finish_batch_max = 128;               // finish() calls per script (group commit)
   Duration affinity_wait = 5s;  // promote_due(): a job routed to its snapshot's host
                                 // waits this long on that host's stream
+  // Acknowledged writes survive a failover: enqueue() and finish() wait with
+  // WAIT until this many replicas have them, and throw a transient
+  // NOREPLICAS error when they do not within replicas_timeout. 0 = off.
+  int replicas_ack = 0;
+  Duration replicas_timeout = 1s;
 };
 
 class RedisQueue final : public Queue {
@@ -108,6 +113,8 @@ class RedisQueue final : public Queue {
   std::vector<std::string> streams_of(const std::string& consumer) const;
   awaitable<std::vector<ClaimedJob>> process_entries(const std::string& consumer,
                                                      const redis::Reply& streams, bool reclaim);
+  // WAIT replicas_ack replicas_timeout after a write the caller is told of.
+  awaitable<void> await_replicas(std::string what);
   awaitable<redis::Reply> run_script(const std::string& script, std::vector<std::string> args);
 
   net::any_io_executor executor_;

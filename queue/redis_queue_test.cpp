@@ -697,6 +697,60 @@ TEST_CASE("a queue command against a frozen server fails at its deadline", "[que
   server.stop();
 }
 
+TEST_CASE("replicas_ack: enqueue and finish wait for a replica and fail without one",
+          "[queue][sentinel]") {
+  // A primary with a replica (and Sentinels, unused here), and a lone server.
+  testing::SentinelGroup group(testing::run_dir() + "/queue-replicas-" + random_suffix(), "ws-q");
+  RedisServerProcess lone(testing::run_dir() + "/queue-lone-" + random_suffix(), {});
+  lone.start();
+  run_coro([&]() -> awaitable<void> {
+    auto ex = co_await net::this_coro::executor;
+    auto o = options_for(group.primary().url(), "test:q:replicas:");
+    o.replicas_ack = 1;
+    o.replicas_timeout = 2s;
+    RedisQueue q(ex, o);
+    // The replica may still be syncing: the first enqueue is retried as a
+    // caller retries a transient error.
+    bool acked = false;
+    for (int i = 0; i < 20 && !acked; ++i) {
+      auto enqueueing = q.enqueue(job("rep-1"));
+      try {
+        co_await std::move(enqueueing);
+        acked = true;
+      } catch (const redis::ReplyError& e) {
+        CHECK(redis::is_transient(e));
+      }
+    }
+    REQUIRE(acked);
+    auto claimed = co_await claim_n(q, "r", 1);
+    REQUIRE(claimed.size() == 1);
+    auto done = result(JobState::succeeded, 0, "");
+    auto out = co_await q.finish(claimed[0].lease, std::move(done));
+    CHECK(out.state == JobState::succeeded);
+    // The replica has the result.
+    auto replica = redis::Client::create(ex, options_for(group.replica().url(), "").redis);
+    auto state = co_await replica->command(make_args("HGET", q.job_key("rep-1"), "state"));
+    CHECK(state.as_string() == "succeeded");
+
+    auto lone_options = options_for(lone.url(), "test:q:replicas:");
+    lone_options.replicas_ack = 1;
+    lone_options.replicas_timeout = 200ms;
+    RedisQueue alone(ex, lone_options);
+    auto started = Clock::now();
+    auto enqueueing = alone.enqueue(job("rep-2"));
+    try {
+      co_await std::move(enqueueing);
+      FAIL("enqueue with replicas_ack = 1 and no replica returned");
+    } catch (const redis::ReplyError& e) {
+      CHECK(redis::is_transient(e));
+      CHECK_THAT(e.what(), Catch::Contains("NOREPLICAS enqueue of rep-2 reached 0 of 1 replicas"));
+    }
+    CHECK(Clock::now() - started >= 200ms);
+    replica->close();
+  });
+  lone.stop();
+}
+
 // The scenarios MemoryQueue passes in its unit tests (queue_contract_test.hpp),
 // here against the real Redis: the double cannot drift from the adapter unnoticed.
 TEST_CASE("RedisQueue keeps the queue contract", "[queue]") {

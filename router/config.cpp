@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -283,12 +284,26 @@ void load_snapshots_section(const toml::table& t, const std::string& where, Rout
                      "(docs/snapshots.md)"}});
 }
 
+void load_redis_section(const toml::table& t, const std::string& where, RouterConfig& c) {
+  Section s(t, where);
+  s.read("replicas_ack", c.redis_replicas_ack);
+  s.read("replicas_timeout", c.redis_replicas_timeout);
+  s.reject_unknown();
+  if (c.redis_replicas_ack < 0 || c.redis_replicas_ack > 64) {
+    bad(where + ".replicas_ack", "must be 0..64");
+  }
+  if (c.redis_replicas_timeout <= Duration::zero()) {
+    bad(where + ".replicas_timeout", "must be positive");
+  }
+}
+
 }  // namespace
 
 void load_config_file(const std::string& path, RouterConfig& c) {
   const toml::table root = parse_config_file(path);
   if (const auto* r = root["router"].as_table()) load_router_section(*r, path + ": router", c);
   if (const auto* t = root["limits"].as_table()) load_limits(*t, path + ": limits", c);
+  if (const auto* t = root["redis"].as_table()) load_redis_section(*t, path + ": redis", c);
   if (const auto* t = root["snapshots"].as_table()) {
     load_snapshots_section(*t, path + ": snapshots", c);
   }
@@ -301,6 +316,20 @@ void apply_environment(RouterConfig& c) {
   if (const char* v = std::getenv("WARMSTART_HOST_ID"); v && *v) c.host_id = v;
   if (const char* v = std::getenv("WARMSTART_LOG_LEVEL"); v && *v) c.log_level = v;
   if (const char* v = std::getenv("WARMSTART_STATE_DIR"); v && *v) c.state_dir = v;
+  apply_replicas_ack_environment(c);
+}
+
+void apply_replicas_ack_environment(RouterConfig& c) {
+  const char* v = std::getenv("WARMSTART_REDIS_REPLICAS_ACK");
+  if (v == nullptr || *v == '\0') return;
+  int n = -1;
+  const std::string_view text(v);
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
+  if (ec != std::errc() || end != text.data() + text.size() || n < 0 || n > 64) {
+    bad("WARMSTART_REDIS_REPLICAS_ACK",
+        "must be an integer in 0..64, got \"" + std::string(text) + "\"");
+  }
+  c.redis_replicas_ack = n;
 }
 
 Duration heartbeat_period(const RouterConfig& c) {

@@ -33,6 +33,13 @@ struct RouterConfig {
   // default_state_dir(). WARMSTART_STATE_DIR overrides the file.
   std::string state_dir;
 
+  // [redis] replicas_ack: enqueue and job results wait (WAIT) until this many
+  // replicas have them, and report failure when they do not within
+  // replicas_timeout, so an acknowledged write survives a failover. 0 = off.
+  // WARMSTART_REDIS_REPLICAS_ACK overrides (the CLI reads it too).
+  int redis_replicas_ack = 0;
+  Duration redis_replicas_timeout = 1s;
+
   Duration lease_timeout = 30s;  // a dead router's jobs are reclaimed after this
   // Snapshot affinity (docs/fleet.md): a job whose snapshot another live host
   // holds waits this long for that host before any router may run it; 0
@@ -81,6 +88,8 @@ std::string default_state_dir();
 void load_config_file(const std::string& path, RouterConfig& config);
 // Applies WARMSTART_* environment variables.
 void apply_environment(RouterConfig& config);
+// WARMSTART_REDIS_REPLICAS_ACK alone (the CLI's commands honour it too).
+void apply_replicas_ack_environment(RouterConfig& config);
 // Checks ranges and combinations; throws std::invalid_argument with the reason.
 void validate(const RouterConfig& config);
 

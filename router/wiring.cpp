@@ -8,7 +8,10 @@ redis::ClientOptions redis_options(const std::string& url) {
   redis::ClientOptions o;
   o.url = redis::Url::parse(url);  // throws std::invalid_argument -> exit 2
   if (o.url.tls) {
-    throw std::invalid_argument("TLS (rediss://) is not supported: hiredis 0.14 has no TLS");
+    throw std::invalid_argument(
+        "TLS (rediss://) is not supported: Debian 12's hiredis (0.14) has no TLS; reach Redis "
+        "over loopback or a private link, or through a local TLS tunnel (e.g. stunnel) with "
+        "redis://127.0.0.1:<port>");
   }
   return o;
 }
@@ -22,6 +25,8 @@ queue::RedisQueueOptions queue_options(const RouterConfig& config) {
   o.affinity_wait = config.affinity_wait;
   o.concurrency_key_limit = config.concurrency_key_limit;
   o.log_tail_max_bytes = config.log_tail_bytes;
+  o.replicas_ack = config.redis_replicas_ack;
+  o.replicas_timeout = config.redis_replicas_timeout;
   // Enqueue (API, CLI) and claim hold jobs to the ceilings.
   o.validation.limits = config.job_limits;
   return o;

@@ -65,7 +65,7 @@ TEST_CASE("wiring: every key the example config documents is one the loader read
   REQUIRE(in);
   std::stringstream text;
   text << in.rdbuf();
-  // "# key = value" lines under [router] and [snapshots].
+  // "# key = value" lines under [router], [snapshots] and [redis].
   std::regex line(R"(^# ([a-z_]+) = )");
   std::string section;
   std::set<std::string> documented;
@@ -73,7 +73,8 @@ TEST_CASE("wiring: every key the example config documents is one the loader read
   for (std::string l; std::getline(lines, l);) {
     if (!l.empty() && l[0] == '[') section = l;
     std::smatch m;
-    if (std::regex_search(l, m, line) && (section == "[router]" || section == "[snapshots]")) {
+    if (std::regex_search(l, m, line) &&
+        (section == "[router]" || section == "[snapshots]" || section == "[redis]")) {
       documented.insert(section + m[1].str());
     }
   }
@@ -92,7 +93,7 @@ TEST_CASE("wiring: every key the example config documents is one the loader read
       if (name == "queues" || name == "image_allowlist" || name == "exclude") return "[\"x\"]";
       if (name == "strip_git_credentials") return "true";
       if (name == "concurrency" || name == "concurrency_key_limit" || name == "max_count" ||
-          name == "log_tail_bytes")
+          name == "log_tail_bytes" || name == "replicas_ack")
         return "2";
       if (name == "max_bytes") return "\"1g\"";
       if (name.find("timeout") != std::string::npos || name.find("interval") != std::string::npos ||

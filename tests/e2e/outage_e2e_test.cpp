@@ -365,3 +365,83 @@ TEST_CASE(
   CHECK(codes == std::vector<int>(8, 0));
   CHECK(router.alive());
 }
+
+TEST_CASE(
+    "outage: the Redis primary killed mid-run under Sentinel - router and CLI follow the "
+    "failover and every acknowledged enqueue succeeds",
+    "[e2e][outage][sentinel]") {
+  SentinelGroup group(run_dir() + "/" + unique_name("sentinel"), "ws-e2e");
+  const int replica_port = group.replica().port();
+  RouterProcessOptions options;
+  options.redis_url = group.url();
+  options.concurrency = 4;
+  // Acknowledged means replicated: an enqueue the API answered 201 to is on
+  // the replica that the failover promotes.
+  options.extra_toml = "[redis]\nreplicas_ack = 1\nreplicas_timeout = \"2s\"\n";
+  RouterProcess router(options);
+
+  // POSTs a job until the API acknowledges it (201, or 200 for a retry whose
+  // first try was applied): the client's side of "acknowledged", with the
+  // retry a client makes on 503 (idempotent by id).
+  std::vector<std::string> acknowledged;
+  int unavailable = 0;
+  auto enqueue = [&](const std::string& id) {
+    const json body = {{"id", id}, {"cmd", {"sh", "-c", "sleep 1"}}};
+    const auto until = std::chrono::steady_clock::now() + 60s;
+    while (std::chrono::steady_clock::now() < until) {
+      api::testing::HttpResult r;
+      try {
+        r = router.call(boost::beast::http::verb::post, "/v1/jobs", body.dump());
+      } catch (const std::exception&) {
+        r.status = 0;  // connection refused: the router died (checked below)
+      }
+      if (r.status == 201 || r.status == 200) {
+        acknowledged.push_back(id);
+        return;
+      }
+      INFO("POST " << id << ": " << r.status << " " << r.body);
+      REQUIRE(r.status == 503);
+      ++unavailable;
+      std::this_thread::sleep_for(200ms);
+    }
+    FAIL("job " << id << " was never acknowledged");
+  };
+
+  const std::string stem = unique_name("sentinel-job");
+  for (int i = 0; i < 8; ++i) enqueue(stem + "-before-" + std::to_string(i));
+  // And one through the CLI, which reads the same redis+sentinel:// URL.
+  const std::string by_cli = cli_enqueue(router, {"--", "sh", "-c", "sleep 1"});
+
+  group.primary().kill();
+  const auto killed = std::chrono::steady_clock::now();
+  // The operator's side, beside the clients: once the Sentinels promoted the
+  // replica, the killed primary comes back (empty: persistence is off here)
+  // and is made a replica of the new master, so WAIT has a replica again.
+  // Restarting it before the failover would bring back an empty master.
+  std::atomic<bool> promoted{false};
+  std::thread operator_thread([&] {
+    promoted = eventually([&] { return group.master_port() == replica_port; }, 30s);
+    group.primary().start();
+  });
+  for (int i = 0; i < 8; ++i) enqueue(stem + "-after-" + std::to_string(i));
+  const double acked_after_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - killed).count();
+  operator_thread.join();
+  REQUIRE(promoted);
+
+  acknowledged.push_back(by_cli);
+  for (const auto& id : acknowledged) {
+    auto w = run_cli(router, {"wait", id, "--timeout", "90s"}, 100s);
+    INFO("job " << id << ": " << w.out << w.err << "\nrouter log:\n" << router.log_tail());
+    CHECK(w.exit_code == 0);
+  }
+  WARN(acknowledged.size() << " acknowledged jobs succeeded; the 8 enqueued after the kill were "
+                           << "acknowledged within " << acked_after_s << " s (" << unavailable
+                           << " answers 503 meanwhile)");
+  CHECK(router.alive());
+  const std::string log = router.log();
+  CHECK(log.find("\"msg\":\"redis master\"") != std::string::npos);
+  CHECK(log.find("127.0.0.1:" + std::to_string(replica_port)) != std::string::npos);
+  // The CLI follows too: status through the Sentinels after the failover.
+  CHECK(cli_status(router, acknowledged.front())["state"] == "succeeded");
+}

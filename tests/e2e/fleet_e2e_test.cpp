@@ -66,9 +66,13 @@ struct SnapshotCleanup {
   ~SnapshotCleanup() {
     try {
       auto listed = run_cli(router, {"snapshots", "list", "--json", "--host-id", host_id});
-      if (listed.exit_code != 0) return;
+      if (listed.exit_code != 0) {
+        WARN("snapshot cleanup: list failed: " << listed.err);
+        return;
+      }
       for (const auto& e : listed.json()) {
-        run_cli(router, {"snapshots", "rm", e["key"], "--host-id", host_id});
+        auto rm = run_cli(router, {"snapshots", "rm", e["key"], "--host-id", host_id});
+        if (rm.exit_code != 0) WARN("snapshot cleanup: rm " << e["key"] << ": " << rm.err);
       }
     } catch (...) {
       WARN("snapshot cleanup failed");
@@ -379,18 +383,20 @@ TEST_CASE(
 }
 
 TEST_CASE(
-    "fleet: a job whose snapshot host is busy runs on the other host after affinity_wait, and "
+    "fleet: a job whose snapshot host is busy runs on the other host after affinity_wait and "
     "one routed to a lost host does not wait for it",
     "[e2e][fleet][affinity]") {
   const std::string prefix = "ws-" + unique_name("affinity") + ":";
   const std::string toml = "affinity_wait = \"4s\"\nlease_timeout = \"1s\"";
   RouterProcess a(fleet_member(prefix, docker_socket(), 1, toml));
+  // Declared before the clean-ups: a RouterProcess deletes its key prefix
+  // (the fleet's, here) when it goes, so both clean-ups must run before.
+  std::optional<RouterProcess> b;
   SnapshotCleanup clean_a{a, engine_id_of(docker_socket())};
   // Alone, A makes the snapshot of key "busy".
   const std::string first =
       cli_enqueue(a, {"--snapshot-key", "busy", "--", "sh", "-c", "echo a > /work/a"});
   REQUIRE(run_cli(a, {"wait", first, "--timeout", "60s"}, 70s).exit_code == 0);
-  std::optional<RouterProcess> b;
   b.emplace(fleet_member(prefix, docker_socket_2(), 2, toml));
   std::optional<SnapshotCleanup> clean_b;
   clean_b.emplace(*b, engine_id_of(docker_socket_2()));

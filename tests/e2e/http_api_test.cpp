@@ -190,6 +190,13 @@ TEST_CASE("e2e: a running job can be cancelled over HTTP", "[e2e][http]") {
   CHECK(cancel.status == 200);
   const json done = wait_terminal(router, id, {}, std::chrono::seconds(30));
   CHECK(done.at("state") == "cancelled");
+  // And its container goes too, also one the cancel caught mid-create: once
+  // the run has ended (the router is not stopped with the create in flight,
+  // which would leave the container to the next start's orphan sweep).
+  const std::string ended = "\"job\":\"" + id + "\",\"level\":\"info\",\"msg\":\"job run ended\"";
+  CHECK(eventually([&] { return router.log().find(ended) != std::string::npos; },
+                   std::chrono::seconds(30)));
+  CHECK(job_containers(id).empty());
 }
 
 TEST_CASE("e2e: with no token configured the router generates one and enforces it",

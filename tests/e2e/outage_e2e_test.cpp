@@ -136,17 +136,6 @@ std::int64_t finished_ms(const json& record) {
   return queue::JobRecord::from_json(record).finished_at.value_or(0);
 }
 
-// The job's containers on the run's engine (`all`: stopped ones too).
-std::vector<container::ContainerSummary> job_containers(const std::string& id, bool all = true) {
-  return run_coro([&]() -> awaitable<std::vector<container::ContainerSummary>> {
-    container::DockerClientOptions o;
-    o.socket_path = docker_socket();
-    auto docker = container::DockerClient::create(co_await net::this_coro::executor, o);
-    std::vector<std::string> labels{"warmstart.job=" + id};
-    co_return co_await docker->list_containers(labels, all);
-  });
-}
-
 }  // namespace
 
 TEST_CASE("outage: dockerd stopped for 15 s with 20 jobs queued: all 20 succeed, no attempt spent",

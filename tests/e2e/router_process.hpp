@@ -65,6 +65,18 @@ inline unsigned short free_loopback_port() {
   return acceptor.local_endpoint().port();
 }
 
+// The job's containers on the run's first engine (`all`: stopped ones too).
+inline std::vector<container::ContainerSummary> job_containers(const std::string& id,
+                                                               bool all = true) {
+  return run_coro([&]() -> awaitable<std::vector<container::ContainerSummary>> {
+    container::DockerClientOptions o;
+    o.socket_path = docker_socket();
+    auto docker = container::DockerClient::create(co_await net::this_coro::executor, o);
+    std::vector<std::string> labels{"warmstart.job=" + id};
+    co_return co_await docker->list_containers(labels, all);
+  });
+}
+
 // "e2e-<pid>-<n>": unique within the run (the Redis and engine are the run's own).
 inline std::string unique_name(const std::string& stem) {
   static std::atomic<int> counter{0};

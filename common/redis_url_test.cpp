@@ -5,6 +5,20 @@
 using warmstart::redis::Endpoint;
 using warmstart::redis::Url;
 
+namespace {
+
+// Why Url::parse refuses `text`, or "accepted".
+std::string reason(const std::string& text) {
+  try {
+    Url::parse(text);
+  } catch (const std::invalid_argument& e) {
+    return std::string(e.what());
+  }
+  return std::string("accepted");
+}
+
+}  // namespace
+
 TEST_CASE("Url::parse reads host and port and db", "[unit][redis]") {
   Url u = Url::parse("redis://127.0.0.1:6380/3");
   CHECK(u.host == "127.0.0.1");
@@ -53,14 +67,6 @@ TEST_CASE("Url::parse marks rediss:// as TLS and brackets IPv6", "[unit][redis]"
 }
 
 TEST_CASE("Url::parse rejects malformed input with a reason", "[unit][redis]") {
-  auto reason = [](const char* text) {
-    try {
-      Url::parse(text);
-    } catch (const std::invalid_argument& e) {
-      return std::string(e.what());
-    }
-    return std::string("accepted");
-  };
   CHECK_THAT(reason("http://h"), Catch::Contains("redis://"));
   CHECK_THAT(reason("h:6379"), Catch::Contains("redis://"));
   CHECK_THAT(reason("redis://"), Catch::Contains("missing host"));
@@ -106,14 +112,6 @@ TEST_CASE("Url::parse reads redis+sentinel:// with several Sentinels", "[unit][r
 
 TEST_CASE("Url::parse refuses a Sentinel URL without a master or with a bad host",
           "[unit][redis]") {
-  auto reason = [](const std::string& text) {
-    try {
-      Url::parse(text);
-    } catch (const std::invalid_argument& e) {
-      return std::string(e.what());
-    }
-    return std::string("accepted");
-  };
   CHECK_THAT(reason("redis+sentinel://h:26379"), Catch::Contains("master name"));
   CHECK_THAT(reason("redis+sentinel://h:26379/"), Catch::Contains("master name"));
   CHECK_THAT(reason("redis+sentinel://h:26379,/m"), Catch::Contains("missing host"));

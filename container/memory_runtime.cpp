@@ -268,6 +268,14 @@ void MemoryRuntime::slow_next(Op op, Duration delay, int times) {
   for (int i = 0; i < times; ++i) scripted_[op].push_back(Scripted{std::nullopt, delay});
 }
 
+void MemoryRuntime::set_latency(Op op, Duration latency) {
+  if (latency.count() > 0) {
+    latency_[op] = latency;
+  } else {
+    latency_.erase(op);
+  }
+}
+
 void MemoryRuntime::set_down(bool down) {
   down_ = down;
   if (!down) {
@@ -334,6 +342,9 @@ awaitable<void> MemoryRuntime::begin(Op op, std::string_view subject) {
   co_await net::post(executor_, use_awaitable);  // a request never completes inline
   ++calls_[op];
   if (down_) throw_fault(op, Fault::unreachable, subject);
+  if (auto latency = latency_.find(op); latency != latency_.end()) {
+    co_await sleep_for(latency->second);
+  }
   auto& queue = scripted_[op];
   if (queue.empty()) co_return;
   Scripted next = queue.front();

@@ -13,6 +13,9 @@
 //   - faults: fail_next(op, fault) for 404 / 409 / 500 / "cannot connect" /
 //     a call that hangs until its deadline; slow_next(op, d); set_down(true)
 //     (the engine is unreachable: every call fails to connect, events wait);
+//   - speed: set_latency(op, d), the engine's own time for every call of op
+//     (benchmarks: bench/fleet_bench.cpp gives create and start a real
+//     engine's latency);
 //   - the world: add_image(), delete_image() (a snapshot pruned by hand);
 //   - inspection: calls(op), containers(), container(), spec_of(), images().
 //
@@ -130,6 +133,9 @@ class MemoryRuntime final : public Runtime, public std::enable_shared_from_this<
   void fail_next(Op op, Fault fault, int times = 1);
   // The next `times` calls of `op` take `delay` before they run (cancellable).
   void slow_next(Op op, Duration delay, int times = 1);
+  // Every call of `op` from now on takes `latency` (cancellable) before it
+  // runs, on top of slow_next; 0 clears it.
+  void set_latency(Op op, Duration latency);
   // Down: every call throws TransportError connect; subscriptions deliver
   // nothing until up again, then everything they missed, in order.
   void set_down(bool down);
@@ -198,6 +204,7 @@ class MemoryRuntime final : public Runtime, public std::enable_shared_from_this<
   std::function<std::optional<ExitPlan>(const ContainerSpec&)> exit_plan_;
   std::map<Op, std::size_t> calls_;
   std::map<Op, std::deque<Scripted>> scripted_;
+  std::map<Op, Duration> latency_;
   bool down_ = false;
   std::uint64_t next_id_ = 0;
   std::int64_t last_event_nano_ = 0;

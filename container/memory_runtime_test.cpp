@@ -304,6 +304,30 @@ TEST_CASE("a hanging call is cut by the caller's deadline", "[unit]") {
   });
 }
 
+TEST_CASE("set_latency: every call of the op takes it, until cleared", "[unit]") {
+  with_runtime([](MemoryRuntime& rt) -> awaitable<void> {
+    rt.set_latency(Op::create_container, 100ms);
+    for (int i = 0; i < 2; ++i) {
+      ContainerSpec slow = spec("lat-" + std::to_string(i));  // no temporary in co_await
+      const auto t0 = Clock::now();
+      co_await rt.create_container(std::move(slow));
+      CHECK(Clock::now() - t0 >= 100ms);
+    }
+    bool cut = false;
+    try {
+      co_await with_deadline(rt.create_container(spec("cut")), 5ms, "create");
+    } catch (const DeadlineExceeded&) {
+      cut = true;
+    }
+    CHECK(cut);
+    CHECK_FALSE(rt.container("cut"));
+    rt.set_latency(Op::create_container, 0ms);
+    const auto t0 = Clock::now();
+    co_await rt.create_container(spec("fast"));
+    CHECK(Clock::now() - t0 < 100ms);  // no sleep: a post only
+  });
+}
+
 TEST_CASE("wait_container fails at its deadline while the container runs", "[unit]") {
   with_runtime([](MemoryRuntime& rt) -> awaitable<void> {
     auto id = co_await run(rt, "slow");

@@ -31,10 +31,18 @@
 //       renewal, mark_running, finish, the fleet's background traffic over that
 //       window and the parent's completion polls (one ZCARD per terminal state
 //       every 20 ms). redis_cpu_ms_per_job_net subtracts the idle rate x the
-//       phase's wall time. redis_busy = Redis CPU / wall time of the phase (1.0 =
-//       one core: Redis runs commands on one thread). redis_ceiling_jobs_per_s
-//       = 1000 / redis_cpu_ms_per_job: the jobs/s at which Redis alone would
-//       use one whole core, if its CPU per job stayed the same.
+//       phase's wall time. redis_busy = Redis CPU / wall time of the phase
+//       (1.0 = one core: Redis runs commands on one thread).
+//       redis_ceiling_jobs_per_s = 1000 / redis_cpu_ms_per_job: the jobs/s at
+//       which Redis alone would use one whole core, if its CPU per job stayed.
+//   redis_idle_cpu_ms_per_s  Redis CPU per second of the idle phase.
+//   redis_top_commands_per_job  INFO commandstats of the saturated phase
+//       (after CONFIG RESETSTAT): the 8 costliest commands, calls and Redis
+//       us per job. Rows overlap: an EVALSHA's time includes the commands its
+//       script ran, which are counted on their own rows too. INFO and
+//       CONFIG (this bench's) are left out; ZCARD includes its polls.
+//       redis_idle_top_commands_per_router_s: the same for the idle phase,
+//       per router and second.
 //   jobs_per_router_*  saturated phase: jobs finished per router, from the
 //       router_id of every terminal record (min, max, mean, stddev; zero =
 //       routers that ran none).
@@ -52,7 +60,7 @@
 
 #include <cmath>
 #include <cstdio>
-#include <set>
+#include <tuple>
 
 using namespace warmstart;
 using namespace warmstart::bench;
@@ -347,6 +355,37 @@ awaitable<std::string> redis_config(redis::Client& client, const char* name) {
   co_return pair.size() == 2 ? pair[1].as_string() : std::string();
 }
 
+// INFO commandstats since the last CONFIG RESETSTAT: the `top` commands by
+// CPU, each as {command, calls, Redis CPU us}, both divided by `per`.
+awaitable<nlohmann::json> top_commands(redis::Client& client, double per, std::size_t top) {
+  auto args = redis::make_args("INFO", "commandstats");
+  redis::Reply r = co_await client.command(std::move(args));
+  std::istringstream in(r.as_string());
+  std::vector<std::tuple<double, double, std::string>> rows;  // usec, calls, name
+  std::string row;
+  while (std::getline(in, row)) {
+    // cmdstat_evalsha:calls=12,usec=345,usec_per_call=28.75,...
+    if (row.rfind("cmdstat_", 0) != 0) continue;
+    const auto colon = row.find(':');
+    const auto calls = row.find("calls=");
+    const auto usec = row.find(",usec=");
+    if (colon == std::string::npos || calls == std::string::npos || usec == std::string::npos) {
+      continue;
+    }
+    std::string name = row.substr(8, colon - 8);
+    if (name == "info" || name.rfind("config", 0) == 0) continue;  // this bench's own
+    rows.emplace_back(std::atof(row.c_str() + usec + 6), std::atof(row.c_str() + calls + 6),
+                      std::move(name));
+  }
+  std::sort(rows.rbegin(), rows.rend());
+  nlohmann::json out = nlohmann::json::array();
+  for (std::size_t i = 0; i < rows.size() && i < top; ++i) {
+    const auto& [us, calls, name] = rows[i];
+    out.push_back({{"command", name}, {"calls", calls / per}, {"us", us / per}});
+  }
+  co_return out;
+}
+
 nlohmann::json run_parent(const Options& o) {
   const std::string prefix =
       "wsfleet-" + std::to_string(::getpid()) + "-" + std::to_string(std::random_device{}()) + ":";
@@ -377,15 +416,19 @@ nlohmann::json run_parent(const Options& o) {
           co_await sleep_for(1s);
 
           // 1. Idle.
+          auto reset_idle = redis::make_args("CONFIG", "RESETSTAT");
+          co_await client.command(std::move(reset_idle));
           const double idle0 = co_await redis_cpu_ms(client);
           const auto idle_t0 = Clock::now();
           co_await sleep_for(std::chrono::milliseconds(static_cast<int>(o.idle_s * 1000)));
-          const double idle_ms_per_s =
-              (co_await redis_cpu_ms(client) - idle0) /
-              std::chrono::duration<double>(Clock::now() - idle_t0).count();
+          const double idle_s = std::chrono::duration<double>(Clock::now() - idle_t0).count();
+          const double idle_ms_per_s = (co_await redis_cpu_ms(client) - idle0) / idle_s;
+          const nlohmann::json idle_commands = co_await top_commands(client, idle_s * o.routers, 6);
 
           // 2. Saturated.
           const std::size_t jobs = static_cast<std::size_t>(o.routers) * o.jobs_per_router;
+          auto reset = redis::make_args("CONFIG", "RESETSTAT");
+          co_await client.command(std::move(reset));
           const double cpu0 = co_await redis_cpu_ms(client);
           const std::int64_t t0_ms = unix_ms_now();
           const auto wall0 = Clock::now();
@@ -396,6 +439,8 @@ nlohmann::json run_parent(const Options& o) {
           co_await wait_terminal(client, prefix, static_cast<std::int64_t>(jobs), 600s);
           const double wall_s = std::chrono::duration<double>(Clock::now() - wall0).count();
           const double cpu_ms = co_await redis_cpu_ms(client) - cpu0;
+          const nlohmann::json commands =
+              co_await top_commands(client, static_cast<double>(jobs), 8);
           std::vector<queue::JobRecord> records(jobs);
           co_await parallel_for(jobs, 32, [&](std::size_t i) -> awaitable<void> {
             std::string id = "s-" + std::to_string(i);
@@ -466,6 +511,8 @@ nlohmann::json run_parent(const Options& o) {
                   {"redis_busy", cpu_ms / (wall_s * 1000.0)},
                   {"redis_ceiling_jobs_per_s", 1000.0 / cpu_per_job},
                   {"redis_idle_cpu_ms_per_s", idle_ms_per_s},
+                  {"redis_top_commands_per_job", commands},
+                  {"redis_idle_top_commands_per_router_s", idle_commands},
                   {"jobs_per_router_min", fair.min},
                   {"jobs_per_router_max", fair.max},
                   {"jobs_per_router_mean", fair.mean},

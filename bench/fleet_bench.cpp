@@ -36,6 +36,9 @@
 //       redis_ceiling_jobs_per_s = 1000 / redis_cpu_ms_per_job: the jobs/s at
 //       which Redis alone would use one whole core, if its CPU per job stayed.
 //   redis_idle_cpu_ms_per_s  Redis CPU per second of the idle phase.
+//   routers_cpu_ms_per_job  utime + stime of all router processes
+//       (/proc/<pid>/stat) over the saturated phase, / jobs: what the fleet
+//       itself costs this machine's cores per job.
 //   redis_top_commands_per_job  INFO commandstats of the saturated phase
 //       (after CONFIG RESETSTAT): the 8 costliest commands, calls and Redis
 //       us per job. Rows overlap: an EVALSHA's time includes the commands its
@@ -267,6 +270,13 @@ class Fleet {
   Fleet(const Fleet&) = delete;
   Fleet& operator=(const Fleet&) = delete;
 
+  // CPU time (user + system, ms) of all children so far.
+  double cpu_ms() const {
+    double sum = 0;
+    for (pid_t p : pids_) sum += process_cpu_ms(p);
+    return sum;
+  }
+
   // How many children died before stop().
   int dead() const {
     return static_cast<int>(
@@ -430,6 +440,7 @@ nlohmann::json run_parent(const Options& o) {
           auto reset = redis::make_args("CONFIG", "RESETSTAT");
           co_await client.command(std::move(reset));
           const double cpu0 = co_await redis_cpu_ms(client);
+          const double routers_cpu0 = fleet.cpu_ms();
           const std::int64_t t0_ms = unix_ms_now();
           const auto wall0 = Clock::now();
           co_await parallel_for(jobs, 50, [&](std::size_t i) -> awaitable<void> {
@@ -439,6 +450,7 @@ nlohmann::json run_parent(const Options& o) {
           co_await wait_terminal(client, prefix, static_cast<std::int64_t>(jobs), 600s);
           const double wall_s = std::chrono::duration<double>(Clock::now() - wall0).count();
           const double cpu_ms = co_await redis_cpu_ms(client) - cpu0;
+          const double routers_cpu_ms = fleet.cpu_ms() - routers_cpu0;
           const nlohmann::json commands =
               co_await top_commands(client, static_cast<double>(jobs), 8);
           std::vector<queue::JobRecord> records(jobs);
@@ -511,6 +523,7 @@ nlohmann::json run_parent(const Options& o) {
                   {"redis_busy", cpu_ms / (wall_s * 1000.0)},
                   {"redis_ceiling_jobs_per_s", 1000.0 / cpu_per_job},
                   {"redis_idle_cpu_ms_per_s", idle_ms_per_s},
+                  {"routers_cpu_ms_per_job", routers_cpu_ms / static_cast<double>(jobs)},
                   {"redis_top_commands_per_job", commands},
                   {"redis_idle_top_commands_per_router_s", idle_commands},
                   {"jobs_per_router_min", fair.min},

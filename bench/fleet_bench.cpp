@@ -6,7 +6,7 @@
 //
 // The parent starts N children (this binary with --child I), all on the same
 // key prefix and the queue "default", waits until all N have heartbeated, then:
-//   1. idle: Redis CPU for --idle-s seconds with the fleet idle (heartbeats,
+//   1. idle: Redis CPU for --idle-s (10) seconds with the fleet idle (heartbeats,
 //      lease renewals, housekeeping, blocked claims);
 //   2. saturated: enqueues N x --jobs-per-router `true` jobs as fast as it
 //      can (50 coroutines pipelined on one connection) and waits until all
@@ -83,7 +83,7 @@ struct Options {
   int start_ms = 120;
   int run_ms = 200;
   int remove_ms = 30;
-  double idle_s = 3;
+  double idle_s = 10;  // >= 2 housekeeping rounds (reconcile_interval 5 s)
   std::string redis_url = env_or("WARMSTART_TEST_REDIS_URL", "redis://127.0.0.1:6379/0");
   // Child only.
   int child = -1;

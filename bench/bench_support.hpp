@@ -68,6 +68,13 @@ inline double percentile(std::vector<double> v, double p) {
   return v[lo] + (v[hi] - v[lo]) * (rank - static_cast<double>(lo));
 }
 
+// Wall clock, Unix ns: comparable across the processes of one host.
+inline std::int64_t unix_ns_now() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
 // CPU time (user + system, ms) of a process from /proc/<pid>/stat.
 inline double process_cpu_ms(pid_t pid) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/stat");

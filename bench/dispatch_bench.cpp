@@ -23,12 +23,6 @@ using namespace warmstart::bench;
 
 namespace {
 
-std::int64_t unix_ns_now() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
 awaitable<std::int64_t> await_event(std::map<std::string, std::int64_t>& seen,
                                     const std::string& key) {
   auto ex = co_await net::this_coro::executor;

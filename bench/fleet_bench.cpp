@@ -136,12 +136,6 @@ Options parse(int argc, char** argv) {
   return o;
 }
 
-std::int64_t unix_ns_now() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
 std::string started_file(const std::string& dir, int child) {
   return dir + "/started-" + std::to_string(child) + ".txt";
 }

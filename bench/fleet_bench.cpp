@@ -61,6 +61,8 @@
 #include "router/dispatcher.hpp"
 #include "router/wiring.hpp"
 
+#include <sys/prctl.h>
+
 #include <cmath>
 #include <cstdio>
 #include <tuple>
@@ -87,6 +89,7 @@ struct Options {
   std::string redis_url = env_or("WARMSTART_TEST_REDIS_URL", "redis://127.0.0.1:6379/0");
   // Child only.
   int child = -1;
+  int parent = 0;  // pid
   std::string prefix;
   std::string dir;
 };
@@ -102,15 +105,12 @@ void usage_error(const std::string& why) {
 
 Options parse(int argc, char** argv) {
   Options o;
-  std::map<std::string, int*> ints = {{"--routers", &o.routers},
-                                      {"--jobs-per-router", &o.jobs_per_router},
-                                      {"--paced-jobs", &o.paced_jobs},
-                                      {"--concurrency", &o.concurrency},
-                                      {"--create-ms", &o.create_ms},
-                                      {"--start-ms", &o.start_ms},
-                                      {"--run-ms", &o.run_ms},
-                                      {"--remove-ms", &o.remove_ms},
-                                      {"--child", &o.child}};
+  std::map<std::string, int*> ints = {
+      {"--routers", &o.routers},       {"--jobs-per-router", &o.jobs_per_router},
+      {"--paced-jobs", &o.paced_jobs}, {"--concurrency", &o.concurrency},
+      {"--create-ms", &o.create_ms},   {"--start-ms", &o.start_ms},
+      {"--run-ms", &o.run_ms},         {"--remove-ms", &o.remove_ms},
+      {"--child", &o.child},           {"--parent", &o.parent}};
   std::map<std::string, double*> doubles = {{"--paced-fraction", &o.paced_fraction},
                                             {"--idle-s", &o.idle_s}};
   std::map<std::string, std::string*> strings = {
@@ -145,7 +145,10 @@ std::string started_file(const std::string& dir, int child) {
 // One router of the fleet: a Dispatcher on RedisQueue and a MemoryRuntime
 // with an engine's latencies. Each container start is appended to
 // started-<I>.txt ("<job id> <unix ns>"). Serves until SIGTERM.
-int run_child(const Options& o) {
+int run_child(const Options& o, pid_t parent) {
+  // A parent that dies without stopping its fleet (SIGKILL) takes it along.
+  ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+  if (::getppid() != parent) return 1;
   log::init(log::Level::warn);
   std::FILE* started = std::fopen(started_file(o.dir, o.child).c_str(), "w");
   if (started == nullptr) {
@@ -235,6 +238,8 @@ class Fleet {
       std::vector<std::string> args = {self,
                                        "--child",
                                        std::to_string(i),
+                                       "--parent",
+                                       std::to_string(::getpid()),
                                        "--prefix",
                                        prefix,
                                        "--dir",
@@ -565,7 +570,7 @@ nlohmann::json run_parent(const Options& o) {
 
 int main(int argc, char** argv) {
   const Options o = parse(argc, argv);
-  if (o.child >= 0) return run_child(o);
+  if (o.child >= 0) return run_child(o, static_cast<pid_t>(o.parent));
   log::init(log::Level::warn);
   try {
     const nlohmann::json line = run_parent(o);

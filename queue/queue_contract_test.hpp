@@ -547,6 +547,21 @@ inline awaitable<void> affinity_routes_jobs_to_the_snapshot_host(Harness& h) {
   auto any = co_await q.claim("r-b", 10, 0ms);
   REQUIRE(ids(any) == std::vector<std::string>{"free"});
   co_await run_on(q, any[0], "r-b", "");
+
+  // Claimed from its host's stream, then the host is lost: another router
+  // reclaims it after the lease, like a job of the shared stream.
+  co_await beat(q, "r-a", 300ms);
+  co_await q.set_affinity("k", "host-r-a");
+  co_await enqueue_reusing(q, "stranded", "k");
+  auto mine = co_await q.claim("r-a", 10, 0ms);
+  REQUIRE(ids(mine) == std::vector<std::string>{"stranded"});
+  CHECK((co_await q.reclaim_expired("r-b", 10)).empty());
+  co_await h.pass_time(kContractLease * 2);
+  auto rescued = co_await q.reclaim_expired("r-b", 10);
+  REQUIRE(ids(rescued) == std::vector<std::string>{"stranded"});
+  CHECK(rescued[0].lease.consumer == "r-b");
+  co_await run_on(q, rescued[0], "r-b", "miss");
+
   auto types = co_await event_types(q, "waited");
   CHECK(types == std::vector<std::string>{"job.queued", "job.affinity_released", "job.started",
                                           "job.succeeded"});

@@ -577,17 +577,39 @@ awaitable<std::vector<ClaimedJob>> RedisQueue::reclaim_expired(std::string consu
                                                                std::size_t max_jobs) {
   co_await ensure_groups();
   std::vector<ClaimedJob> out;
-  // The shared streams, and every host's own stream of these queues (a lost
-  // host's jobs are taken over like any other).
+  // The shared streams, this process's hosts' own streams, and the streams
+  // of hosts that are no longer live (a lost host's jobs are taken over like
+  // any other). A live host's router reclaims its own stream: scanning every
+  // host's stream from every router cost Redis O(routers^2) (bench/fleet).
   std::vector<std::string> to_scan = options_.queues;
   auto members = make_args("SMEMBERS", options_.key_prefix + "hoststreams");
   Reply listed = co_await client_->command(std::move(members));
+  std::vector<std::pair<std::string, std::string>> others;  // stream, host
   for (const auto& m : listed.as_array()) {
     const std::string& name = m.as_string();
-    const std::string queue = name.substr(0, name.find('@'));
-    if (name.find('@') != std::string::npos &&
-        std::find(options_.queues.begin(), options_.queues.end(), queue) != options_.queues.end()) {
+    const auto at = name.find('@');
+    if (at == std::string::npos) continue;
+    const std::string queue = name.substr(0, at);
+    const std::string host = name.substr(at + 1);
+    if (std::find(options_.queues.begin(), options_.queues.end(), queue) == options_.queues.end()) {
+      continue;
+    }
+    const bool own = std::any_of(host_of_.begin(), host_of_.end(), [&](const auto& consumer_host) {
+      return consumer_host.second == host;
+    });
+    if (own) {
       to_scan.push_back(name);
+    } else {
+      others.emplace_back(name, host);
+    }
+  }
+  if (!others.empty()) {
+    std::vector<std::string> mget{"MGET"};
+    for (const auto& [stream, host] : others) mget.push_back(host_live_key(host));
+    Reply live = co_await client_->command(std::move(mget));
+    const auto& flags = live.as_array();
+    for (std::size_t i = 0; i < others.size() && i < flags.size(); ++i) {
+      if (flags[i].is_nil()) to_scan.push_back(others[i].first);
     }
   }
   for (const auto& q : to_scan) {

@@ -60,12 +60,6 @@ awaitable<queue::JobRecord> run_job(queue::RedisQueue& q, const std::string& id,
   co_return rec;
 }
 
-std::int64_t unix_ns_now() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
 // Engine events seen so far (engine clock, ns; same host as the client).
 struct Seen {
   std::map<std::string, std::int64_t> job_created;   // job id -> create

@@ -323,7 +323,8 @@ Clock::time_point far_future() {
 // Event: a one-shot notification that coroutines wait for with a deadline.
 // Each waiter has its own timer; notify() cancels them all.
 
-class Event {
+// Always held by shared_ptr (EventPtr): a waiter keeps its Event alive.
+class Event : public std::enable_shared_from_this<Event> {
  public:
   bool is_set() const { return set_; }
   void notify() {
@@ -334,10 +335,18 @@ class Event {
   // True when notified; false on deadline or cancellation of the waiter.
   awaitable<bool> wait_until(Clock::time_point until) {
     if (set_) co_return true;
+    auto self = shared_from_this();
     net::steady_timer timer(co_await net::this_coro::executor, until);
+    // Unregistered however the wait ends, also when the io_context is
+    // destroyed with this frame suspended (shutdown): a later notify() must
+    // not cancel a timer that no longer exists.
+    struct Registration {
+      std::vector<net::steady_timer*>& waiters;
+      net::steady_timer* timer;
+      ~Registration() { std::erase(waiters, timer); }
+    } registration{waiters_, &timer};
     waiters_.push_back(&timer);
     co_await timer.async_wait(net::as_tuple(use_awaitable));
-    std::erase(waiters_, &timer);
     co_return set_;
   }
 

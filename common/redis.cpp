@@ -484,14 +484,17 @@ class Connection {
   // or a Sentinel itself (no handshake).
   enum class Peer { server, sentinel };
 
+  // How errors name the peer: the URL, or which Sentinel / master.
+  static std::string describe(const Url& url, const Endpoint& to, Peer peer) {
+    if (!url.sentinel()) return url.redacted();
+    if (peer == Peer::sentinel) return "sentinel " + to_string(to);
+    return "master " + url.master_name + " at " + to_string(to);
+  }
+
   // Connects to `to`, then the handshake of `peer`. Throws ConnectionError.
   awaitable<void> open(const ClientOptions& o, const Endpoint& to, Peer peer,
                        std::string client_name, Clock::time_point until) {
-    const std::string where =
-        o.url.sentinel()
-            ? (peer == Peer::sentinel ? "sentinel " : "master " + o.url.master_name + " at ") +
-                  to_string(to)
-            : o.url.redacted();
+    const std::string where = describe(o.url, to, peer);
     redisAsyncContext* ac = redisAsyncConnect(to.host.c_str(), to.port);
     if (ac == nullptr) throw ConnectionError("CONNECT", "connect to " + where + ": out of memory");
     if (ac->err != 0) {

@@ -113,17 +113,35 @@ class RedisServerProcess {
   void thaw() { ::kill(pid_, SIGCONT); }
 
   bool ping() const {
+    // PONG, or NOAUTH when a password is required: both mean up.
+    return sync_command(port_, {"PING"}, [](const redisReply&) {});
+  }
+
+  // One command on a short-lived blocking connection to 127.0.0.1:port;
+  // `read` sees the reply. False when nothing answered within 200 ms.
+  template <typename Read>
+  static bool sync_command(int port, const std::vector<std::string>& args, Read&& read) {
     timeval tv{0, 200'000};
-    redisContext* c = redisConnectWithTimeout("127.0.0.1", port_, tv);
-    bool ok = false;
+    redisContext* c = redisConnectWithTimeout("127.0.0.1", port, tv);
+    bool answered = false;
     if (c != nullptr && c->err == 0) {
       redisSetTimeout(c, tv);
-      auto* r = static_cast<redisReply*>(redisCommand(c, "PING"));
-      ok = r != nullptr;  // PONG, or NOAUTH when a password is required: both mean up
-      if (r != nullptr) freeReplyObject(r);
+      std::vector<const char*> argv;
+      std::vector<std::size_t> lens;
+      for (const auto& a : args) {
+        argv.push_back(a.data());
+        lens.push_back(a.size());
+      }
+      auto* r = static_cast<redisReply*>(
+          redisCommandArgv(c, static_cast<int>(args.size()), argv.data(), lens.data()));
+      if (r != nullptr) {
+        answered = true;
+        read(*r);
+        freeReplyObject(r);
+      }
     }
     if (c != nullptr) redisFree(c);
-    return ok;
+    return answered;
   }
 
  private:
@@ -199,19 +217,12 @@ class SentinelGroup {
   // The port the first answering Sentinel names as master, or 0.
   int master_port() const {
     for (const auto& s : sentinels_) {
-      timeval tv{0, 300'000};
-      redisContext* c = redisConnectWithTimeout("127.0.0.1", s->port(), tv);
       int port = 0;
-      if (c != nullptr && c->err == 0) {
-        redisSetTimeout(c, tv);
-        auto* r = static_cast<redisReply*>(
-            redisCommand(c, "SENTINEL get-master-addr-by-name %s", name_.c_str()));
-        if (r != nullptr && r->type == REDIS_REPLY_ARRAY && r->elements == 2) {
-          port = std::atoi(r->element[1]->str);
-        }
-        if (r != nullptr) freeReplyObject(r);
-      }
-      if (c != nullptr) redisFree(c);
+      RedisServerProcess::sync_command(s->port(), {"SENTINEL", "get-master-addr-by-name", name_},
+                                       [&](const redisReply& r) {
+                                         if (r.type == REDIS_REPLY_ARRAY && r.elements == 2)
+                                           port = std::atoi(r.element[1]->str);
+                                       });
       if (port != 0) return port;
     }
     return 0;

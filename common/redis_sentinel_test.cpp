@@ -95,6 +95,11 @@ TEST_CASE("sentinel: a manual failover moves the client although the old master 
     auto client = Client::create(ex, sentinel_options(group.url()));
     co_await client->command(make_args("SET", "k", "v"));
     CHECK(co_await served_by(client) == group.primary().port());
+    // Replicated before the failover: a Sentinel may promote a replica that
+    // is still in its first sync (it reports no link-down time yet), so an
+    // unacknowledged write can be lost. WAIT is what replicas_ack does.
+    Reply acked = co_await client->command(make_args("WAIT", 1, 2000));
+    REQUIRE(acked.as_integer() == 1);
     // SENTINEL FAILOVER needs the replica known to the Sentinel and in sync.
     auto sentinel = Client::create(
         ex, sentinel_options("redis://127.0.0.1:" + std::to_string(group.sentinel(0).port())));

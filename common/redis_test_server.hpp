@@ -175,7 +175,7 @@ class SentinelGroup {
  public:
   SentinelGroup(const std::string& dir, std::string master_name, int down_after_ms = 1000)
       : name_(std::move(master_name)),
-        primary_(made(dir) + "/primary", fast_sync()),
+        primary_(made(dir) + "/primary", data_node()),
         replica_(dir + "/replica", with_replicaof(primary_.port())) {
     primary_.start();
     replica_.start();
@@ -233,11 +233,16 @@ class SentinelGroup {
     ::mkdir(dir.c_str(), 0700);
     return dir;
   }
-  static std::vector<std::string> fast_sync() {
-    return {"--repl-diskless-sync-delay", "0", "--appendonly", "no"};
+  // AOF on, as Redis's replication guide requires of a master that may be
+  // restarted: a Sentinel can promote any instance it lists as a replica,
+  // and a restarted master without persistence comes back empty (a spurious
+  // +sdown of the new master right after a failover was seen to promote it
+  // and wipe the data set).
+  static std::vector<std::string> data_node() {
+    return {"--repl-diskless-sync-delay", "0", "--appendonly", "yes"};
   }
   static std::vector<std::string> with_replicaof(int port) {
-    auto args = fast_sync();
+    auto args = data_node();
     for (std::string a : {"--replicaof", "127.0.0.1"}) args.push_back(a);
     args.push_back(std::to_string(port));
     return args;

@@ -167,6 +167,7 @@ TEST_CASE("events: lines split anywhere parse the same", "[unit][container]") {
     CHECK(events[0].action == "die");
     CHECK(events[0].id == "abc");
     CHECK(events[0].attributes.at("exitCode") == "3");
+    CHECK(exit_code_of(events[0]) == 3);
     CHECK(events[0].attributes.at("warmstart.job") == "j1");
     CHECK(events[0].time_nano == 1'700'000'000'123'456'789);
     CHECK(events[1].action == "delete");
@@ -174,6 +175,23 @@ TEST_CASE("events: lines split anywhere parse the same", "[unit][container]") {
   }
   CHECK_FALSE(parse_event_line("not json"));
   CHECK_FALSE(parse_event_line(R"({"Type":"container"})"));
+}
+
+TEST_CASE("events: the exit code of a die event is a whole number or nothing",
+          "[unit][container]") {
+  auto with_code = [](std::string code) {
+    Event e;
+    e.action = "die";
+    e.attributes["exitCode"] = std::move(code);
+    return exit_code_of(e);
+  };
+  CHECK(with_code("0") == 0);
+  CHECK(with_code("137") == 137);
+  CHECK(with_code("-1") == -1);
+  CHECK_FALSE(with_code(""));
+  CHECK_FALSE(with_code("3x"));
+  CHECK_FALSE(with_code("99999999999"));
+  CHECK_FALSE(exit_code_of(Event{}));
 }
 
 TEST_CASE("event cursor: replay after reconnect is deduplicated, nothing dropped",

@@ -831,6 +831,7 @@ void MemoryRuntime::emit(const std::string& type, const std::string& action, con
   // Unique, increasing times: the engine's resume cursor relies on them.
   last_event_nano_ = std::max(last_event_nano_ + 1, now_ms() * 1'000'000);
   events_.push_back(Event{type, action, id, std::move(attributes), last_event_nano_});
+  lost_.push_back(losing_events_);
   if (delivery_posted_) return;
   delivery_posted_ = true;
   net::post(executor_, [weak = weak_from_this()] {
@@ -847,8 +848,9 @@ void MemoryRuntime::deliver() {
   const auto subscriptions = subscriptions_;  // a handler may subscribe
   for (const auto& s : subscriptions) {
     while (!s->stopped && s->next < events_.size()) {
+      const bool lost = lost_[s->next];
       const Event event = events_[s->next++];  // a handler may emit (and grow events_)
-      if (event.time_nano < s->since || !event_matches(s->filter, event)) continue;
+      if (lost || event.time_nano < s->since || !event_matches(s->filter, event)) continue;
       try {
         s->handler(event);
       } catch (const std::exception& e) {

@@ -13,6 +13,7 @@
 //   - faults: fail_next(op, fault) for 404 / 409 / 500 / "cannot connect" /
 //     a call that hangs until its deadline; slow_next(op, d); set_down(true)
 //     (the engine is unreachable: every call fails to connect, events wait);
+//     lose_events(true) (events happen but never reach a subscriber);
 //   - speed: set_latency(op, d), the engine's own time for every call of op
 //     (benchmarks: bench/fleet_bench.cpp gives create and start a real
 //     engine's latency);
@@ -140,6 +141,9 @@ class MemoryRuntime final : public Runtime, public std::enable_shared_from_this<
   // nothing until up again, then everything they missed, in order.
   void set_down(bool down);
   bool down() const { return down_; }
+  // Losing: events from now on are recorded but never delivered (a stream
+  // that dropped them), until lose_events(false).
+  void lose_events(bool losing) { losing_events_ = losing; }
 
   // --- Inspection (synchronous, no fault applies) ---
   std::size_t calls(Op op) const;
@@ -199,6 +203,7 @@ class MemoryRuntime final : public Runtime, public std::enable_shared_from_this<
   std::map<std::string, Image> images_;          // by id
   std::map<std::string, std::string> tags_;      // "repo:tag" -> image id
   std::vector<Event> events_;
+  std::vector<bool> lost_;  // per event of events_: never delivered (lose_events)
   std::vector<std::shared_ptr<Subscription>> subscriptions_;
   bool delivery_posted_ = false;
   std::function<std::optional<ExitPlan>(const ContainerSpec&)> exit_plan_;
@@ -206,6 +211,7 @@ class MemoryRuntime final : public Runtime, public std::enable_shared_from_this<
   std::map<Op, std::deque<Scripted>> scripted_;
   std::map<Op, Duration> latency_;
   bool down_ = false;
+  bool losing_events_ = false;
   std::uint64_t next_id_ = 0;
   std::int64_t last_event_nano_ = 0;
 };

@@ -163,6 +163,25 @@ TEST_CASE("events: start, oom and die with exitCode reach a filtered subscriber"
   });
 }
 
+TEST_CASE("events: lost events are recorded but never delivered", "[unit]") {
+  with_runtime([](MemoryRuntime& rt) -> awaitable<void> {
+    std::vector<std::string> seen;
+    EventFilter die;
+    die.events = {"die"};
+    auto sub = rt.subscribe_events(die, 0, [&](const Event& e) { seen.push_back(e.id); });
+    auto lost = co_await run(rt, "lost");
+    auto heard = co_await run(rt, "heard");
+    rt.lose_events(true);
+    rt.exit(lost, 1);
+    co_await settle();
+    rt.lose_events(false);
+    rt.exit(heard, 0);
+    co_await settle();
+    CHECK(seen == std::vector<std::string>{heard});
+    CHECK(rt.events().size() >= 2);
+  });
+}
+
 TEST_CASE("events: a subscription since a past time replays, since 0 starts now", "[unit]") {
   with_runtime([](MemoryRuntime& rt) -> awaitable<void> {
     auto id = co_await run(rt, "early");

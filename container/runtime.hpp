@@ -7,6 +7,7 @@
 #include "container/errors.hpp"
 #include "container/tar_filter.hpp"
 
+#include <charconv>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -160,6 +161,18 @@ struct Event {
   Labels attributes;   // Actor.Attributes: labels, "exitCode", "image", "name"
   std::int64_t time_nano = 0;
 };
+
+// The exit code a "die" event carries (attribute "exitCode"); nullopt when
+// absent or not a number.
+inline std::optional<int> exit_code_of(const Event& event) {
+  auto it = event.attributes.find("exitCode");
+  if (it == event.attributes.end()) return std::nullopt;
+  const std::string& text = it->second;
+  int code = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), code);
+  if (ec != std::errc() || end != text.data() + text.size() || text.empty()) return std::nullopt;
+  return code;
+}
 
 struct EventFilter {
   std::vector<std::string> types;   // e.g. {"container"}

@@ -132,7 +132,7 @@ awaitable<void> Dispatcher::run() {
   container::EventFilter filter;
   filter.types = {"container"};
   filter.labels = {"warmstart.router=" + config_.router_id};
-  filter.events = {"die"};
+  filter.events = {"oom", "die"};
   const auto since_ns =
       duration_cast<nanoseconds>(system_clock::now().time_since_epoch()).count() - 1'000'000'000;
   engine_events_ = deps_.runtime->subscribe_events(filter, since_ns, [weak](const auto& ev) {
@@ -232,11 +232,17 @@ ActiveJobPtr Dispatcher::find(const std::string& job_id) const {
 }
 
 void Dispatcher::on_engine_event(const container::Event& event) {
-  if (event.action != "die") return;
   auto it = by_container_.find(event.id);
   if (it == by_container_.end()) return;
-  it->second->run.note_exit();
-  it->second->signal();
+  ActiveJob& job = *it->second;
+  if (event.action == "oom") {
+    job.oom_seen = true;  // the engine sends it before the container's die
+    return;
+  }
+  if (event.action != "die") return;
+  job.exit_code_seen = exit_code_of(event);
+  job.run.note_exit();
+  job.signal();
 }
 
 void Dispatcher::on_cancel(const std::string& job_id, const char* how) {

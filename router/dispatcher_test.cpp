@@ -271,6 +271,37 @@ TEST_CASE("dispatcher: an OOM kill fails the job", "[unit][dispatcher]") {
   CHECK(h.queue->record(id)->error == "exit code 137 (OOM killed)");
 }
 
+TEST_CASE("dispatcher: exit code and OOM come from the engine's events - no inspect per job",
+          "[unit][dispatcher]") {
+  Harness h;
+  h.start();
+  h.engine->set_exit_plan([](const container::ContainerSpec& spec) {
+    const bool hog = spec.cmd.front() == "hog";
+    return std::optional<container::ExitPlan>(container::ExitPlan{hog ? 137 : 3, 10ms, hog});
+  });
+  auto plain = h.enqueue({"false"});
+  auto hog = h.enqueue({"hog"});
+  REQUIRE(h.until([&] { return h.finished(plain) && h.finished(hog); }));
+  CHECK(h.queue->record(plain)->exit_code == 3);
+  CHECK(h.queue->record(plain)->error == "exit code 3");
+  CHECK(h.queue->record(hog)->error == "exit code 137 (OOM killed)");
+  CHECK(h.engine->calls(MemoryRuntime::Op::inspect_container) == 0);
+}
+
+TEST_CASE("dispatcher: a lost die event - the container list sees the exit and inspect reads it",
+          "[unit][dispatcher]") {
+  Harness h;
+  h.start();
+  h.engine->lose_events(true);
+  h.engine->set_exit_plan([](const container::ContainerSpec&) {
+    return std::optional<container::ExitPlan>(container::ExitPlan{137, 10ms, true});
+  });
+  auto id = h.enqueue({"hog"});
+  REQUIRE(h.until([&] { return h.finished(id); }));
+  CHECK(h.queue->record(id)->error == "exit code 137 (OOM killed)");
+  CHECK(h.engine->calls(MemoryRuntime::Op::inspect_container) >= 1);
+}
+
 TEST_CASE(
     "dispatcher: a warm start, the 404 fallback, and a failed commit that keeps the job's "
     "success",

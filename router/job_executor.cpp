@@ -216,9 +216,20 @@ awaitable<Input> JobExecutor::stop(ActiveJob& job) {
 }
 
 awaitable<Input> JobExecutor::collect(ActiveJob& job) {
-  auto inspect = ports_.runtime->inspect_container(job.container_id);
-  auto info = co_await attempt(std::move(inspect));
-  if (!info) co_return info.input();
+  Input in;
+  if (job.exit_code_seen) {
+    // The die event carried the exit code (and an oom event came before it).
+    in.exit_code = job.exit_code_seen;
+    in.oom_killed = job.oom_seen;
+  } else {
+    // The exit was seen another way (the container list, a stop, a timeout).
+    auto inspect = ports_.runtime->inspect_container(job.container_id);
+    auto info = co_await attempt(std::move(inspect));
+    if (!info) co_return info.input();
+    in.exit_code = info.value->state.exit_code;
+    in.oom_killed = info.value->state.oom_killed;
+    in.still_running = info.value->state.running;
+  }
   auto read_logs = ports_.runtime->container_logs(job.container_id, config_.log_tail_bytes);
   auto logs = co_await attempt(std::move(read_logs));
   if (logs) {
@@ -226,10 +237,6 @@ awaitable<Input> JobExecutor::collect(ActiveJob& job) {
   } else {
     log::warn("could not read container logs", {{"job", job.id()}, {"error", logs.error}});
   }
-  Input in;
-  in.exit_code = info.value->state.exit_code;
-  in.oom_killed = info.value->state.oom_killed;
-  in.still_running = info.value->state.running;
   co_return in;
 }
 

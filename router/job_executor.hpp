@@ -37,6 +37,10 @@ struct ActiveJob {
   Clock::time_point deadline = Clock::time_point::max();
   net::steady_timer wake;  // cancelled to signal; expires at the deadline
   bool signalled = false;  // a signal arrived while no wait was pending
+  // From the engine's events: the "die" event's exitCode and an "oom" event
+  // before it. With an exit code, collect needs no inspect.
+  std::optional<int> exit_code_seen;
+  bool oom_seen = false;
 
   const std::string& id() const { return claimed.record.id; }
   const queue::JobSpec& spec() const { return claimed.record.spec; }

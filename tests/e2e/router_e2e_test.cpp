@@ -270,6 +270,27 @@ TEST_CASE("router: kill -9 with 6 jobs running, restart: each finishes once in i
   first.reset();  // its cleanup finds nothing left
 }
 
+TEST_CASE("router: the exit code and an OOM kill reach the record from the engine's events",
+          "[e2e][router]") {
+  RouterProcess router;
+  auto three = cli_enqueue(router, {"--", "sh", "-c", "exit 3"});
+  // A shell variable far past the 16 MiB limit: the kernel kills it.
+  auto hog = cli_enqueue(router, {"--memory", "16m", "--", "sh", "-c",
+                                  "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo ${#x}"});
+  for (const auto& id : {three, hog}) {
+    auto w = run_cli(router, {"wait", id, "--timeout", "60s"});
+    INFO("job " << id << ": " << w.err << "\nrouter log:\n" << router.log_tail());
+    CHECK(w.exit_code == 1);
+  }
+  auto failed = cli_status(router, three);
+  CHECK(failed["state"] == "failed");
+  CHECK(failed["exit_code"] == 3);
+  CHECK(failed["error"] == "exit code 3");
+  auto killed = cli_status(router, hog);
+  CHECK(killed["state"] == "failed");
+  CHECK(killed["error"] == "exit code 137 (OOM killed)");
+}
+
 TEST_CASE("router: timeout and cancel stop the container", "[e2e][router]") {
   RouterProcessOptions options;
   options.router_toml = "stop_grace = \"1s\"";

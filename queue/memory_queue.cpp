@@ -880,6 +880,8 @@ MemoryQueue::Job& MemoryQueue::held_job(const LeaseHandle& lease, const char* op
 FinishOutcome MemoryQueue::do_finish(const LeaseHandle& lease, const JobResult& result) {
   Job& job = held_job(lease, "finish");
   JobRecord& r = job.record;
+  if (!result.log_tail.empty())
+    r.log_tail = keep_tail(result.log_tail, options_.log_tail_max_bytes);
   if (!transition(r.state, *finish_event(result.state))) {
     // Cancelled while running: the router's report only releases the entry.
     if (!is_terminal(r.state)) throw illegal("finish", r.id, r.state);

@@ -106,6 +106,9 @@ struct JobResult {
   std::string error;  // empty for success
   std::string
       snapshot_error;  // the snapshot commit after a success failed (the job still succeeded)
+  // The container's output, stored with the result ('' none; cut like
+  // set_log_tail): one round trip for both.
+  std::string log_tail;
 };
 
 // What one renew_leases() round trip found.

@@ -169,6 +169,7 @@ inline awaitable<void> claim_run_finish(Harness& h) {
   CHECK(report.cancelled.empty());
   JobResult ok = result(JobState::succeeded, 0);
   ok.snapshot_error = "commit failed: disk full";
+  ok.log_tail = "line 1\nline 2\n";
   auto done = co_await q.finish(c.lease, ok);
   CHECK(done.state == JobState::succeeded);
   CHECK(done.exit_code == 0);
@@ -176,6 +177,7 @@ inline awaitable<void> claim_run_finish(Harness& h) {
   REQUIRE(stored.has_value());
   CHECK(stored->state == JobState::succeeded);
   CHECK(stored->snapshot_error == "commit failed: disk full");
+  CHECK(stored->log_tail == "line 1\nline 2\n");
   CHECK(stored->finished_at == done.finished_at);
   auto types_j1 = co_await event_types(q, "j1");
   CHECK(types_j1 == std::vector<std::string>{"job.queued", "job.started", "job.succeeded"});

@@ -664,7 +664,8 @@ awaitable<FinishOutcome> RedisQueue::finish(const LeaseHandle& lease, JobResult 
   if (result.exit_code) exit_code = std::to_string(*result.exit_code);
   auto args_6 = make_args(lease.job_id, lease.entry_id, lease.consumer, lease.queue,
                           std::string(to_string(result.state)), exit_code, result.error,
-                          result.snapshot_error);
+                          result.snapshot_error,
+                          keep_tail(std::move(result.log_tail), options_.log_tail_max_bytes));
   Reply r = co_await finish_batcher_.run(std::move(args_6));
   expect_ok(r, lease, "finish");
   // {'ok', state, finished_at, exit_code, error}

@@ -337,9 +337,9 @@ emit(ev)
 return {'ok', redis.call('HGETALL', k)}
 )lua";
 
-// Batched (queue/script_batcher.hpp): ARGV[9..] holds items of 8 values: id,
+// Batched (queue/script_batcher.hpp): ARGV[9..] holds items of 9 values: id,
 // entry, consumer, queue, result state, exit code ('' none), error, snapshot
-// error ('' none). Returns one
+// error ('' none), log tail ('' none). Returns one
 // reply per item: {'ok', state, finished_at, exit_code, error} | {'lost'} |
 // {'missing'} | {'illegal', state}. (Not the record: reading it back cost a
 // fifth of the script's time, and the router does not need it.)
@@ -348,7 +348,7 @@ local function stored(k)
   local f = redis.call('HMGET', k, 'state', 'finished_at', 'exit_code', 'error')
   return {'ok', f[1], f[2] or '', f[3] or '', f[4] or ''}
 end
-local function finish(id, entry, consumer, queue, result, code, err, snap_err)
+local function finish(id, entry, consumer, queue, result, code, err, snap_err, tail)
   local k = jk(id)
   local f = redis.call('HMGET', k, 'state', 'entry', 'consumer')
   if not f[1] then
@@ -356,6 +356,7 @@ local function finish(id, entry, consumer, queue, result, code, err, snap_err)
     return {'missing'}
   end
   if f[2] ~= entry or f[3] ~= consumer then return {'lost'} end
+  if tail ~= '' then redis.call('HSET', k, 'log_tail', tail) end
   local event = result
   if result == 'cancelled' then event = 'cancel' end
   local to = next_state(f[1], event)
@@ -383,9 +384,9 @@ local function finish(id, entry, consumer, queue, result, code, err, snap_err)
   return {'ok', to, NOW_S, code, err}
 end
 local out = {}
-for i = 9, #ARGV, 8 do
+for i = 9, #ARGV, 9 do
   out[#out + 1] = finish(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4],
-                         ARGV[i + 5], ARGV[i + 6], ARGV[i + 7])
+                         ARGV[i + 5], ARGV[i + 6], ARGV[i + 7], ARGV[i + 8])
 end
 return out
 )lua";

@@ -281,17 +281,20 @@ awaitable<void> JobExecutor::hint_affinity(const std::string& key, bool holds) {
 
 awaitable<Input> JobExecutor::record(ActiveJob& job, const Action& action) {
   const auto& lease = job.claimed.lease;
-  if (!job.log_tail.empty()) {
-    auto store = ports_.queue->set_log_tail(job.id(), job.log_tail);
-    auto stored = co_await attempt(std::move(store));
-    if (!stored) co_return stored.input();
-  }
   if (action.retry) {
+    if (!job.log_tail.empty()) {
+      auto store = ports_.queue->set_log_tail(job.id(), job.log_tail);
+      auto stored = co_await attempt(std::move(store));
+      if (!stored) co_return stored.input();
+    }
     auto op = ports_.queue->fail_attempt(lease, action.result.error, true);
     auto failed = co_await attempt(std::move(op));
     if (!failed) co_return failed.input();
   } else {
-    auto op = ports_.queue->finish(lease, action.result);
+    // The log tail rides with the result: one round trip.
+    queue::JobResult result = action.result;
+    result.log_tail = job.log_tail;
+    auto op = ports_.queue->finish(lease, std::move(result));
     auto finished = co_await attempt(std::move(op));
     if (!finished) co_return finished.input();
   }

@@ -86,14 +86,18 @@ std::string render_template(const JobTemplateString& tmpl, const json& payload,
           return;
         }
         const json::json_pointer pointer{std::string(var)};
-        if (!payload.contains(pointer)) {
-          throw TemplateError("payload has no value at " + std::string(var));
+        const json* value = nullptr;
+        try {
+          if (payload.contains(pointer)) value = &payload.at(pointer);
+        } catch (const json::exception&) {
+          // nlohmann's contains() throws where an array meets a token that
+          // is no index ("" or past size_t): no value there either.
         }
-        const json& value = payload.at(pointer);
-        if (value.is_string()) {
-          out.append(value.get_ref<const std::string&>());
-        } else if (!value.is_null()) {
-          out.append(value.dump());
+        if (value == nullptr) throw TemplateError("payload has no value at " + std::string(var));
+        if (value->is_string()) {
+          out.append(value->get_ref<const std::string&>());
+        } else if (!value->is_null()) {
+          out.append(value->dump());
         }
       });
   return out;

@@ -236,6 +236,19 @@ TEST_CASE("webhook: substituted values are data, never templates", "[unit]") {
   CHECK(render_template(JobTemplateString("{{/o/k}}"), payload, "") == "1");
 }
 
+TEST_CASE("webhook: a pointer token an array cannot take is a missing value, never a throw",
+          "[unit]") {
+  // Found by fuzz_webhook (fuzz/corpus/webhook/array_empty_token): "{{/a/b//5}}"
+  // against an array at /a/b threw json out_of_range out of contains().
+  const json payload = {{"a", {{"b", {1, "x", nullptr}}}}};
+  for (const char* text : {"{{/a/b//5}}", "{{/a/b/}}", "{{/a/b/99999999999999999999999}}",
+                           "{{/a/b/-}}", "{{/a/b/01}}", "{{/a/b/3}}"}) {
+    INFO(text);
+    CHECK_THROWS_AS(render_template(JobTemplateString(text), payload, ""), TemplateError);
+  }
+  CHECK(render_template(JobTemplateString("{{/a/b/1}}"), payload, "") == "x");
+}
+
 TEST_CASE("webhook: generic scheme with bare hex, default id from the delivery", "[unit]") {
   auto table = toml::parse(R"(
     scheme = "generic"

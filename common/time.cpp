@@ -6,6 +6,12 @@
 
 namespace warmstart {
 
+namespace {
+// The longest duration parse_duration accepts: 100 years. A longer one would
+// overflow a steady_clock time point (int64 nanoseconds) once added to now.
+constexpr std::chrono::milliseconds kMaxDuration{100LL * 365 * 24 * 3600 * 1000};
+}  // namespace
+
 std::int64_t unix_ms_now() {
   using namespace std::chrono;
   return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
@@ -32,7 +38,9 @@ std::optional<std::chrono::milliseconds> parse_duration(std::string_view text) {
   for (char c : text) all_digits = all_digits && std::isdigit(static_cast<unsigned char>(c));
   if (all_digits) {
     if (text.size() > 12) return std::nullopt;
-    return std::chrono::seconds(std::stoll(std::string(text)));
+    const std::chrono::milliseconds d = std::chrono::seconds(std::stoll(std::string(text)));
+    if (d > kMaxDuration) return std::nullopt;
+    return d;
   }
   std::int64_t total_ms = 0;
   std::size_t i = 0;
@@ -57,6 +65,10 @@ std::optional<std::chrono::milliseconds> parse_duration(std::string_view text) {
       factor = 86'400'000;
     else
       return std::nullopt;
+    // n has at most 12 digits and factor at most 8.64e7: compare before
+    // multiplying (the product can pass int64).
+    const std::int64_t max_ms = kMaxDuration.count();
+    if (n > (max_ms - total_ms) / factor) return std::nullopt;
     total_ms += n * factor;
   }
   return std::chrono::milliseconds(total_ms);

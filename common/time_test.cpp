@@ -21,6 +21,18 @@ TEST_CASE("parse_duration rejects malformed input", "[unit][time]") {
   CHECK_FALSE(parse_duration("5 s"));
 }
 
+TEST_CASE("parse_duration refuses what does not fit: no overflow", "[unit][time]") {
+  // Found by fuzz_job_spec (fuzz/corpus/job_spec/duration_overflow):
+  // 222222222223 * 86400000 overflowed int64 (undefined behaviour).
+  CHECK_FALSE(parse_duration("222222222223d"));
+  CHECK_FALSE(parse_duration("999999999999h999999999999h"));
+  CHECK_FALSE(parse_duration("999999999999"));  // seconds: past 100 years
+  const std::chrono::milliseconds hundred_years = std::chrono::hours(24) * 36500;
+  CHECK(parse_duration("36500d") == hundred_years);
+  CHECK_FALSE(parse_duration("36500d1ms"));
+  CHECK(parse_duration("3153600000") == hundred_years);  // seconds
+}
+
 TEST_CASE("rfc3339 formats UTC with milliseconds", "[unit][time]") {
   CHECK(rfc3339(0) == "1970-01-01T00:00:00.000Z");
   CHECK(rfc3339(1'795'312'061'123) == "2026-11-22T01:47:41.123Z");

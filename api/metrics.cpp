@@ -55,6 +55,9 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                      "1 while the container engine answers, 0 while claiming is paused");
   jobs_handed_back_ = counter("warmstart_jobs_handed_back_total",
                               "Jobs given back unspent because the engine did not answer");
+  snapshot_coalesced_ = counter(
+      "warmstart_snapshot_coalesced_total",
+      "Waits of a job for another job's build of its snapshot key, instead of a cold start");
   snapshot_hits_ = counter("warmstart_snapshot_hits_total", "Jobs started from a cached snapshot");
   snapshot_misses_ =
       counter("warmstart_snapshot_misses_total", "Jobs with a snapshot key and no usable snapshot");

@@ -38,6 +38,8 @@ class Metrics {
   prometheus::Gauge& running_containers() { return *running_containers_; }
   prometheus::Gauge& engine_up() { return *engine_up_; }
   prometheus::Counter& jobs_handed_back() { return *jobs_handed_back_; }
+  // Waits for another job's cold start of the same snapshot key (single-flight).
+  prometheus::Counter& snapshot_coalesced() { return *snapshot_coalesced_; }
 
   prometheus::Counter& snapshot_hits() { return *snapshot_hits_; }
   prometheus::Counter& snapshot_misses() { return *snapshot_misses_; }
@@ -69,6 +71,7 @@ class Metrics {
   prometheus::Gauge* running_containers_;
   prometheus::Gauge* engine_up_;
   prometheus::Counter* jobs_handed_back_;
+  prometheus::Counter* snapshot_coalesced_;
   prometheus::Counter* snapshot_hits_;
   prometheus::Counter* snapshot_misses_;
   prometheus::Counter* snapshot_fallbacks_;

@@ -110,6 +110,7 @@ awaitable<void> publish_metrics(std::shared_ptr<queue::Queue> queue,
   snapshots::CacheMetrics last;
   std::uint64_t last_fallbacks = 0;
   std::uint64_t last_handed_back = 0;
+  std::uint64_t last_coalesced = 0;
   std::uint64_t last_affinity_hits = 0;
   std::uint64_t last_affinity_misses = 0;
   bool failing = false;
@@ -139,6 +140,7 @@ awaitable<void> publish_metrics(std::shared_ptr<queue::Queue> queue,
     metrics.engine_up().Set(stats.engine_up ? 1 : 0);
     advance(metrics.snapshot_fallbacks(), stats.snapshot_fallbacks, last_fallbacks);
     advance(metrics.jobs_handed_back(), stats.handed_back, last_handed_back);
+    advance(metrics.snapshot_coalesced(), stats.coalesced, last_coalesced);
     advance(metrics.affinity(true), stats.affinity_hits, last_affinity_hits);
     advance(metrics.affinity(false), stats.affinity_misses, last_affinity_misses);
 

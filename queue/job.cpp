@@ -133,6 +133,7 @@ nlohmann::json JobRecord::to_json() const {
           {"router_id", string_or_null(router_id)},
           {"snapshot_error", string_or_null(snapshot_error)},
           {"waiting_for_key", string_or_null(waiting_for_key)},
+          {"waiting_for_snapshot", string_or_null(waiting_for_snapshot)},
           {"host", string_or_null(host)},
           {"affinity_host", string_or_null(affinity_host)},
           {"affinity", string_or_null(affinity())},
@@ -171,6 +172,7 @@ JobRecord JobRecord::from_json(const nlohmann::json& j) {
   r.log_tail = str("log_tail");
   r.snapshot_error = str("snapshot_error");
   r.waiting_for_key = str("waiting_for_key");
+  r.waiting_for_snapshot = str("waiting_for_snapshot");
   r.host = str("host");
   r.affinity_host = str("affinity_host");
   r.from_snapshot = j.value("from_snapshot", false);
@@ -224,6 +226,7 @@ JobRecord JobRecord::from_hash(
   r.due_at = to_int(get("due_at"));
   r.snapshot_error = get("snapshot_error");
   r.waiting_for_key = get("parked");
+  r.waiting_for_snapshot = get("buildwait");
   r.host = get("host");
   r.affinity_host = get("affhost");
   const std::string spec = get("spec");

@@ -84,6 +84,7 @@ struct JobRecord {
   std::optional<std::int64_t> due_at;  // scheduled: when the retry becomes due (Unix ms)
   std::string snapshot_error;          // the commit after this job's success failed: why
   std::string waiting_for_key;         // queued behind its busy concurrency_key
+  std::string waiting_for_snapshot;    // scheduled: waits for this key's builder (single-flight)
   std::string host;                    // host identity of the router that ran it (last attempt)
   std::string affinity_host;           // routed at enqueue to the host holding its snapshot
 

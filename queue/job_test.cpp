@@ -98,7 +98,8 @@ TEST_CASE("JobRecord JSON has exactly the contract's fields", "[unit][job]") {
                                          "spec",
                                          "started_at",
                                          "state",
-                                         "waiting_for_key"});
+                                         "waiting_for_key",
+                                         "waiting_for_snapshot"});
   CHECK(j["created_at"] == "2026-11-22T01:47:41.123Z");
   CHECK(j["finished_at"] == "2026-11-22T01:47:43.500Z");
   CHECK(j["error"].is_null());

@@ -28,14 +28,17 @@ struct MemoryQueue::Pending {
 
 // The job hash of the Redis adapter (docs/queue.md).
 struct MemoryQueue::Job {
-  JobRecord record;                        // waiting_for_key is the hash's `parked`
-  std::string fingerprint;                 // empty: adopted from a raw entry
-  std::string entry;                       // stream entry of the current dispatch
-  std::string consumer;                    // who holds it
-  std::string key;                         // concurrency key held or reserved (`ckey`)
-  std::string on;                          // the host stream "<queue>@<host>" its entry is on
-  int reclaims = 0;                        // lease expiries so far
-  std::optional<std::int64_t> expires_at;  // retention of a finished record
+  JobRecord record;                         // waiting_for_key is the hash's `parked`
+  std::string fingerprint;                  // empty: adopted from a raw entry
+  std::string entry;                        // stream entry of the current dispatch
+  std::string consumer;                     // who holds it
+  std::string key;                          // concurrency key held or reserved (`ckey`)
+  std::string on;                           // the host stream "<queue>@<host>" its entry is on
+  std::int64_t on_since = 0;                // when it went onto that host stream (`affq:` score)
+  std::string building;                     // the snapshot key it builds (`building`)
+  std::optional<std::int64_t> build_since;  // its first wait for a builder (`buildsince`)
+  int reclaims = 0;                         // lease expiries so far
+  std::optional<std::int64_t> expires_at;   // retention of a finished record
 };
 
 struct MemoryQueue::Subscribers {
@@ -166,6 +169,14 @@ std::string_view to_string(MemoryQueue::Op op) {
       return "set_affinity";
     case Op::drop_affinity:
       return "drop_affinity";
+    case Op::begin_build:
+      return "begin_build";
+    case Op::wait_for_build:
+      return "wait_for_build";
+    case Op::end_build:
+      return "end_build";
+    case Op::builds:
+      return "builds";
   }
   return "?";
 }
@@ -511,6 +522,55 @@ awaitable<void> MemoryQueue::drop_affinity(std::string snapshot_key, std::string
   end(Op::drop_affinity);
 }
 
+awaitable<std::string> MemoryQueue::begin_build(std::string snapshot_key, std::string job_id,
+                                                bool take) {
+  co_await begin(Op::begin_build);
+  std::string holder = builder_of(snapshot_key);
+  const std::int64_t until = now_ms() + options_.lease_timeout.count();
+  if (holder == job_id) {
+    builds_[snapshot_key].second = until;
+  } else if (holder.empty() && take) {
+    if (Job* job = find(job_id)) {
+      builds_[snapshot_key] = {job_id, until};
+      job->building = snapshot_key;
+      holder = job_id;
+      emit({{"type", "snapshot.build_started"}, {"key", snapshot_key}, {"job", job_id}});
+    }
+  }
+  end(Op::begin_build);
+  co_return holder;
+}
+
+awaitable<BuildWait> MemoryQueue::wait_for_build(const LeaseHandle& lease, std::string snapshot_key,
+                                                 std::string builder, Duration poll,
+                                                 Duration max_wait) {
+  LeaseHandle l = lease;
+  co_await begin(Op::wait_for_build);
+  BuildWait out = do_wait_for_build(l, snapshot_key, builder, poll, max_wait);
+  end(Op::wait_for_build);
+  co_return out;
+}
+
+awaitable<std::size_t> MemoryQueue::end_build(std::string snapshot_key, std::string job_id,
+                                              std::string host_id) {
+  co_await begin(Op::end_build);
+  std::size_t n = do_end_build(snapshot_key, job_id, host_id);
+  end(Op::end_build);
+  co_return n;
+}
+
+awaitable<std::map<std::string, std::string>> MemoryQueue::builds() {
+  co_await begin(Op::builds);
+  std::map<std::string, std::string> out;
+  std::vector<std::string> keys;
+  for (const auto& [key, b] : builds_) keys.push_back(key);
+  for (const auto& key : keys) {
+    if (std::string b = builder_of(key); !b.empty()) out.emplace(key, b);
+  }
+  end(Op::builds);
+  co_return out;
+}
+
 awaitable<std::vector<RouterRecord>> MemoryQueue::routers() {
   co_await begin(Op::routers);
   std::vector<RouterRecord> out;
@@ -575,16 +635,13 @@ EnqueueResult MemoryQueue::do_enqueue(JobSpec spec) {
   job.record.created_at = now_ms();
   job.record.spec = checked;
   job.fingerprint = std::move(fingerprint);
-  // Snapshot affinity: to the live host holding the key's snapshot.
-  if (checked.snapshot && checked.snapshot->reuse) {
-    if (auto it = affinity_.find(checked.snapshot->key);
-        it != affinity_.end() && host_live(it->second)) {
-      job.record.affinity_host = it->second;
-      job.on = checked.queue + "@" + it->second;
-    }
-  }
-  job.entry = add_entry(job.on.empty() ? checked.queue : job.on, checked.id, std::nullopt);
   Job& stored = jobs_.emplace(checked.id, std::move(job)).first->second;
+  // Snapshot affinity: to the live host holding the key's snapshot.
+  std::string host;
+  if (checked.snapshot && checked.snapshot->reuse) {
+    if (auto it = affinity_.find(checked.snapshot->key); it != affinity_.end()) host = it->second;
+  }
+  to_stream(stored, host);
   by_state_[JobState::queued][checked.id] = now_ms();
   queues_seen_.insert(checked.queue);
   nlohmann::json queued = {{"type", "job.queued"}, {"job", checked.id}, {"queue", checked.queue}};
@@ -817,6 +874,9 @@ LeaseReport MemoryQueue::do_renew(const std::string& consumer,
     p->second.idle_since = now_ms();
     // Also takes back a hold that ran out while renewals were late.
     if (!job->key.empty()) hold_key(*job, job->key);
+    if (!job->building.empty() && builder_of(job->building) == job->record.id) {
+      builds_[job->building].second = now_ms() + options_.lease_timeout.count();
+    }
     if (job->record.state == JobState::cancelled) report.cancelled.push_back(lease.job_id);
   }
   return report;
@@ -951,12 +1011,7 @@ void MemoryQueue::do_hand_back(const LeaseHandle& lease, const std::string& reas
   ack(lease.entry_id);
   release_key(job);
   if (is_terminal(r.state)) return;  // cancelled meanwhile: only released
-  set_state(job, JobEvent::handed_back, "hand_back");
-  // The attempt is not spent: the next claim runs it again under its number.
-  r.attempts = std::max(0, r.attempts - 1);
-  job.consumer.clear();
-  r.container_id.clear();
-  schedule(job, now_ms() + delay.count());
+  give_back(job, now_ms() + delay.count());
   emit({{"type", "job.deferred"}, {"job", r.id}, {"reason", reason}, {"delay_s", seconds(delay)}});
 }
 
@@ -973,8 +1028,9 @@ std::size_t MemoryQueue::do_promote() {
     Job* job = find(id);
     if (job == nullptr || !transition(job->record.state, JobEvent::retry_due)) continue;
     set_state(*job, JobEvent::retry_due, "promote");
-    job->entry = add_entry(job->record.spec.queue, id, std::nullopt);
+    to_stream(*job, "");
     job->record.due_at.reset();
+    job->record.waiting_for_snapshot.clear();
     ++n;
   }
   // Snapshot affinity: off its host's stream once it waited affinity_wait, at
@@ -986,7 +1042,7 @@ std::size_t MemoryQueue::do_promote() {
     }
     const std::string& host = job.record.affinity_host;
     const bool live = host_live(host);
-    if (live && now - job.record.created_at <= options_.affinity_wait.count()) continue;
+    if (live && now - job.on_since <= options_.affinity_wait.count()) continue;
     ack(job.entry);  // XDEL from the host's stream
     job.on.clear();
     job.entry = add_entry(job.record.spec.queue, id, std::nullopt);
@@ -1184,6 +1240,88 @@ void MemoryQueue::schedule(Job& job, std::int64_t due) {
   job.record.due_at = due;
 }
 
+// Back to `scheduled` without spending the attempt: the next claim runs it
+// again under its number (the prelude's give_back).
+void MemoryQueue::give_back(Job& job, std::int64_t due) {
+  set_state(job, JobEvent::handed_back, "hand_back");
+  job.record.attempts = std::max(0, job.record.attempts - 1);
+  job.consumer.clear();
+  job.record.container_id.clear();
+  schedule(job, due);
+}
+
+void MemoryQueue::to_stream(Job& job, const std::string& host) {
+  job.on.clear();
+  if (!host.empty() && host_live(host)) {
+    job.on = job.record.spec.queue + "@" + host;
+    job.on_since = now_ms();
+    job.record.affinity_host = host;
+  }
+  job.entry =
+      add_entry(job.on.empty() ? job.record.spec.queue : job.on, job.record.id, std::nullopt);
+}
+
+std::string MemoryQueue::builder_of(const std::string& key) {
+  auto it = builds_.find(key);
+  if (it == builds_.end()) return "";
+  if (it->second.second <= now_ms()) {
+    builds_.erase(it);  // PX ran out
+    return "";
+  }
+  return it->second.first;
+}
+
+BuildWait MemoryQueue::do_wait_for_build(const LeaseHandle& lease, const std::string& key,
+                                         const std::string& builder, Duration poll,
+                                         Duration max_wait) {
+  Job& job = held_job(lease, "wait_for_build");
+  const std::int64_t now = now_ms();
+  const std::int64_t since = job.build_since.value_or(now);
+  if (now - since >= max_wait.count()) return BuildWait::over;
+  if (builder_of(key) != builder) return BuildWait::builder_gone;
+  ack(lease.entry_id);
+  release_key(job);
+  if (is_terminal(job.record.state)) return BuildWait::waiting;  // cancelled: only released
+  give_back(job, now + std::min<std::int64_t>(poll.count(), since + max_wait.count() - now));
+  job.build_since = since;
+  job.record.waiting_for_snapshot = key;
+  auto& waiters = build_waiters_[key];
+  waiters.insert(job.record.id);
+  emit({{"type", "snapshot.build_waiters"},
+        {"key", key},
+        {"builder", builder},
+        {"job", job.record.id},
+        {"waiters", waiters.size()}});
+  return BuildWait::waiting;
+}
+
+std::size_t MemoryQueue::do_end_build(const std::string& key, const std::string& job_id,
+                                      const std::string& host) {
+  if (builder_of(key) == job_id) builds_.erase(key);
+  if (Job* builder = find(job_id); builder != nullptr && builder->building == key) {
+    builder->building.clear();
+  }
+  std::size_t n = 0;
+  if (auto it = build_waiters_.find(key); it != build_waiters_.end()) {
+    for (const auto& id : it->second) {
+      Job* job = find(id);
+      if (job == nullptr || job->record.state != JobState::scheduled ||
+          job->record.waiting_for_snapshot != key) {
+        continue;
+      }
+      std::erase_if(scheduled_, [&](const auto& s) { return s.second == id; });
+      set_state(*job, JobEvent::retry_due, "end_build");
+      to_stream(*job, host);
+      job->record.due_at.reset();
+      job->record.waiting_for_snapshot.clear();
+      ++n;
+    }
+    build_waiters_.erase(it);
+  }
+  emit({{"type", "snapshot.build_ended"}, {"key", key}, {"job", job_id}, {"woken", n}});
+  return n;
+}
+
 // PUBLISH: at most once, to the subscribers connected right now.
 void MemoryQueue::publish_cancel(const std::string& job_id, const std::string& router_id) {
   if (drop_cancel_messages_ || down_) return;
@@ -1216,7 +1354,7 @@ std::optional<std::int64_t> MemoryQueue::next_due() const {
   // A job waiting on a live host's stream is promoted when its wait ends.
   for (const auto& [id, job] : jobs_) {
     if (job.on.empty() || job.record.state != JobState::queued) continue;
-    const std::int64_t at = job.record.created_at + options_.affinity_wait.count() + 1;
+    const std::int64_t at = job.on_since + options_.affinity_wait.count() + 1;
     if (!due || at < *due) due = at;
   }
   return due;

@@ -95,6 +95,10 @@ class MemoryQueue final : public Queue {
     routers,
     set_affinity,
     drop_affinity,
+    begin_build,
+    wait_for_build,
+    end_build,
+    builds,
   };
   // Where an injected error strikes: `before` = the command never ran (Redis
   // unreachable); `after` = it ran and its reply was lost (a deadline or a
@@ -131,6 +135,14 @@ class MemoryQueue final : public Queue {
   awaitable<std::vector<RouterRecord>> routers() override;
   awaitable<void> set_affinity(std::string snapshot_key, std::string host_id) override;
   awaitable<void> drop_affinity(std::string snapshot_key, std::string host_id) override;
+  awaitable<std::string> begin_build(std::string snapshot_key, std::string job_id,
+                                     bool take) override;
+  awaitable<BuildWait> wait_for_build(const LeaseHandle& lease, std::string snapshot_key,
+                                      std::string builder, Duration poll,
+                                      Duration max_wait) override;
+  awaitable<std::size_t> end_build(std::string snapshot_key, std::string job_id,
+                                   std::string host_id) override;
+  awaitable<std::map<std::string, std::string>> builds() override;
 
   // --- Scripting ---
   // The next `times` calls of `op` throw `error` (after the calls already
@@ -222,6 +234,15 @@ class MemoryQueue final : public Queue {
   void wake_waiters(const std::string& key, int n);
   void release_key(Job& job);
   void schedule(Job& job, std::int64_t due);
+  void give_back(Job& job, std::int64_t due);
+  // Onto the job's queue, or onto `host`'s own stream when that host is live.
+  void to_stream(Job& job, const std::string& host);
+  // The builder of `key` whose marker has not run out ("" none).
+  std::string builder_of(const std::string& key);
+  BuildWait do_wait_for_build(const LeaseHandle& lease, const std::string& key,
+                              const std::string& builder, Duration poll, Duration max_wait);
+  std::size_t do_end_build(const std::string& key, const std::string& job_id,
+                           const std::string& host);
   void publish_cancel(const std::string& job_id, const std::string& router_id);
   void expire_records();
   std::optional<std::int64_t> next_due() const;
@@ -247,6 +268,8 @@ class MemoryQueue final : public Queue {
   std::map<std::string, std::string> affinity_;                           // snapshot key -> host
   std::map<std::string, std::int64_t> host_live_until_;  // host -> end of its lease (`hostlive:`)
   std::map<std::string, std::string> host_of_;           // consumer -> host (its heartbeat)
+  std::map<std::string, std::pair<std::string, std::int64_t>> builds_;  // key -> builder, expiry
+  std::map<std::string, std::set<std::string>> build_waiters_;          // key -> waiting jobs
   std::uint64_t entry_seq_ = 0;
   std::int64_t last_stream_ms_ = 0;
   std::uint64_t last_stream_seq_ = 0;

@@ -18,6 +18,14 @@
 // draining): it waits on the host's own stream, read only by routers whose
 // heartbeat names that host, until promote_due() (any router) moves it to the
 // shared stream: once it waited `affinity_wait`, at once when the host is lost.
+//
+// Single-flight cold starts (docs/snapshots.md): begin_build() makes one job
+// the builder of a snapshot key that has no snapshot yet (a marker, lease-
+// backed: renew_leases() keeps it while the job runs, it runs out one lease
+// after its router stopped). Jobs of the key that would start cold meanwhile
+// wait_for_build(): off the stream, without a claim, until end_build() wakes
+// them (onto the builder's host, which holds the new snapshot) or their poll
+// comes round to look again.
 // MemoryQueue (memory_queue.hpp) is the in-memory test double.
 #pragma once
 #include "common/net.hpp"
@@ -109,6 +117,13 @@ struct JobResult {
   // The container's output, stored with the result ('' none; cut like
   // set_log_tail): one round trip for both.
   std::string log_tail;
+};
+
+// What wait_for_build() did.
+enum class BuildWait {
+  waiting,      // handed back: woken by end_build(), or after the poll
+  over,         // the job waited max_wait already: it runs cold now (nothing changed)
+  builder_gone  // the builder ended meanwhile: nothing changed, look again
 };
 
 // What one renew_leases() round trip found.
@@ -239,6 +254,28 @@ class Queue {
   // Forgets the hint of `snapshot_key` if it still names `host_id` (its
   // snapshot vanished there).
   virtual awaitable<void> drop_affinity(std::string snapshot_key, std::string host_id) = 0;
+
+  // Single-flight cold starts. The job building `snapshot_key` now ("" none).
+  // With `take`, `job_id` becomes it when there is none (event
+  // snapshot.build_started); it stays the builder until end_build() or until
+  // its lease runs out.
+  virtual awaitable<std::string> begin_build(std::string snapshot_key, std::string job_id,
+                                             bool take) = 0;
+  // Gives the claim back, like hand_back() (the attempt is not spent), to wait
+  // for `builder`'s snapshot of `snapshot_key` (event snapshot.build_waiters).
+  // Due again after `poll` at most, and never later than `max_wait` after the
+  // job's first wait; `over` once that is spent. Throws LeaseLost.
+  virtual awaitable<BuildWait> wait_for_build(const LeaseHandle& lease, std::string snapshot_key,
+                                              std::string builder, Duration poll,
+                                              Duration max_wait) = 0;
+  // `job_id` is done building `snapshot_key` (its marker goes, if still its):
+  // the jobs waiting for it go back onto their streams now, onto `host_id`'s
+  // own stream when that host is live ("" or not live: the shared stream).
+  // Returns how many woke.
+  virtual awaitable<std::size_t> end_build(std::string snapshot_key, std::string job_id,
+                                           std::string host_id) = 0;
+  // Every key being built, and its builder job.
+  virtual awaitable<std::map<std::string, std::string>> builds() = 0;
 };
 
 using QueuePtr = std::shared_ptr<Queue>;

@@ -569,6 +569,114 @@ inline awaitable<void> affinity_routes_jobs_to_the_snapshot_host(Harness& h) {
                                           "job.succeeded"});
 }
 
+// Single-flight cold starts: one builder per snapshot key; the other jobs of
+// the key wait off the stream, without spending their attempt, until the
+// builder ends (onto its host's stream when it holds the snapshot) or their
+// poll comes round; the marker is lease-backed. (Results are taken before
+// CHECK: g++ 12 runs a co_await inside CHECK twice.)
+inline awaitable<BuildWait> wait_for(Queue& q, const ClaimedJob& job, std::string builder,
+                                     Duration poll = 10s, Duration max_wait = 60s) {
+  co_return co_await q.wait_for_build(job.lease, "k", std::move(builder), poll, max_wait);
+}
+inline awaitable<void> single_flight_builds(Harness& h) {
+  Queue& q = h.queue;
+  co_await beat(q, "r-a", 10s);
+  co_await enqueue_reusing(q, "a", "k");
+  co_await enqueue_reusing(q, "b", "k");
+  co_await enqueue_reusing(q, "c", "k");
+  auto claimed = co_await q.claim("r-b", 10, 0ms);
+  REQUIRE(ids(claimed) == std::vector<std::string>{"a", "b", "c"});
+  const ClaimedJob a = by_id(claimed, "a"), b = by_id(claimed, "b"), c = by_id(claimed, "c");
+  std::string took = co_await q.begin_build("k", "a", true);
+  CHECK(took == "a");
+  took = co_await q.begin_build("k", "a", true);
+  CHECK(took == "a");  // its own: kept
+  took = co_await q.begin_build("k", "b", true);
+  CHECK(took == "a");  // taken: b is told who has it
+  took = co_await q.begin_build("k", "c", false);
+  CHECK(took == "a");
+  took = co_await q.begin_build("other", "c", false);
+  CHECK(took.empty());  // asking takes nothing
+  auto building = co_await q.builds();
+  CHECK(building.size() == 1);
+  CHECK(building["k"] == "a");
+
+  BuildWait waited = co_await wait_for(q, b, "a");
+  CHECK(waited == BuildWait::waiting);
+  auto waiting = co_await q.get("b");
+  REQUIRE(waiting);
+  CHECK(waiting->state == JobState::scheduled);
+  CHECK(waiting->waiting_for_snapshot == "k");
+  CHECK(waiting->attempts == 0);  // not spent
+  // A wait on a job that is not (or no longer) the key's builder changes nothing.
+  waited = co_await wait_for(q, c, "zz");
+  CHECK(waited == BuildWait::builder_gone);
+  auto held = co_await q.get("c");
+  CHECK(held->state == JobState::running);
+  waited = co_await wait_for(q, c, "a");
+  CHECK(waited == BuildWait::waiting);
+  auto none = co_await q.claim("r-b", 10, 0ms);
+  CHECK(none.empty());  // waiting, not due
+  std::size_t moved = co_await q.promote_due();
+  CHECK(moved == 0);
+
+  // The builder ends with the snapshot on host-r-a: both wake onto that host's stream.
+  std::size_t woke = co_await q.end_build("k", "a", "host-r-a");
+  CHECK(woke == 2);
+  building = co_await q.builds();
+  CHECK(building.empty());
+  woke = co_await q.end_build("k", "a", "host-r-a");
+  CHECK(woke == 0);  // twice: nothing more
+  auto woken = co_await q.get("b");
+  CHECK(woken->state == JobState::queued);
+  CHECK(woken->waiting_for_snapshot.empty());
+  CHECK(woken->affinity_host == "host-r-a");
+  none = co_await q.claim("r-b", 10, 0ms);
+  CHECK(none.empty());  // another host's router
+  auto again = co_await q.claim("r-a", 10, 0ms);
+  REQUIRE(ids(again) == std::vector<std::string>{"b", "c"});
+  CHECK(by_id(again, "b").lease.attempt == 1);
+  co_await finish(q, a.lease, JobState::succeeded, 0);
+  co_await finish(q, by_id(again, "b").lease, JobState::succeeded, 0);
+  auto types = co_await event_types(q, "b");
+  CHECK(types == std::vector<std::string>{"job.queued", "snapshot.build_waiters", "job.succeeded"});
+
+  // The wait is bounded from the job's first wait, and the poll brings it back.
+  const ClaimedJob c2 = by_id(again, "c");
+  took = co_await q.begin_build("k", "x", true);
+  CHECK(took.empty());  // no such job: nothing taken
+  co_await enqueue_reusing(q, "d", "k");
+  auto d = co_await q.claim("r-b", 10, 0ms);
+  REQUIRE(ids(d) == std::vector<std::string>{"d"});
+  took = co_await q.begin_build("k", "d", true);
+  CHECK(took == "d");
+  waited = co_await q.wait_for_build(c2.lease, "k", "d", 100ms, 60s);
+  CHECK(waited == BuildWait::waiting);
+  co_await h.pass_time(200ms);
+  moved = co_await q.promote_due();
+  CHECK(moved == 1);
+  auto polled = co_await q.claim("r-b", 10, 0ms);
+  REQUIRE(ids(polled) == std::vector<std::string>{"c"});
+  waited = co_await q.wait_for_build(polled[0].lease, "k", "d", 100ms, 150ms);
+  CHECK(waited == BuildWait::over);
+  held = co_await q.get("c");
+  CHECK(held->state == JobState::running);
+
+  // Renewals keep the builder's marker; without them it runs out with the lease.
+  took = co_await q.begin_build("k", "d", true);  // its own: the lease starts again
+  CHECK(took == "d");
+  co_await h.pass_time(kContractLease / 2);
+  co_await renew(q, "r-b", d[0].lease);
+  co_await h.pass_time(kContractLease / 2 + 100ms);
+  took = co_await q.begin_build("k", "c", true);
+  CHECK(took == "d");
+  co_await h.pass_time(kContractLease + 100ms);
+  building = co_await q.builds();
+  CHECK(building.empty());
+  took = co_await q.begin_build("k", "c", true);
+  CHECK(took == "c");
+}
+
 inline std::vector<std::pair<std::string, Scenario>> scenarios() {
   return {
       {"enqueue is idempotent by id and spec", enqueue_is_idempotent_by_id_and_spec},
@@ -590,6 +698,7 @@ inline std::vector<std::pair<std::string, Scenario>> scenarios() {
       {"an expired lease is reclaimed", expired_lease_is_reclaimed},
       {"router records expire when silent", router_records_expire_when_silent},
       {"affinity routes jobs to the snapshot host", affinity_routes_jobs_to_the_snapshot_host},
+      {"single-flight: one builder, waiters woken", single_flight_builds},
   };
 }
 

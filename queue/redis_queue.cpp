@@ -22,10 +22,12 @@ namespace {
 const std::string& script(const char* body) {
   static const std::unordered_map<const char*, std::string> all = [] {
     std::unordered_map<const char*, std::string> m;
-    for (const char* b : {scripts::kEnqueue, scripts::kClaim, scripts::kRenew,
-                          scripts::kMarkRunning, scripts::kFinish, scripts::kFailAttempt,
-                          scripts::kHandBack, scripts::kPromote, scripts::kCancel, scripts::kList,
-                          scripts::kCounts, scripts::kSetLogTail, scripts::kDropAffinity}) {
+    for (const char* b :
+         {scripts::kEnqueue, scripts::kClaim, scripts::kRenew, scripts::kMarkRunning,
+          scripts::kFinish, scripts::kFailAttempt, scripts::kHandBack, scripts::kPromote,
+          scripts::kCancel, scripts::kList, scripts::kCounts, scripts::kSetLogTail,
+          scripts::kDropAffinity, scripts::kBeginBuild, scripts::kWaitForBuild, scripts::kEndBuild,
+          scripts::kBuilds}) {
       // The body's returns leave main(); the deferred writes go out after it.
       m.emplace(b, lua_transition_table() + scripts::kPrelude + "local function main()\n" + b +
                        "\nend\nlocal result = main()\nflush_deferred()\nreturn result\n");
@@ -171,6 +173,45 @@ awaitable<void> RedisQueue::set_affinity(std::string snapshot_key, std::string h
 awaitable<void> RedisQueue::drop_affinity(std::string snapshot_key, std::string host_id) {
   auto args = make_args(snapshot_key, host_id);
   co_await run_script(script(scripts::kDropAffinity), std::move(args));
+}
+
+awaitable<std::string> RedisQueue::begin_build(std::string snapshot_key, std::string job_id,
+                                               bool take) {
+  auto args = make_args(snapshot_key, job_id, take ? "1" : "0");
+  Reply r = co_await run_script(script(scripts::kBeginBuild), std::move(args));
+  co_return r.as_string();
+}
+
+awaitable<BuildWait> RedisQueue::wait_for_build(const LeaseHandle& lease, std::string snapshot_key,
+                                                std::string builder, Duration poll,
+                                                Duration max_wait) {
+  auto args = make_args(lease.job_id, lease.entry_id, lease.consumer, lease.queue, snapshot_key,
+                        builder, static_cast<std::int64_t>(poll.count()),
+                        static_cast<std::int64_t>(max_wait.count()));
+  Reply r = co_await run_script(script(scripts::kWaitForBuild), std::move(args));
+  const std::string& status = r.as_array().at(0).as_string();
+  if (status == "over") co_return BuildWait::over;
+  if (status == "gone") co_return BuildWait::builder_gone;
+  expect_ok(r, lease, "wait_for_build");
+  co_return BuildWait::waiting;
+}
+
+awaitable<std::size_t> RedisQueue::end_build(std::string snapshot_key, std::string job_id,
+                                             std::string host_id) {
+  auto args = make_args(snapshot_key, job_id, host_id);
+  Reply r = co_await run_script(script(scripts::kEndBuild), std::move(args));
+  co_return static_cast<std::size_t>(r.as_integer());
+}
+
+awaitable<std::map<std::string, std::string>> RedisQueue::builds() {
+  std::vector<std::string> no_args;
+  Reply r = co_await run_script(script(scripts::kBuilds), std::move(no_args));
+  std::map<std::string, std::string> out;
+  const auto& items = r.as_array();
+  for (std::size_t i = 0; i + 1 < items.size(); i += 2) {
+    out.emplace(items[i].as_string(), items[i + 1].as_string());
+  }
+  co_return out;
 }
 
 // One key per router with its own expiry (a hash field cannot expire on Redis

@@ -76,6 +76,14 @@ class RedisQueue final : public Queue {
   awaitable<std::vector<RouterRecord>> routers() override;
   awaitable<void> set_affinity(std::string snapshot_key, std::string host_id) override;
   awaitable<void> drop_affinity(std::string snapshot_key, std::string host_id) override;
+  awaitable<std::string> begin_build(std::string snapshot_key, std::string job_id,
+                                     bool take) override;
+  awaitable<BuildWait> wait_for_build(const LeaseHandle& lease, std::string snapshot_key,
+                                      std::string builder, Duration poll,
+                                      Duration max_wait) override;
+  awaitable<std::size_t> end_build(std::string snapshot_key, std::string job_id,
+                                   std::string host_id) override;
+  awaitable<std::map<std::string, std::string>> builds() override;
 
   // The router's ceilings (options().validation.limits) in Redis, for the CLI:
   // publish_limits() writes them (key "<prefix>limits"); adopt_published_limits()

@@ -105,6 +105,39 @@ local function release_key(id)
   local free = room(key)
   if free > 0 then wake_waiters(key, free) end
 end
+-- Puts job `id` onto its queue's stream, or onto `host`'s own stream when a
+-- router of that host is live (snapshot affinity: it waits there until
+-- promote_due's affinity wait ends). Returns the host it went to ('' none).
+local function to_stream(id, queue, spec, host)
+  local on = queue
+  if host ~= '' and redis.call('EXISTS', P .. 'hostlive:' .. host) == 1 then
+    on = queue .. '@' .. host
+    redis.call('ZADD', P .. 'affq:' .. host, NOW, id)
+    redis.call('SADD', P .. 'affhosts', host)
+    redis.call('SADD', P .. 'hoststreams', on)
+  else
+    host = ''
+  end
+  local entry = redis.call('XADD', P .. 'stream:' .. on, '*', 'job', spec)
+  redis.call('HSET', jk(id), 'entry', entry)
+  if host ~= '' then redis.call('HSET', jk(id), 'on', on, 'affhost', host) end
+  return host
+end
+-- A claimed job goes back to `scheduled`, due at `due`, without spending its
+-- attempt (the next claim runs, and names its container, as the same attempt).
+-- The caller acked its entry and released its key. False: not allowed from `state`.
+local function give_back(id, state, attempts, due)
+  local to = next_state(state, 'handed_back')
+  if not to then return false end
+  redis.call('HSET', jk(id), 'state', to, 'attempts', math.max(0, (tonumber(attempts) or 1) - 1),
+             'due_at', due, 'consumer', '', 'container_id', '')
+  redis.call('ZADD', P .. 'scheduled', due, id)
+  move_state(id, state, to)
+  return true
+end
+-- Single-flight cold starts: `build:<key>` names the key's builder job
+-- (lease-backed), `buildwait:<key>` the jobs waiting for it, `builds` the keys.
+local function bk(key) return P .. 'build:' .. key end
 local function flush_deferred()
   for queue, entries in pairs(DEFER.ack) do
     local s = P .. 'stream:' .. queue
@@ -136,21 +169,10 @@ if redis.call('EXISTS', k) == 1 then
   return redis.call('HGETALL', k)
 end
 local host = ''
-if akey ~= '' then
-  local h = redis.call('HGET', P .. 'affinity', akey)
-  if h and redis.call('EXISTS', P .. 'hostlive:' .. h) == 1 then host = h end
-end
-local on = queue
-if host ~= '' then
-  on = queue .. '@' .. host
-  redis.call('ZADD', P .. 'affq:' .. host, NOW, id)
-  redis.call('SADD', P .. 'affhosts', host)
-  redis.call('SADD', P .. 'hoststreams', on)
-end
-local entry = redis.call('XADD', P .. 'stream:' .. on, '*', 'job', spec)
+if akey ~= '' then host = redis.call('HGET', P .. 'affinity', akey) or '' end
+host = to_stream(id, queue, spec, host)
 redis.call('HSET', k, 'id', id, 'state', 'queued', 'attempts', 0, 'max_attempts', max,
-           'queue', queue, 'created_at', NOW_S, 'spec', spec, 'entry', entry, 'spec_hash', hash)
-if host ~= '' then redis.call('HSET', k, 'on', on, 'affhost', host) end
+           'queue', queue, 'created_at', NOW_S, 'spec', spec, 'spec_hash', hash)
 move_state(id, nil, 'queued')
 redis.call('SADD', P .. 'queues', queue)
 if host ~= '' then
@@ -292,7 +314,7 @@ local consumer = ARGV[9]
 local lost, cancelled = {}, {}
 for i = 10, #ARGV, 3 do
   local queue, entry, id = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local f = redis.call('HMGET', jk(id), 'consumer', 'entry', 'state', 'ckey')
+  local f = redis.call('HMGET', jk(id), 'consumer', 'entry', 'state', 'ckey', 'building')
   local held = f[1] == consumer and f[2] == entry and (f[3] == 'running' or f[3] == 'cancelled')
   if held then
     -- JUSTID: resets the idle time without counting a delivery.
@@ -305,6 +327,9 @@ for i = 10, #ARGV, 3 do
     -- Not XX: a hold that ran out while renewals were late (and was trimmed)
     -- is taken back, else the key's limit would no longer count this job.
     if f[4] and f[4] ~= '' then redis.call('ZADD', ck(f[4]), NOW + LEASE_MS, id) end
+    if f[5] and f[5] ~= '' and redis.call('GET', bk(f[5])) == id then
+      redis.call('PEXPIRE', bk(f[5]), LEASE_MS)
+    end
     if f[3] == 'cancelled' then cancelled[#cancelled + 1] = id end
   end
 end
@@ -449,13 +474,7 @@ if f[2] ~= entry or f[3] ~= consumer then return {'lost'} end
 ack(queue, entry)
 release_key(id)
 if TERMINAL[f[1]] then return {'ok'} end
-local to = next_state(f[1], 'handed_back')
-if not to then return {'illegal', f[1]} end
-local due = NOW + delay
-redis.call('HSET', k, 'state', to, 'attempts', math.max(0, (tonumber(f[4]) or 1) - 1),
-           'due_at', due, 'consumer', '', 'container_id', '')
-redis.call('ZADD', P .. 'scheduled', due, id)
-move_state(id, f[1], to)
+if not give_back(id, f[1], f[4], NOW + delay) then return {'illegal', f[1]} end
 emit({type = 'job.deferred', job = id, reason = reason, delay_s = delay / 1000})
 return {'ok'}
 )lua";
@@ -472,8 +491,8 @@ for _, id in ipairs(ids) do
   local f = redis.call('HMGET', k, 'state', 'queue', 'spec')
   local to = f[1] and next_state(f[1], 'retry_due')
   if to then
-    local entry = redis.call('XADD', P .. 'stream:' .. f[2], '*', 'job', f[3])
-    redis.call('HSET', k, 'state', to, 'entry', entry, 'due_at', '')
+    to_stream(id, f[2], f[3], '')
+    redis.call('HSET', k, 'state', to, 'due_at', '', 'buildwait', '')
     move_state(id, f[1], to)
     n = n + 1
   end
@@ -595,6 +614,95 @@ if redis.call('HGET', P .. 'affinity', ARGV[9]) == ARGV[10] then
   return 1
 end
 return 0
+)lua";
+
+// ARGV[9..11]: snapshot key, job id, '1' to take. Returns the builder ('' none).
+inline constexpr const char* kBeginBuild = R"lua(
+local key, id, take = ARGV[9], ARGV[10], ARGV[11] == '1'
+local holder = redis.call('GET', bk(key))
+if holder then
+  if holder == id then redis.call('PEXPIRE', bk(key), LEASE_MS) end
+  return holder
+end
+if not take or redis.call('EXISTS', jk(id)) == 0 then return '' end
+redis.call('SET', bk(key), id, 'PX', LEASE_MS)
+redis.call('SADD', P .. 'builds', key)
+redis.call('HSET', jk(id), 'building', key)
+emit({type = 'snapshot.build_started', key = key, job = id})
+return id
+)lua";
+
+// ARGV[9..16]: id, entry, consumer, queue, snapshot key, builder, poll ms,
+// max wait ms. Returns {'ok'} | {'over'} | {'gone'} | {'lost'} | {'missing'} |
+// {'illegal', state}.
+inline constexpr const char* kWaitForBuild = R"lua(
+local id, entry, consumer, queue, key, builder = ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13],
+                                                 ARGV[14]
+local poll, max_wait = tonumber(ARGV[15]), tonumber(ARGV[16])
+local k = jk(id)
+local f = redis.call('HMGET', k, 'state', 'entry', 'consumer', 'attempts', 'buildsince')
+if not f[1] then
+  ack(queue, entry)
+  return {'missing'}
+end
+if f[2] ~= entry or f[3] ~= consumer then return {'lost'} end
+local since = tonumber(f[5]) or NOW
+if NOW - since >= max_wait then return {'over'} end
+if redis.call('GET', bk(key)) ~= builder then return {'gone'} end
+ack(queue, entry)
+release_key(id)
+if TERMINAL[f[1]] then return {'ok'} end
+if not give_back(id, f[1], f[4], NOW + math.min(poll, since + max_wait - NOW)) then
+  return {'illegal', f[1]}
+end
+local w = P .. 'buildwait:' .. key
+redis.call('HSET', k, 'buildwait', key, 'buildsince', since)
+redis.call('SADD', w, id)
+redis.call('PEXPIRE', w, max_wait + LEASE_MS)
+emit({type = 'snapshot.build_waiters', key = key, builder = builder, job = id,
+      waiters = redis.call('SCARD', w)})
+return {'ok'}
+)lua";
+
+// ARGV[9..11]: snapshot key, job id, host ('' none). Returns how many woke.
+inline constexpr const char* kEndBuild = R"lua(
+local key, id, host = ARGV[9], ARGV[10], ARGV[11]
+if redis.call('GET', bk(key)) == id then
+  redis.call('DEL', bk(key))
+  redis.call('SREM', P .. 'builds', key)
+end
+if redis.call('HGET', jk(id), 'building') == key then redis.call('HSET', jk(id), 'building', '') end
+local w = P .. 'buildwait:' .. key
+local n = 0
+for _, wid in ipairs(redis.call('SMEMBERS', w)) do
+  local f = redis.call('HMGET', jk(wid), 'state', 'queue', 'spec', 'buildwait')
+  local to = f[1] and next_state(f[1], 'retry_due')
+  if f[1] == 'scheduled' and f[4] == key and to then
+    redis.call('ZREM', P .. 'scheduled', wid)
+    to_stream(wid, f[2], f[3], host)
+    redis.call('HSET', jk(wid), 'state', to, 'due_at', '', 'buildwait', '')
+    move_state(wid, f[1], to)
+    n = n + 1
+  end
+end
+redis.call('DEL', w)
+emit({type = 'snapshot.build_ended', key = key, job = id, woken = n})
+return n
+)lua";
+
+// Returns {key, builder, ...} of every key being built.
+inline constexpr const char* kBuilds = R"lua(
+local out = {}
+for _, key in ipairs(redis.call('SMEMBERS', P .. 'builds')) do
+  local holder = redis.call('GET', bk(key))
+  if holder then
+    out[#out + 1] = key
+    out[#out + 1] = holder
+  else
+    redis.call('SREM', P .. 'builds', key)
+  end
+end
+return out
 )lua";
 
 }  // namespace warmstart::queue::scripts

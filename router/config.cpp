@@ -271,6 +271,7 @@ void load_snapshots_section(const toml::table& t, const std::string& where, Rout
   s.read("max_count", c.snapshot_max_count);
   s.bytes("max_bytes", c.snapshot_max_bytes);
   s.read("gc_interval", c.snapshot_gc_interval);
+  s.read("coalesce_wait", c.snapshot_coalesce_wait);
   s.read("work_dir", c.snapshot_work_dir);
   if (t.get("exclude") != nullptr) {
     std::vector<std::string> exclude;

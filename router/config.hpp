@@ -59,10 +59,13 @@ struct RouterConfig {
   ContainerCaps container_caps;  // json-file log cap and nofile of every container
 
   // Snapshot cache.
-  Duration snapshot_ttl = 24h;                           // unused snapshots expire after this
-  int snapshot_max_count = 100;                          // per engine
-  std::int64_t snapshot_max_bytes = 20LL << 30;          // per engine
-  Duration snapshot_gc_interval = 10min;                 // periodic eviction
+  Duration snapshot_ttl = 24h;                   // unused snapshots expire after this
+  int snapshot_max_count = 100;                  // per engine
+  std::int64_t snapshot_max_bytes = 20LL << 30;  // per engine
+  Duration snapshot_gc_interval = 10min;         // periodic eviction
+  // Single-flight cold starts: how long a job waits for another job's build of
+  // its key's first snapshot before it starts cold anyway (0: never waits).
+  Duration snapshot_coalesce_wait = 5min;
   std::string snapshot_work_dir = "/var/tmp/warmstart";  // leftover temp tars swept at start
   // Paths (globs) never kept in a snapshot; nullopt = the documented default
   // list (snapshots::default_snapshot_exclude(), docs/snapshots.md).

@@ -59,6 +59,7 @@ RouterStats Dispatcher::stats() const {
   s.handed_back = e.handed_back;
   s.affinity_hits = e.affinity_hits;
   s.affinity_misses = e.affinity_misses;
+  s.coalesced = e.coalesced;
   s.orphans_removed = orphans_removed_;
   s.draining = draining_;
   s.engine_up = engine_up_;
@@ -284,6 +285,7 @@ RunSpec Dispatcher::run_spec(const queue::ClaimedJob& claimed) const {
     r.snapshot_key = spec.snapshot->key;
     r.reuse = spec.snapshot->reuse;
     r.commit = !r.snapshot_key.empty() && spec.snapshot->commit && r.on_base;
+    r.coalesce = !r.snapshot_key.empty() && config_.snapshot_coalesce_wait > Duration::zero();
   }
   r.timeout_s = effective_timeout_s(spec, config_);
   r.cancelled = claimed.record.state == JobState::cancelled;

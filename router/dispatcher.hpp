@@ -58,6 +58,7 @@ struct RouterStats {
   std::uint64_t handed_back = 0;
   std::uint64_t affinity_hits = 0;    // jobs routed to this host's snapshot, started here
   std::uint64_t affinity_misses = 0;  // jobs routed to another host's snapshot, started here
+  std::uint64_t coalesced = 0;        // waits for another job's build of the snapshot key
   std::uint64_t orphans_removed = 0;
   bool draining = false;
   bool engine_up = true;  // false from a call that got no answer until a ping answers

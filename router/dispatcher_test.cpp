@@ -495,3 +495,105 @@ TEST_CASE("dispatcher: a commit names its host, and later jobs of the key start 
   CHECK(h.queue->record(cold)->host == "host-3");
   CHECK(h.queue->affinity_of("other").empty());
 }
+
+// --- single-flight cold starts ------------------------------------------------
+
+namespace {
+
+auto fresh_key(const std::string& key) {
+  return [key](queue::JobSpec& s) {
+    s.snapshot = queue::SnapshotSpec{key, true, true};
+    s.max_attempts = 2;
+  };
+}
+
+std::size_t warm_count(const Harness& h, const std::vector<std::string>& ids) {
+  return static_cast<std::size_t>(std::count_if(
+      ids.begin(), ids.end(), [&](const auto& id) { return h.queue->record(id)->from_snapshot; }));
+}
+
+}  // namespace
+
+TEST_CASE("dispatcher: six jobs of a fresh key - one builds cold and five start from its snapshot",
+          "[unit][dispatcher][single_flight]") {
+  Harness h;
+  h.config.concurrency = 3;
+  h.engine->set_auto_exit(0, 300ms);
+  h.config.host_id = "host-1";
+  auto r1 = h.start("r1");
+  h.config.host_id = "host-2";
+  auto r2 = h.start("r2");
+  std::vector<std::string> ids;
+  for (int i = 0; i < 6; ++i) ids.push_back(h.enqueue({"setup"}, fresh_key("repo")));
+  REQUIRE(h.until([&] {
+    return std::all_of(ids.begin(), ids.end(), [&](const auto& id) { return h.finished(id); });
+  }));
+  std::string builder_host;
+  for (const auto& id : ids) {
+    const auto rec = *h.queue->record(id);
+    CHECK(rec.state == JobState::succeeded);
+    CHECK(rec.attempts == 1);  // waiting spent no attempt
+    if (!rec.from_snapshot) builder_host = rec.host;
+  }
+  CHECK(warm_count(h, ids) == 5);
+  // Six containers in all: nobody repeated the cold start.
+  CHECK(h.engine->calls(MemoryRuntime::Op::create_container) == 6);
+  const auto types = h.queue->event_types();
+  CHECK(h.count(types, "snapshot.build_started") == 1);
+  CHECK(h.count(types, "snapshot.build_waiters") >= 5);
+  CHECK(h.count(types, "snapshot.build_ended") == 1);
+  CHECK(r1->stats().coalesced + r2->stats().coalesced >= 5);
+  // The waiters were woken onto the builder's host, which holds the snapshot.
+  for (const auto& id : ids) CHECK(h.queue->record(id)->host == builder_host);
+}
+
+TEST_CASE("dispatcher: the builder's container removed mid-setup - a waiter takes the build over",
+          "[unit][dispatcher][single_flight]") {
+  Harness h;
+  h.config.concurrency = 4;
+  h.queue_options.retry_backoff.initial = 200ms;
+  h.queue_options.retry_backoff.jitter = 0;
+  h.engine->set_auto_exit(0, 400ms);
+  auto router = h.start();
+  std::vector<std::string> ids;
+  for (int i = 0; i < 4; ++i) ids.push_back(h.enqueue({"setup"}, fresh_key("repo")));
+  // The first container is the builder's: remove it while it runs.
+  REQUIRE(h.until([&] { return h.running_containers() == 1; }));
+  const auto first = h.engine->containers().front();
+  auto remove = [&]() -> awaitable<bool> {
+    co_await h.engine->remove_container(first.id, true);
+    co_return true;
+  };
+  h.await(remove());
+  REQUIRE(h.until([&] {
+    return std::all_of(ids.begin(), ids.end(), [&](const auto& id) { return h.finished(id); });
+  }));
+  for (const auto& id : ids) CHECK(h.queue->record(id)->state == JobState::succeeded);
+  const auto types = h.queue->event_types();
+  CHECK(h.count(types, "snapshot.build_started") == 2);  // the lost build was taken over
+  // Two cold runs (the lost one and its successor); everyone else started warm,
+  // the killed builder's retry included.
+  CHECK(h.engine->calls(MemoryRuntime::Op::create_container) == 5);
+  CHECK(warm_count(h, ids) == 3);
+}
+
+TEST_CASE("dispatcher: coalesce_wait bounds the wait - then a job starts cold",
+          "[unit][dispatcher][single_flight]") {
+  Harness h;
+  h.config.concurrency = 2;
+  h.config.snapshot_coalesce_wait = 300ms;
+  // The builder runs long; the waiter gives up on it.
+  h.engine->set_exit_plan([](const container::ContainerSpec&) {
+    return std::optional<container::ExitPlan>(container::ExitPlan{0, 2s});
+  });
+  auto router = h.start();
+  const std::string builder = h.enqueue({"setup"}, fresh_key("repo"));
+  REQUIRE(h.until([&] { return h.running_containers() == 1; }));
+  const std::string waiter = h.enqueue({"setup"}, fresh_key("repo"));
+  REQUIRE(h.until([&] { return h.running_containers() == 2; }, 3s));
+  CHECK(h.state(builder) == JobState::running);
+  CHECK(h.count(h.queue->event_types(waiter), "snapshot.build_waiters") >= 1);
+  REQUIRE(h.until([&] { return h.finished(builder) && h.finished(waiter); }));
+  CHECK_FALSE(h.queue->record(waiter)->from_snapshot);
+  CHECK(h.queue->record(waiter)->state == JobState::succeeded);
+}

@@ -15,6 +15,10 @@ namespace {
 // Handed-back jobs become due again after this: long enough not to spin on an
 // engine that is still down, short enough that another router picks them up.
 constexpr Duration hand_back_delay = 1s;
+// A job waiting for another job's cold start of its snapshot key looks again
+// after this at the latest (the builder's end wakes it sooner): a builder
+// whose router died shows as its marker running out.
+constexpr Duration build_poll = 5s;
 
 double seconds_since(Clock::time_point t0) {
   return duration<double>(Clock::now() - t0).count();
@@ -74,6 +78,10 @@ awaitable<std::optional<Input>> JobExecutor::perform(const ActiveJobPtr& job,
       co_return co_await record(*job, action);
     case Kind::hand_back:
       co_return co_await hand_back(*job, action);
+    case Kind::wait_build:
+      co_return co_await wait_build(*job, action);
+    case Kind::end_build:
+      co_return co_await end_build(*job, action);
     case Kind::remove:
       co_return co_await remove(*job);
     case Kind::done:
@@ -92,6 +100,15 @@ awaitable<Input> JobExecutor::choose_image(ActiveJob& job) {
   if (choice.value->outcome == snapshots::LookupOutcome::hit) {
     in.snapshot_image = choice.value->image;
     if (choice.value->entry) job.snapshot_image_id = choice.value->entry->image_id;
+    co_return in;
+  }
+  if (spec.coalesce && (spec.commit || spec.reuse)) {
+    // No snapshot to start from: who makes it? A job that commits takes the
+    // build when nobody has it; one that only reuses asks.
+    auto ask = ports_.queue->begin_build(spec.snapshot_key, spec.job_id, spec.commit);
+    auto builder = co_await attempt(std::move(ask));
+    if (!builder) co_return builder.input();
+    in.builder = *builder.value;
   }
   co_return in;
 }
@@ -308,6 +325,39 @@ awaitable<Input> JobExecutor::hand_back(ActiveJob& job, const Action& action) {
   auto handed = co_await attempt(std::move(op));
   if (handed) ++stats_.handed_back;
   co_return handed.input();
+}
+
+awaitable<Input> JobExecutor::wait_build(ActiveJob& job, const Action& action) {
+  const RunSpec& spec = job.run.spec();
+  auto op = ports_.queue->wait_for_build(job.claimed.lease, spec.snapshot_key, action.builder,
+                                         build_poll, config_.snapshot_coalesce_wait);
+  auto waited = co_await attempt(std::move(op));
+  if (!waited) co_return waited.input();
+  Input in;
+  in.build_wait = *waited.value;
+  if (in.build_wait == queue::BuildWait::waiting) {
+    ++stats_.coalesced;
+    log::info(
+        "waiting for the snapshot another job builds",
+        {{"job", job.id()}, {"snapshot_key", spec.snapshot_key}, {"builder", action.builder}});
+  }
+  co_return in;
+}
+
+awaitable<Input> JobExecutor::end_build(ActiveJob& job, const Action& action) {
+  // Waiters go to this host when it holds the new snapshot.
+  std::string host;
+  if (action.snapshot_made) host = host_id();
+  auto op = ports_.queue->end_build(job.run.spec().snapshot_key, job.id(), host);
+  auto ended = co_await attempt(std::move(op));
+  if (ended && *ended.value > 0) {
+    log::info("snapshot build ended; waiting jobs woken",
+              {{"job", job.id()},
+               {"snapshot_key", job.run.spec().snapshot_key},
+               {"woken", *ended.value},
+               {"snapshot_made", action.snapshot_made}});
+  }
+  co_return ended.input();
 }
 
 awaitable<Input> JobExecutor::remove(ActiveJob& job) {

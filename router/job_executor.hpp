@@ -66,6 +66,7 @@ struct ExecutorStats {
   std::uint64_t handed_back = 0;      // jobs given back unspent (engine unreachable)
   std::uint64_t affinity_hits = 0;    // routed to this host's snapshot and started here
   std::uint64_t affinity_misses = 0;  // routed to another host's snapshot, started here
+  std::uint64_t coalesced = 0;        // waits for another job's build of the snapshot key
 };
 
 // Observers the HTTP layer can hook to record latencies (seconds).
@@ -112,6 +113,8 @@ class JobExecutor {
   awaitable<Input> commit(ActiveJob& job);
   awaitable<Input> record(ActiveJob& job, const Action& action);
   awaitable<Input> hand_back(ActiveJob& job, const Action& action);
+  awaitable<Input> wait_build(ActiveJob& job, const Action& action);
+  awaitable<Input> end_build(ActiveJob& job, const Action& action);
   awaitable<Input> remove(ActiveJob& job);
   void log_end(const ActiveJob& job) const;
   std::string host_id() const { return hooks_.host_id ? hooks_.host_id() : std::string(); }

@@ -57,6 +57,10 @@ std::string_view to_string(Action::Kind kind) {
       return "record";
     case Kind::hand_back:
       return "hand-back";
+    case Kind::wait_build:
+      return "wait-build";
+    case Kind::end_build:
+      return "end-build";
     case Kind::remove:
       return "remove";
     case Kind::done:
@@ -149,7 +153,21 @@ Action JobRun::record_result() {
 }
 
 Action JobRun::after_recorded() {
-  if (container_) return next(Action{Kind::remove});
+  return wind_up(false);
+}
+
+// The result is recorded or the job handed back: a builder ends its build
+// first (its waiters wake: to its snapshot, or to take the build over), then
+// the container goes unless the next claim of this attempt adopts it.
+Action JobRun::wind_up(bool keep_container) {
+  if (builder_ && !build_ended_) {
+    build_ended_ = true;
+    keep_container_ = keep_container;
+    Action a{Kind::end_build};
+    a.snapshot_made = committed_;
+    return next(std::move(a));
+  }
+  if (container_ && !keep_container) return next(Action{Kind::remove});
   return next(Action{Kind::done});
 }
 
@@ -231,12 +249,20 @@ Action JobRun::resume(const Input& in) {
         // Fail loud, but the job keeps its own result: its work succeeded.
         trace_ += "->" + std::string(to_string(in.fault));
         result_->snapshot_error = in.error;
+      } else {
+        committed_ = true;
       }
       return record_result();
     case Kind::record:
       return after_record(in);
     case Kind::hand_back:
       return after_hand_back(in);
+    case Kind::wait_build:
+      return after_wait_build(in);
+    case Kind::end_build:
+      // Best effort: a marker left behind runs out with the lease.
+      if (in.fault != Fault::none) trace_ += "->" + std::string(to_string(in.fault));
+      return wind_up(keep_container_);
     case Kind::remove:
       if (in.fault != Fault::none) trace_ += "->" + std::string(to_string(in.fault));
       return next(Action{Kind::done});
@@ -249,8 +275,20 @@ Action JobRun::resume(const Input& in) {
 Action JobRun::after_choose(const Input& in) {
   switch (in.fault) {
     case Fault::none:
-      trace_ += in.snapshot_image.empty() ? "->miss" : "->hit";
-      if (!in.snapshot_image.empty()) return create_on(in.snapshot_image, true);
+      if (!in.snapshot_image.empty()) {
+        trace_ += "->hit";
+        return create_on(in.snapshot_image, true);
+      }
+      builder_ = !in.builder.empty() && in.builder == spec_.job_id;
+      trace_ += builder_ ? "->build" : "->miss";
+      if (!builder_ && !in.builder.empty() && spec_.reuse && spec_.coalesce) {
+        // Another job is making this key's first snapshot: wait for it
+        // rather than repeat its cold start.
+        Action a{Kind::wait_build};
+        a.builder = in.builder;
+        a.reason = "waiting for snapshot " + spec_.snapshot_key + " (job " + in.builder + ")";
+        return next(std::move(a));
+      }
       return create_on(spec_.image, false);
     case Fault::engine_down: {
       trace_ += "->down";
@@ -261,6 +299,10 @@ Action JobRun::after_choose(const Input& in) {
     case Fault::image_not_found:
       trace_ += "->404";
       return fail("image not found: " + spec_.image, true);
+    case Fault::redis:
+      // The registry or the build marker unreachable: nothing runs yet, and
+      // a Redis blip is not the job's failure.
+      return retry_same(in);
     default:
       trace_ += "->" + std::string(to_string(in.fault));
       return fail("snapshot lookup failed: " + in.error, true);
@@ -440,7 +482,29 @@ Action JobRun::after_record(const Input& in) {
 Action JobRun::after_hand_back(const Input& in) {
   if (in.fault == Fault::redis) return retry_same(in);
   if (in.fault != Fault::none) trace_ += "->" + std::string(to_string(in.fault));
-  return next(Action{Kind::done});
+  return wind_up(true);
+}
+
+Action JobRun::after_wait_build(const Input& in) {
+  if (in.fault == Fault::redis) return retry_same(in);
+  if (in.fault != Fault::none) {
+    trace_ += "->" + std::string(to_string(in.fault));
+    return next(Action{Kind::done});
+  }
+  switch (in.build_wait) {
+    case queue::BuildWait::waiting:
+      return next(Action{Kind::done});
+    case queue::BuildWait::builder_gone:
+      // It ended between the lookup and the wait: its snapshot may be there
+      // now, or the build is free to take. Look again (bounded: then cold).
+      trace_ += "->gone";
+      if (++builder_looks_ < 3) return next(Action{Kind::choose_image});
+      return create_on(spec_.image, false);
+    case queue::BuildWait::over:
+      trace_ += "->over";
+      return create_on(spec_.image, false);
+  }
+  return create_on(spec_.image, false);
 }
 
 }  // namespace warmstart::router

@@ -49,12 +49,15 @@ struct RunSpec {
   std::string job_id;
   int attempt = 1;
   int max_attempts = 1;
-  std::string image;           // the job's own image (allowed) or the router's base image
-  std::string refused;         // non-empty: the image is not allowed; the engine is never asked
-  bool on_base = true;         // `image` is the base image (snapshots apply only then)
-  std::string snapshot_key;    // "" = no snapshot
-  bool reuse = true;           // start from the key's snapshot when there is one
-  bool commit = false;         // commit the container after a success
+  std::string image;         // the job's own image (allowed) or the router's base image
+  std::string refused;       // non-empty: the image is not allowed; the engine is never asked
+  bool on_base = true;       // `image` is the base image (snapshots apply only then)
+  std::string snapshot_key;  // "" = no snapshot
+  bool reuse = true;         // start from the key's snapshot when there is one
+  bool commit = false;       // commit the container after a success
+  // Single-flight cold starts: rather than start cold while another job builds
+  // the key's first snapshot, wait for it (off the queue, no slot held).
+  bool coalesce = false;
   std::int64_t timeout_s = 0;  // the attempt's wall-clock limit (the router's default applied)
   bool cancelled = false;      // the record said `cancelled` when the run began
 };
@@ -74,6 +77,8 @@ struct Action {
     commit,        // commit the container as the key's next snapshot
     record,        // the result into the queue: finish, or fail_attempt when retried
     hand_back,     // give the job back to the queue without spending its attempt
+    wait_build,    // give the job back until `builder` made the key's snapshot
+    end_build,     // this run built the key's snapshot (or failed to): wake its waiters
     remove,        // remove the container
     done,          // nothing left: release the claim's bookkeeping
   };
@@ -87,6 +92,10 @@ struct Action {
   bool retry = false;  // record: a retryable failure with attempts left -> fail_attempt
   // hand_back / invalidate: why
   std::string reason;
+  // wait_build: the job building the key's snapshot
+  std::string builder;
+  // end_build: this run committed the key's new snapshot
+  bool snapshot_made = false;
 };
 std::string_view to_string(Action::Kind kind);
 
@@ -96,6 +105,9 @@ struct Input {
   std::string error;          // the failure, as text (for the record and the logs)
   // choose_image
   std::string snapshot_image;  // non-empty: a snapshot to start from
+  std::string builder;         // no snapshot: the job building the key's first one ("" none)
+  // wait_build
+  queue::BuildWait build_wait = queue::BuildWait::waiting;
   // adopt: the existing container's engine state (created, running, exited, ...)
   std::string container_state;
   // collect
@@ -135,6 +147,8 @@ class JobRun {
   bool from_snapshot() const { return from_snapshot_; }
   bool snapshot_fallback() const { return fallback_; }
   bool container_started() const { return started_; }
+  // This run took the build of its key's first snapshot (single-flight).
+  bool builder() const { return builder_; }
   bool finished() const { return in_flight_ == Action::Kind::done; }
   // The result once known (collect, or a failure before the container ran).
   const std::optional<queue::JobResult>& result() const { return result_; }
@@ -159,6 +173,8 @@ class JobRun {
   Action after_collect(const Input& in);
   Action after_record(const Input& in);
   Action after_hand_back(const Input& in);
+  Action after_wait_build(const Input& in);
+  Action wind_up(bool keep_container);
   void note_result(const Input& in);
 
   RunSpec spec_;
@@ -176,6 +192,11 @@ class JobRun {
   bool timed_out_ = false;
   bool lease_lost_ = false;
   bool retryable_ = false;  // the result's failure may be retried
+  bool builder_ = false;    // builds the key's first snapshot: end_build when done
+  bool build_ended_ = false;
+  bool committed_ = false;       // the commit made the key's new snapshot
+  bool keep_container_ = false;  // handed back: the created container stays for the next claim
+  int builder_looks_ = 0;        // choose_image again because the builder ended meanwhile
   std::optional<queue::JobResult> result_;
   std::string trace_;
 };

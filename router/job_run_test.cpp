@@ -6,6 +6,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cstdlib>
 #include <deque>
 #include <fstream>
@@ -31,6 +32,16 @@ Input exited(int code, bool oom = false) {
 Input hit(std::string image) {
   Input in;
   in.snapshot_image = std::move(image);
+  return in;
+}
+Input built_by(std::string builder) {
+  Input in;
+  in.builder = std::move(builder);
+  return in;
+}
+Input build_wait(queue::BuildWait outcome) {
+  Input in;
+  in.build_wait = outcome;
   return in;
 }
 Input adopted(std::string state) {
@@ -68,6 +79,12 @@ RunSpec job(std::string key = "", bool commit = true) {
   spec.snapshot_key = std::move(key);
   spec.commit = !spec.snapshot_key.empty() && commit;
   spec.timeout_s = 60;
+  return spec;
+}
+
+RunSpec coalescing(std::string key = "k") {
+  RunSpec spec = job(std::move(key));
+  spec.coalesce = true;
   return spec;
 }
 
@@ -332,6 +349,82 @@ TEST_CASE("an exit noted by a stale list is checked before it counts", "[unit][j
         "record(succeeded) remove done");
 }
 
+// --- single-flight cold starts ---------------------------------------------------
+
+TEST_CASE("the first cold run of a key builds its snapshot, then wakes the waiters",
+          "[unit][job_run][single_flight]") {
+  auto r = drive(coalescing(), Script{}.on(Kind::choose_image, built_by("j1")));
+  CHECK(r.trace ==
+        "claim choose->build create(base) start mark wait exit collect(0) free-slot commit "
+        "record(succeeded) end-build remove done");
+  CHECK(find(r, Kind::end_build)->snapshot_made);
+}
+
+TEST_CASE("a job of a key another job builds waits for it off the queue",
+          "[unit][job_run][single_flight]") {
+  auto r = drive(coalescing(), Script{}.on(Kind::choose_image, built_by("j0")));
+  CHECK(r.trace == "claim choose->miss wait-build done");
+  CHECK(find(r, Kind::wait_build)->builder == "j0");
+  CHECK(find(r, Kind::create) == nullptr);
+  CHECK_FALSE(r.result.has_value());
+}
+
+TEST_CASE("a waiter whose wait is spent starts cold", "[unit][job_run][single_flight]") {
+  auto r = drive(coalescing(), Script{}
+                                   .on(Kind::choose_image, built_by("j0"))
+                                   .on(Kind::wait_build, build_wait(queue::BuildWait::over)));
+  CHECK(r.trace ==
+        "claim choose->miss wait-build->over create(base) start mark wait exit collect(0) "
+        "free-slot commit record(succeeded) remove done");
+}
+
+TEST_CASE("a builder that ended meanwhile: look again", "[unit][job_run][single_flight]") {
+  auto r = drive(coalescing(), Script{}
+                                   .on(Kind::choose_image, built_by("j0"))
+                                   .on(Kind::wait_build, build_wait(queue::BuildWait::builder_gone))
+                                   .on(Kind::choose_image, hit("snap:g1")));
+  CHECK(r.trace ==
+        "claim choose->miss wait-build->gone choose->hit create(snapshot) start mark wait exit "
+        "collect(0) free-slot commit record(succeeded) remove done");
+  // Bounded: a builder that keeps changing under it does not keep the job looking.
+  Script churn;
+  for (int i = 0; i < 5; ++i) {
+    churn.on(Kind::choose_image, built_by("j" + std::to_string(10 + i)));
+    churn.on(Kind::wait_build, build_wait(queue::BuildWait::builder_gone));
+  }
+  auto bounded = drive(coalescing(), churn);
+  CHECK(bounded.trace.find("create(base)") != std::string::npos);
+  CHECK(std::count_if(bounded.actions.begin(), bounded.actions.end(),
+                      [](const Action& a) { return a.kind == Kind::choose_image; }) == 3);
+}
+
+TEST_CASE("a failed builder ends its build, so a waiter takes it over",
+          "[unit][job_run][single_flight]") {
+  RunSpec spec = coalescing();
+  spec.max_attempts = 2;
+  auto r =
+      drive(spec, Script{}.on(Kind::choose_image, built_by("j1")).on(Kind::collect, exited(1)));
+  CHECK(r.trace ==
+        "claim choose->build create(base) start mark wait exit collect(1) "
+        "record(failed,retry) end-build remove done");
+  CHECK_FALSE(find(r, Kind::end_build)->snapshot_made);
+  // Handed back (the engine is down): the build ends, the created container stays.
+  auto down = drive(
+      coalescing(),
+      Script{}.on(Kind::choose_image, built_by("j1")).on(Kind::start, fault(Fault::engine_down)));
+  CHECK(down.trace == "claim choose->build create(base) start->down hand-back end-build done");
+}
+
+TEST_CASE("without coalescing, or without reuse, a job never waits",
+          "[unit][job_run][single_flight]") {
+  auto off = drive(job("k"), Script{}.on(Kind::choose_image, built_by("j0")));
+  CHECK(off.trace.rfind("claim choose->miss create(base)", 0) == 0);
+  RunSpec fresh = coalescing();
+  fresh.reuse = false;
+  auto no_reuse = drive(fresh, Script{}.on(Kind::choose_image, built_by("j0")));
+  CHECK(no_reuse.trace.rfind("claim choose->miss create(base)", 0) == 0);
+}
+
 // --- docs/router.md is checked against the code --------------------------------
 
 namespace {
@@ -339,9 +432,15 @@ namespace {
 // A run that reaches `step` and gets `f` there (the base image, no key, two
 // attempts, unless the step needs otherwise).
 Run fault_at(Kind step, Fault f) {
-  RunSpec spec = job(step == Kind::choose_image || step == Kind::commit ? "k" : "");
+  const bool keyed = step == Kind::choose_image || step == Kind::commit ||
+                     step == Kind::wait_build || step == Kind::end_build;
+  RunSpec spec = job(keyed ? "k" : "");
   spec.max_attempts = 2;
+  spec.coalesce = keyed;
   Script s;
+  // wait_build: another job builds the key; end_build: this one does.
+  if (step == Kind::wait_build) s.on(Kind::choose_image, built_by("j0"));
+  if (step == Kind::end_build) s.on(Kind::choose_image, built_by("j1"));
   if (step == Kind::adopt) s.on(Kind::create, fault(Fault::conflict));
   if (step == Kind::hand_back) s.on(Kind::create, fault(Fault::engine_down));
   if (step == Kind::stop) s.during_wait = [](JobRun& run) { run.note_cancel(); };
@@ -370,9 +469,10 @@ std::string consequence(Kind step, Fault f) {
 }
 
 std::string policy_table() {
-  const std::vector<Kind> steps = {Kind::choose_image, Kind::create,    Kind::adopt,   Kind::start,
-                                   Kind::mark_running, Kind::stop,      Kind::collect, Kind::commit,
-                                   Kind::record,       Kind::hand_back, Kind::remove};
+  const std::vector<Kind> steps = {
+      Kind::choose_image, Kind::create,    Kind::adopt,  Kind::start,  Kind::mark_running,
+      Kind::stop,         Kind::collect,   Kind::commit, Kind::record, Kind::hand_back,
+      Kind::wait_build,   Kind::end_build, Kind::remove};
   const std::vector<Fault> faults = {
       Fault::image_not_found, Fault::not_found, Fault::conflict, Fault::engine_down,
       Fault::lease_lost,      Fault::redis,     Fault::other};
@@ -383,13 +483,17 @@ std::string policy_table() {
   out += "\n";
   for (Kind step : steps) {
     out += "| " + std::string(to_string(step)) + " |";
-    const bool queue_step =
-        step == Kind::mark_running || step == Kind::record || step == Kind::hand_back;
+    const bool queue_step = step == Kind::mark_running || step == Kind::record ||
+                            step == Kind::hand_back || step == Kind::wait_build ||
+                            step == Kind::end_build;
     for (Fault f : faults) {
       // Engine calls never answer with a lost lease or a Redis error, queue
       // calls never with an engine status.
-      const bool possible =
-          f == Fault::other || (queue_step == (f == Fault::lease_lost || f == Fault::redis));
+      // The snapshot lookup asks both: the registry and the build marker
+      // (Redis) and the engine (is the image there).
+      const bool possible = f == Fault::other ||
+                            (step == Kind::choose_image && f != Fault::lease_lost) ||
+                            (queue_step == (f == Fault::lease_lost || f == Fault::redis));
       out += " " + (possible ? consequence(step, f) : std::string("·")) + " |";
     }
     out += "\n";

@@ -98,7 +98,7 @@ TEST_CASE("wiring: every key the example config documents is one the loader read
       if (name == "max_bytes") return "\"1g\"";
       if (name.find("timeout") != std::string::npos || name.find("interval") != std::string::npos ||
           name.find("grace") != std::string::npos || name == "ttl" || name == "drain_deadline" ||
-          name == "affinity_wait")
+          name == "affinity_wait" || name == "coalesce_wait")
         return "\"5s\"";
       return "\"x\"";
     }() << "\n";

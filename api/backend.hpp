@@ -31,6 +31,9 @@ struct BackendError : std::runtime_error {
 struct EnqueueResult {
   nlohmann::json job;  // the job record (see DESIGN.md "Job")
   bool created;        // false: the id existed and `job` is the existing record
+  // A prewarm (snapshot.prewarm) of a key that has a builder already: nothing
+  // was enqueued, `job` is the builder's record.
+  bool coalesced = false;
 };
 
 struct ReadyStatus {
@@ -61,6 +64,7 @@ class Backend {
   virtual ~Backend() = default;
 
   // Validates and enqueues a job body; an existing id returns the existing job.
+  // A prewarm (snapshot.prewarm) joins the key's running build when it has one.
   virtual awaitable<EnqueueResult> enqueue(nlohmann::json job_body) = 0;
   virtual awaitable<nlohmann::json> get_job(std::string id) = 0;
   // Newest first; `state` filters when set.

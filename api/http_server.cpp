@@ -542,6 +542,35 @@ awaitable<HttpServer::Response> HttpServer::dispatch(const Request& request,
       co_return json_response(result.created ? http::status::created : http::status::ok,
                               result.job);
     }
+    case Endpoint::prewarm_snapshot: {
+      // The body is a job (cmd, image, env, ...); the key is the path's, and
+      // the job is a prewarm of it: commit on, a failed commit fails it.
+      std::string reason;
+      auto body = parse_bounded(request.body(), JsonLimits{options_.body_limit}, &reason);
+      if (!body) co_return json_error(400, "body " + reason);
+      if (!body->is_object()) co_return json_error(400, "body must be a JSON object (a job)");
+      bool reuse = true;
+      if (auto snapshot = body->find("snapshot"); snapshot != body->end()) {
+        const auto given = snapshot->is_object() ? snapshot->find("reuse") : snapshot->end();
+        if (!snapshot->is_object() || snapshot->size() > 1 ||
+            (snapshot->size() == 1 && (given == snapshot->end() || !given->is_boolean()))) {
+          co_return json_error(
+              400, "a prewarm's snapshot is the path's key; the body may only set snapshot.reuse");
+        }
+        if (given != snapshot->end()) reuse = given->get<bool>();
+      }
+      (*body)["snapshot"] = {
+          {"key", route.param}, {"reuse", reuse}, {"commit", true}, {"prewarm", true}};
+      if (auto problem = job_body_problem(*body)) co_return json_error(400, *problem);
+      if (auto problem = snapshot_key_problem(*body, caller.snapshot_prefix)) {
+        co_return json_error(403, *problem);
+      }
+      EnqueueResult result = co_await call_backend(backend_.enqueue(std::move(*body)), "enqueue");
+      const std::string id = result.job.value("id", "");
+      co_return json_response(
+          result.created ? http::status::created : http::status::ok,
+          json{{"id", id}, {"coalesced", result.coalesced}, {"job", std::move(result.job)}});
+    }
     case Endpoint::list_jobs: {
       std::optional<std::string> state;
       std::size_t limit = 100;
@@ -722,7 +751,8 @@ awaitable<HttpServer::Response> HttpServer::handle_webhook(const Request& reques
   log::info("webhook enqueued", {{"webhook", name},
                                  {"delivery", decision.delivery_id},
                                  {"job", result.job.value("id", "")},
-                                 {"created", result.created}});
+                                 {"created", result.created},
+                                 {"coalesced", result.coalesced}});
   // A summary: the sender (GitHub's delivery log) never sees env values, which
   // may hold secrets from the webhook's config.
   co_return json_response(result.created ? http::status::created : http::status::ok,

@@ -119,6 +119,29 @@ TEST_CASE("snapshots: list and invalidate keys containing '/'") {
   CHECK(f.stop());
 }
 
+TEST_CASE("snapshots: POST /v1/snapshots/{key}/prewarm enqueues a prewarm of the key") {
+  ServerFixture f;
+  auto made = http_call(f.port, verb::post, "/v1/snapshots/org%2Frepo/prewarm",
+                        R"({"id": "pw-1", "cmd": ["sh", "-c", "echo built > /work/pre"]})");
+  REQUIRE(made.status == 201);
+  CHECK(made.json()["id"] == "pw-1");
+  CHECK(made.json()["coalesced"] == false);
+  CHECK(made.json()["job"]["spec"]["snapshot"] ==
+        json::parse(R"({"key": "org/repo", "reuse": true, "commit": true, "prewarm": true})"));
+  auto fresh = http_call(f.port, verb::post, "/v1/snapshots/k/prewarm",
+                         R"({"cmd": ["true"], "snapshot": {"reuse": false}})");
+  REQUIRE(fresh.status == 201);
+  CHECK(fresh.json()["job"]["spec"]["snapshot"]["reuse"] == false);
+  // The key is the path's; a body naming another (or no command) is refused.
+  CHECK(http_call(f.port, verb::post, "/v1/snapshots/k/prewarm",
+                  R"({"cmd": ["true"], "snapshot": {"key": "other"}})")
+            .status == 400);
+  CHECK(http_call(f.port, verb::post, "/v1/snapshots/k/prewarm", R"({"env": {}})").status == 400);
+  CHECK(http_call(f.port, verb::post, "/v1/snapshots/k/prewarm", R"([1])").status == 400);
+  CHECK(f.backend.job_count() == 2);
+  CHECK(f.stop());
+}
+
 TEST_CASE("routers: GET /v1/routers lists the fleet from the backend") {
   ServerFixture f;
   CHECK(http_call(f.port, verb::get, "/v1/routers").json()["routers"].empty());
@@ -305,6 +328,9 @@ TEST_CASE("scoped tokens: jobs and snapshot calls stay inside the token's key pr
   CHECK(http_call(f.port, verb::get, "/v1/snapshots", "", admin).json()["snapshots"].size() == 2);
   CHECK(http_call(f.port, verb::delete_, "/v1/snapshots/team-b/app", "", ci).status == 403);
   CHECK(http_call(f.port, verb::delete_, "/v1/snapshots/ci/app", "", ci).status == 200);
+  CHECK(http_call(f.port, verb::post, "/v1/snapshots/team-b%2Fapp/prewarm", R"({"cmd": ["true"]})",
+                  ci)
+            .status == 403);
   CHECK(f.backend.job_count() == 3);
   CHECK(f.stop());
 }

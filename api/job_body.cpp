@@ -70,7 +70,7 @@ std::optional<std::string> job_body_problem(const json& body) {
         snapshot["key"].get_ref<const std::string&>().empty()) {
       return "job.snapshot.key must be a non-empty string";
     }
-    for (const char* flag : {"reuse", "commit"}) {
+    for (const char* flag : {"reuse", "commit", "prewarm"}) {
       if (snapshot.contains(flag) && !snapshot[flag].is_boolean()) {
         return "job.snapshot." + std::string(flag) + " must be a boolean";
       }

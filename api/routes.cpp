@@ -12,7 +12,7 @@ struct RouteSpec {
   Endpoint endpoint;
 };
 
-constexpr std::array<RouteSpec, 14> routes = {{
+constexpr std::array<RouteSpec, 15> routes = {{
     {"POST", "/v1/jobs", Endpoint::create_job},
     {"GET", "/v1/jobs", Endpoint::list_jobs},
     {"GET", "/v1/jobs/{id}", Endpoint::get_job},
@@ -20,6 +20,7 @@ constexpr std::array<RouteSpec, 14> routes = {{
     {"GET", "/v1/jobs/{id}/logs", Endpoint::job_logs},
     {"GET", "/v1/snapshots", Endpoint::list_snapshots},
     {"DELETE", "/v1/snapshots/{key...}", Endpoint::invalidate_snapshot},
+    {"POST", "/v1/snapshots/{key}/prewarm", Endpoint::prewarm_snapshot},
     {"GET", "/v1/routers", Endpoint::list_routers},
     {"GET", "/v1/events", Endpoint::events},
     {"POST", "/v1/webhooks/{name}", Endpoint::webhook},
@@ -95,6 +96,8 @@ const char* endpoint_name(Endpoint endpoint) {
       return "list_snapshots";
     case Endpoint::invalidate_snapshot:
       return "invalidate_snapshot";
+    case Endpoint::prewarm_snapshot:
+      return "prewarm_snapshot";
     case Endpoint::list_routers:
       return "list_routers";
     case Endpoint::events:
@@ -122,6 +125,7 @@ bool requires_bearer(Endpoint endpoint) {
     case Endpoint::cancel_job:
     case Endpoint::list_snapshots:
     case Endpoint::invalidate_snapshot:
+    case Endpoint::prewarm_snapshot:
     case Endpoint::list_routers:
     case Endpoint::events:
       return true;

@@ -16,6 +16,7 @@ enum class Endpoint {
   cancel_job,           // DELETE /v1/jobs/{id}
   list_snapshots,       // GET    /v1/snapshots
   invalidate_snapshot,  // DELETE /v1/snapshots/{key...}  (keys contain '/')
+  prewarm_snapshot,     // POST   /v1/snapshots/{key}/prewarm  (the key's '/' as %2F)
   list_routers,         // GET    /v1/routers  (the fleet view)
   events,               // GET    /v1/events  (SSE)
   webhook,              // POST   /v1/webhooks/{name}

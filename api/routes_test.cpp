@@ -36,6 +36,7 @@ TEST_CASE("routing table (golden)", "[unit]") {
         "invalidate_snapshot(repo-42/branch-main)");
   CHECK(describe("DELETE", "/v1/snapshots/org%2Frepo/refs%2Fheads%2Fmain") ==
         "invalidate_snapshot(org/repo/refs/heads/main)");
+  CHECK(describe("POST", "/v1/snapshots/org%2Frepo/prewarm") == "prewarm_snapshot(org/repo)");
   CHECK(describe("GET", "/v1/events") == "events()");
   CHECK(describe("POST", "/v1/webhooks/github") == "webhook(github)");
   CHECK(describe("GET", "/metrics") == "metrics()");
@@ -63,6 +64,7 @@ TEST_CASE("bearer auth covers /v1 except webhooks", "[unit]") {
   CHECK(requires_bearer(Endpoint::create_job));
   CHECK(requires_bearer(Endpoint::events));
   CHECK(requires_bearer(Endpoint::invalidate_snapshot));
+  CHECK(requires_bearer(Endpoint::prewarm_snapshot));
   CHECK(requires_bearer(Endpoint::list_routers));
   CHECK_FALSE(requires_bearer(Endpoint::webhook));
   CHECK_FALSE(requires_bearer(Endpoint::healthz));

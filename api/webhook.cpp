@@ -249,7 +249,16 @@ WebhookConfig parse_webhook_config(const std::string& name, const toml::table& t
                                                  "queue",
                                                  "image",
                                                  "timeout_s",
-                                                 "snapshot_prefix"};
+                                                 "snapshot_prefix",
+                                                 "prewarm"};
+  if (const toml::node* prewarm = table.get("prewarm")) {
+    auto value = prewarm->value_exact<bool>();
+    if (!value) config_error(name, "prewarm", "must be true or false");
+    if (*value && !config.job.snapshot_key) {
+      config_error(name, "prewarm", "needs snapshot_key: a prewarm builds a key's snapshot");
+    }
+    config.job.prewarm = *value;
+  }
   if (const toml::node* prefix = table.get("snapshot_prefix")) {
     auto value = prefix->value_exact<std::string>();
     if (!value || value->empty())
@@ -316,6 +325,7 @@ json render_job(const WebhookConfig& config, const json& payload, std::string_vi
   }
   if (config.job.snapshot_key) {
     job["snapshot"] = {{"key", render_template(*config.job.snapshot_key, payload, delivery_id)}};
+    if (config.job.prewarm) job["snapshot"]["prewarm"] = true;
   }
   if (config.job.queue) job["queue"] = render_template(*config.job.queue, payload, delivery_id);
   if (config.job.image) job["image"] = render_template(*config.job.image, payload, delivery_id);

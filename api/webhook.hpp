@@ -39,6 +39,9 @@ struct JobTemplate {
   std::optional<JobTemplateString> queue;         // none = "default"
   std::optional<JobTemplateString> image;         // none = the router's base image
   std::optional<int> timeout_s;                   // none = the router's default
+  // The job is a prewarm of snapshot_key (docs/snapshots.md): a delivery
+  // rebuilds the key's snapshot. Needs snapshot_key.
+  bool prewarm = false;
 };
 
 struct WebhookConfig {

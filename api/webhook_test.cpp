@@ -117,6 +117,36 @@ TEST_CASE("webhook config errors name the key", "[unit]") {
                              scheme = "gitlab"
                              cmd = ["x"])"),
                     Catch::Contains("must be \"github\" or \"generic\""));
+  CHECK_THROWS_WITH(parse(R"(secret_env = "S"
+                             cmd = ["x"]
+                             prewarm = true)"),
+                    Catch::Contains("webhooks.hook.prewarm: needs snapshot_key"));
+  CHECK_THROWS_WITH(parse(R"(secret_env = "S"
+                             cmd = ["x"]
+                             snapshot_key = "k"
+                             prewarm = "yes")"),
+                    Catch::Contains("webhooks.hook.prewarm: must be true or false"));
+}
+
+TEST_CASE("webhook: prewarm = true makes each delivery a prewarm of its key", "[unit]") {
+  auto table = toml::parse(R"(
+    secret_env = "GH_SECRET"
+    cmd = ["sh", "-c", "git pull"]
+    snapshot_key = "{{/repository/full_name}}/{{/ref}}"
+    prewarm = true
+  )");
+  const WebhookConfig hook =
+      parse_webhook_config("warm", table, fake_env({{"GH_SECRET", github_secret}}));
+  CHECK(hook.job.prewarm);
+  const WebhookDecision d =
+      evaluate_webhook(hook,
+                       headers({{"X-Hub-Signature-256", sign(github_secret, push_body)},
+                                {"X-GitHub-Event", "push"},
+                                {"X-GitHub-Delivery", "d-1"}}),
+                       push_body);
+  REQUIRE(d.action == Action::enqueue);
+  CHECK(d.job["snapshot"] ==
+        json::parse(R"({"key": "acme/app/refs/heads/main", "prewarm": true})"));
 }
 
 TEST_CASE("webhook: a signed push maps to the templated job", "[unit]") {

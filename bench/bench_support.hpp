@@ -115,6 +115,8 @@ struct RouterChildOptions {
   int concurrency = 4;
   // Batched container list catching missed exits; "" = the router's default (5s).
   std::string reconcile_interval = "1s";
+  // Lines added to the [snapshots] table, e.g. `coalesce_wait = "0s"`.
+  std::string snapshots_toml;
 };
 
 // The router binary as a child: own id, key prefix, port and directory under
@@ -144,7 +146,8 @@ class RouterChild {
       config << "reconcile_interval = \"" << options.reconcile_interval << "\"\n";
     }
     config << "[snapshots]\n"
-           << "work_dir = \"" << (dir_ / "snapshots").string() << "\"\n";
+           << "work_dir = \"" << (dir_ / "snapshots").string() << "\"\n"
+           << options.snapshots_toml << "\n";
     config.close();
     spawn();
   }

@@ -4,6 +4,7 @@
 #include "common/json_limits.hpp"
 #include "common/retry.hpp"
 #include "common/time.hpp"
+#include "queue/prewarm.hpp"
 #include "queue/validation.hpp"
 
 #include <cstdio>
@@ -84,6 +85,7 @@ int run_enqueue(const Common& common, const EnqueueOptions& o) {
   if (o.image) job["image"] = *o.image;
   if (o.snapshot_key) {
     job["snapshot"] = {{"key", *o.snapshot_key}, {"reuse", !o.no_reuse}, {"commit", !o.no_commit}};
+    if (o.prewarm) job["snapshot"]["prewarm"] = true;
   }
   try {
     if (o.timeout) {
@@ -133,10 +135,16 @@ int run_enqueue(const Common& common, const EnqueueOptions& o) {
     // The id is fixed before the first try: a retry after a lost reply finds
     // the job it created (same id, same spec) instead of making a second one.
     const queue::JobSpec& spec = *capped.spec;
-    std::optional<queue::EnqueueResult> enqueued;
+    std::optional<queue::PrewarmResult> enqueued;
     std::string conflict;
     try {
-      enqueued = co_await retry_until([&] { return q->enqueue(spec); }, until);
+      enqueued = co_await retry_until(
+          [&]() -> awaitable<queue::PrewarmResult> {
+            if (o.prewarm) co_return co_await queue::submit_prewarm(*q, spec);
+            auto result = co_await q->enqueue(spec);
+            co_return queue::PrewarmResult{result.record.id, false, result.created};
+          },
+          until);
     } catch (const queue::IdConflict& e) {
       conflict = e.what();
     }
@@ -144,11 +152,12 @@ int run_enqueue(const Common& common, const EnqueueOptions& o) {
       std::cerr << "warmstart: " << conflict << "; not enqueued\n";
       co_return failed;
     }
-    const queue::EnqueueResult& result = *enqueued;
-    std::cout << result.record.id << std::endl;
-    if (!result.created) {
-      std::cerr << "warmstart: job " << result.record.id << " already exists ("
-                << queue::to_string(result.record.state) << "); not enqueued again\n";
+    std::cout << enqueued->job_id << std::endl;
+    if (enqueued->coalesced) {
+      std::cerr << "warmstart: job " << enqueued->job_id << " builds snapshot "
+                << spec.snapshot->key << " already; the prewarm joins it\n";
+    } else if (!enqueued->created) {
+      std::cerr << "warmstart: job " << enqueued->job_id << " already exists; not enqueued again\n";
     }
     co_return ok;
   });

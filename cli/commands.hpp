@@ -45,6 +45,7 @@ struct EnqueueOptions {
   std::optional<double> cpus;
   std::optional<int> pids;
   std::vector<std::string> cmd;
+  bool prewarm = false;  // `warmstart prewarm`: a builder job of --snapshot-key
 };
 
 int run_router(const std::string& config_file, router::RouterConfig config);

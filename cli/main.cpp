@@ -35,6 +35,11 @@ int run(const cli::Invocation& inv) {
     }
     case cli::Command::enqueue:
       return cli::run_enqueue(common, inv.enqueue);
+    case cli::Command::prewarm: {
+      cli::EnqueueOptions prewarm = inv.enqueue;
+      prewarm.prewarm = true;
+      return cli::run_enqueue(common, prewarm);
+    }
     case cli::Command::status:
       return cli::run_status(common, inv.job_id, inv.json);
     case cli::Command::wait:

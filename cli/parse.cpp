@@ -48,23 +48,34 @@ ParseOutcome parse_command_line(int argc, const char* const* argv, const Common&
   repeatable(router_cmd->add_option("--queue", r.queues, "queue to serve (repeatable)"));
 
   EnqueueOptions& eo = inv.enqueue;
+  // enqueue and prewarm share the job's options (only one of them parses).
+  auto job_options = [&](CLI::App* sub) {
+    add_redis(sub);
+    sub->add_option("--id", eo.id, "idempotency key [A-Za-z0-9._:-]{1,128}");
+    sub->add_option("--queue", eo.queue, "queue name");
+    sub->add_option("--image", eo.image, "image (must match the router's allowlist)");
+    sub->add_option("--timeout", eo.timeout, "e.g. 30m");
+    sub->add_option("--max-attempts", eo.max_attempts, "attempts before failing");
+    sub->add_option("--concurrency-key", eo.concurrency_key, "jobs sharing it run one at a time");
+    repeatable(sub->add_option("--env", eo.env, "K=V (repeatable, one per --env)"))
+        ->check(std::function<std::string(const std::string&)>(env_pair_problem), "K=V");
+    sub->add_option("--memory", eo.memory, "memory limit, e.g. 512m");
+    sub->add_option("--cpus", eo.cpus, "CPU limit, e.g. 1.5");
+    sub->add_option("--pids", eo.pids, "process limit");
+  };
   auto* enqueue = app.add_subcommand("enqueue", "enqueue a job; prints its id");
-  add_redis(enqueue);
-  enqueue->add_option("--id", eo.id, "idempotency key [A-Za-z0-9._:-]{1,128}");
-  enqueue->add_option("--queue", eo.queue, "queue name");
-  enqueue->add_option("--image", eo.image, "image (must match the router's allowlist)");
+  job_options(enqueue);
   enqueue->add_option("--snapshot-key", eo.snapshot_key, "snapshot key");
   enqueue->add_flag("--no-reuse", eo.no_reuse, "do not start from the snapshot");
   enqueue->add_flag("--no-commit", eo.no_commit, "do not commit a snapshot on success");
-  enqueue->add_option("--timeout", eo.timeout, "e.g. 30m");
-  enqueue->add_option("--max-attempts", eo.max_attempts, "attempts before failing");
-  enqueue->add_option("--concurrency-key", eo.concurrency_key, "jobs sharing it run one at a time");
-  repeatable(enqueue->add_option("--env", eo.env, "K=V (repeatable, one per --env)"))
-      ->check(std::function<std::string(const std::string&)>(env_pair_problem), "K=V");
-  enqueue->add_option("--memory", eo.memory, "memory limit, e.g. 512m");
-  enqueue->add_option("--cpus", eo.cpus, "CPU limit, e.g. 1.5");
-  enqueue->add_option("--pids", eo.pids, "process limit");
   enqueue->add_option("cmd", eo.cmd, "-- CMD [ARG...]")->required();
+
+  auto* prewarm = app.add_subcommand(
+      "prewarm", "build a snapshot key's snapshot ahead of its jobs; prints the job id");
+  job_options(prewarm);
+  prewarm->add_option("--snapshot-key", eo.snapshot_key, "snapshot key")->required();
+  prewarm->add_flag("--no-reuse", eo.no_reuse, "build from the base image, not the last snapshot");
+  prewarm->add_option("cmd", eo.cmd, "-- SETUP [ARG...]")->required();
 
   auto* status = app.add_subcommand("status", "show a job");
   add_redis(status);
@@ -131,6 +142,7 @@ ParseOutcome parse_command_line(int argc, const char* const* argv, const Common&
   const std::pair<CLI::App*, Command> commands[] = {
       {router_cmd, Command::router},
       {enqueue, Command::enqueue},
+      {prewarm, Command::prewarm},
       {status, Command::status},
       {wait, Command::wait},
       {logs, Command::logs},

@@ -13,6 +13,7 @@ namespace warmstart::cli {
 enum class Command {
   router,
   enqueue,
+  prewarm,
   status,
   wait,
   logs,

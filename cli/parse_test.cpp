@@ -205,3 +205,19 @@ TEST_CASE("cli: --help and --version print and exit 0: nonsense exits 2", "[unit
   CHECK(parse({"frobnicate"}).exit_code == usage);
   CHECK(parse({"status", "j", "--bogus"}).exit_code == usage);
 }
+
+TEST_CASE("cli: prewarm --snapshot-key K [--image I] -- SETUP", "[unit][cli]") {
+  Invocation inv = parsed({"prewarm", "--snapshot-key", "repo/main", "--image", "w:1", "--env",
+                           "A=1", "--", "sh", "-c", "echo built > /work/pre"});
+  CHECK(inv.command == Command::prewarm);
+  CHECK(inv.enqueue.snapshot_key == "repo/main");
+  CHECK(inv.enqueue.image == "w:1");
+  CHECK(inv.enqueue.env == Args{"A=1"});
+  CHECK(inv.enqueue.cmd == Args{"sh", "-c", "echo built > /work/pre"});
+  CHECK_FALSE(inv.enqueue.no_reuse);
+  CHECK(parsed({"prewarm", "--snapshot-key", "k", "--no-reuse", "--", "true"}).enqueue.no_reuse);
+  // The key is what a prewarm builds: required. There is nothing to not commit.
+  CHECK(parse({"prewarm", "--", "true"}).exit_code == usage);
+  CHECK(parse({"prewarm", "--snapshot-key", "k", "--no-commit", "--", "true"}).exit_code == usage);
+  CHECK(parse({"prewarm", "--snapshot-key", "k"}).exit_code == usage);
+}

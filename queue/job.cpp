@@ -59,6 +59,8 @@ nlohmann::json JobSpec::to_json() const {
   if (snapshot) {
     j["snapshot"] = {
         {"key", snapshot->key}, {"reuse", snapshot->reuse}, {"commit", snapshot->commit}};
+    // Only when set: the JSON (and the fingerprint) of other jobs stays as it was.
+    if (snapshot->prewarm) j["snapshot"]["prewarm"] = true;
   }
   if (!concurrency_key.empty()) j["concurrency_key"] = concurrency_key;
   if (timeout_s > 0) j["timeout_s"] = timeout_s;

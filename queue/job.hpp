@@ -30,6 +30,9 @@ struct SnapshotSpec {
   std::string key;     // e.g. "repo-42/branch-main"
   bool reuse = true;   // start from the cached snapshot image when there is one
   bool commit = true;  // commit the container after a success
+  // A prewarm (docs/snapshots.md): a builder job whose product is the
+  // snapshot, so a failed commit fails it. Needs commit.
+  bool prewarm = false;
   bool operator==(const SnapshotSpec&) const = default;
 };
 

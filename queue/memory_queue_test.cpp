@@ -3,6 +3,8 @@
 // fault injection, lost cancel messages, blocking claims.
 #include "queue/memory_queue.hpp"
 
+#include "queue/prewarm.hpp"
+
 #include "common/redis.hpp"
 #include "queue/queue_contract_test.hpp"
 #include "support/test_env.hpp"
@@ -465,4 +467,31 @@ TEST_CASE("claim reads every configured queue", "[unit]") {
         CHECK(by_id(c, "s").lease.queue == "slow");
       },
       o);
+}
+
+TEST_CASE("a prewarm of a key being built is coalesced into the build", "[unit]") {
+  with_queue([](MemoryQueue& q, ManualClock&) -> awaitable<void> {
+    JobSpec pw = spec("pw-1");
+    pw.snapshot = SnapshotSpec{"repo", true, true};
+    PrewarmResult first = co_await submit_prewarm(q, pw);
+    CHECK(first.job_id == "pw-1");
+    CHECK(first.created);
+    CHECK_FALSE(first.coalesced);
+    auto stored = co_await q.get("pw-1");
+    REQUIRE(stored);
+    CHECK(stored->spec.snapshot->prewarm);
+    CHECK(stored->spec.snapshot->commit);
+    auto claimed = co_await q.claim("r", 10, 0ms);
+    REQUIRE(claimed.size() == 1);
+    std::string took = co_await q.begin_build("repo", "pw-1", true);
+    CHECK(took == "pw-1");
+    JobSpec again = spec("pw-2");
+    again.snapshot = SnapshotSpec{"repo", true, false};
+    PrewarmResult second = co_await submit_prewarm(q, again);
+    CHECK(second.job_id == "pw-1");
+    CHECK(second.coalesced);
+    CHECK_FALSE(second.created);
+    auto missing = co_await q.get("pw-2");
+    CHECK_FALSE(missing.has_value());
+  });
 }

@@ -214,7 +214,7 @@ JobSpec parse_spec(const json& j, const ValidationOptions& options) {
     const json& s = j["snapshot"];
     if (!s.is_object()) reject("snapshot must be an object");
     for (const auto& [key, value] : s.items()) {
-      if (key != "key" && key != "reuse" && key != "commit") {
+      if (key != "key" && key != "reuse" && key != "commit" && key != "prewarm") {
         reject("unknown field \"snapshot." + key.substr(0, 64) + "\"");
       }
     }
@@ -225,12 +225,14 @@ JobSpec parse_spec(const json& j, const ValidationOptions& options) {
       bool ok = is_id_char(c) || c == '/' || c == '@' || c == '+';
       if (!ok) reject("snapshot.key must match [A-Za-z0-9._:/@+_-]{1,256}");
     }
-    for (const char* flag : {"reuse", "commit"}) {
+    for (const char* flag : {"reuse", "commit", "prewarm"}) {
       if (!s.contains(flag)) continue;
       if (!s[flag].is_boolean()) reject(std::string("snapshot.") + flag + " must be true or false");
     }
     snap.reuse = s.value("reuse", true);
     snap.commit = s.value("commit", true);
+    snap.prewarm = s.value("prewarm", false);
+    if (snap.prewarm && !snap.commit) reject("snapshot.prewarm needs snapshot.commit");
     spec.snapshot = snap;
   }
 

@@ -44,6 +44,11 @@ TEST_CASE("schema violations are rejected with a one-line reason", "[unit][valid
   CHECK(verdict(R"({"cmd": [""]})") == "cmd[0] must not be empty");
   CHECK(verdict(R"({"cmd": ["ls"], "id": "a b"})") == "id must match [A-Za-z0-9._:-]{1,128}");
   CHECK(verdict(R"({"cmd": ["ls"], "id": "a_b"})") == "ok");  // '_' is in the documented pattern
+  CHECK(verdict(R"({"cmd": ["ls"], "snapshot": {"key": "k", "prewarm": true}})") == "ok");
+  CHECK(verdict(R"({"cmd": ["ls"], "snapshot": {"key": "k", "prewarm": true, "commit": false}})") ==
+        "snapshot.prewarm needs snapshot.commit");
+  CHECK(verdict(R"({"cmd": ["ls"], "snapshot": {"key": "k", "prewarm": 1}})") ==
+        "snapshot.prewarm must be true or false");
   CHECK(verdict(R"({"cmd": ["ls"], "id": ""})") == "id must match [A-Za-z0-9._:-]{1,128}");
   CHECK(verdict(R"({"cmd": ["ls"], "id": ")" + std::string(129, 'a') + "\"}") ==
         "id must match [A-Za-z0-9._:-]{1,128}");

@@ -5,6 +5,7 @@
 #include "common/retry.hpp"
 #include "common/time.hpp"
 #include "container/errors.hpp"
+#include "queue/prewarm.hpp"
 #include "queue/validation.hpp"
 #include "router/dispatcher.hpp"
 
@@ -190,6 +191,22 @@ awaitable<api::EnqueueResult> ApiBackend::enqueue(json job_body) {
     if (!policy_.resolve(validated.spec->image, &reason)) throw api::BackendError(400, reason);
     // The id is fixed (validate_job generates one): a retry is idempotent.
     const queue::JobSpec& spec = *validated.spec;
+    if (spec.snapshot && spec.snapshot->prewarm) {
+      const queue::PrewarmResult prewarm = co_await retry_until(
+          [&] { return queue::submit_prewarm(*deps_.queue, spec); }, redis_deadline());
+      log::info("prewarm submitted through the api", {{"job", prewarm.job_id},
+                                                      {"snapshot_key", spec.snapshot->key},
+                                                      {"coalesced", prewarm.coalesced}});
+      std::optional<queue::JobRecord> record =
+          co_await retry_until([&] { return deps_.queue->get(prewarm.job_id); }, redis_deadline());
+      json job = json::object();
+      if (record) {
+        job = record->to_json();
+      } else {
+        job["id"] = prewarm.job_id;  // the builder finished and its record expired
+      }
+      co_return api::EnqueueResult{std::move(job), prewarm.created, prewarm.coalesced};
+    }
     queue::EnqueueResult result =
         co_await retry_until([&] { return deps_.queue->enqueue(spec); }, redis_deadline());
     if (result.created) {

@@ -286,6 +286,7 @@ RunSpec Dispatcher::run_spec(const queue::ClaimedJob& claimed) const {
     r.reuse = spec.snapshot->reuse;
     r.commit = !r.snapshot_key.empty() && spec.snapshot->commit && r.on_base;
     r.coalesce = !r.snapshot_key.empty() && config_.snapshot_coalesce_wait > Duration::zero();
+    r.prewarm = spec.snapshot->prewarm;
   }
   r.timeout_s = effective_timeout_s(spec, config_);
   r.cancelled = claimed.record.state == JobState::cancelled;

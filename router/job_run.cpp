@@ -196,6 +196,10 @@ Action JobRun::begin(StartMode mode) {
     case StartMode::fresh:
       trace_ = "claim";
       if (!spec_.refused.empty()) return fail(spec_.refused, false);
+      if (spec_.prewarm && !spec_.commit) {
+        return fail("a prewarm commits a snapshot, and snapshots are made on the base image only",
+                    false);
+      }
       if (cancel_) {
         result_ = queue::JobResult{JobState::cancelled, std::nullopt, "cancelled before start"};
         return record_result();
@@ -245,6 +249,11 @@ Action JobRun::resume(const Input& in) {
     case Kind::free_slot:
       return next(Action{Kind::commit});
     case Kind::commit:
+      if (in.fault != Fault::none && spec_.prewarm) {
+        // The snapshot was the job's product.
+        trace_ += "->" + std::string(to_string(in.fault));
+        return fail(in.error, true);
+      }
       if (in.fault != Fault::none) {
         // Fail loud, but the job keeps its own result: its work succeeded.
         trace_ += "->" + std::string(to_string(in.fault));

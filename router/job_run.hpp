@@ -58,6 +58,8 @@ struct RunSpec {
   // Single-flight cold starts: rather than start cold while another job builds
   // the key's first snapshot, wait for it (off the queue, no slot held).
   bool coalesce = false;
+  // A prewarm: the snapshot is the product, so a failed commit fails the attempt.
+  bool prewarm = false;
   std::int64_t timeout_s = 0;  // the attempt's wall-clock limit (the router's default applied)
   bool cancelled = false;      // the record said `cancelled` when the run began
 };

@@ -415,6 +415,26 @@ TEST_CASE("a failed builder ends its build, so a waiter takes it over",
   CHECK(down.trace == "claim choose->build create(base) start->down hand-back end-build done");
 }
 
+TEST_CASE("a prewarm's product is its snapshot: a failed commit fails it",
+          "[unit][job_run][single_flight]") {
+  RunSpec spec = coalescing();
+  spec.prewarm = true;
+  spec.max_attempts = 2;
+  auto r = drive(spec, Script{}
+                           .on(Kind::choose_image, built_by("j1"))
+                           .on(Kind::commit, fault(Fault::other, "disk full")));
+  CHECK(r.trace ==
+        "claim choose->build create(base) start mark wait exit collect(0) free-slot "
+        "commit->err record(failed,retry) end-build remove done");
+  CHECK(r.result->error == "disk full");
+  // Not on the base image: nothing to commit, refused before the engine.
+  RunSpec elsewhere = coalescing();
+  elsewhere.prewarm = true;
+  elsewhere.commit = false;
+  auto refused = drive(elsewhere, Script{});
+  CHECK(refused.trace == "claim record(failed) done");
+}
+
 TEST_CASE("without coalescing, or without reuse, a job never waits",
           "[unit][job_run][single_flight]") {
   auto off = drive(job("k"), Script{}.on(Kind::choose_image, built_by("j0")));

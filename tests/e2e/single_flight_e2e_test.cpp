@@ -1,0 +1,208 @@
+// Single-flight cold starts end to end (docs/snapshots.md): the real router
+// and CLI against the private redis-server and dockerd. Jobs of a fresh key
+// that arrive together build its snapshot once; the builder's loss hands the
+// build to a waiter.
+#include "api/auth.hpp"
+#include "e2e/cli_runner.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <thread>
+
+using namespace warmstart;
+using namespace warmstart::testing;
+using nlohmann::json;
+using verb = boost::beast::http::verb;
+
+namespace {
+
+// A setup that runs only when the filesystem has not got it: the cold start
+// sleeps 5 s and leaves /work/ready, a warm start finds it.
+const std::vector<std::string> kSetup = {
+    "sh", "-c",
+    "if [ -f /work/ready ]; then echo warm; else sleep 5; echo built > /work/ready; fi"};
+
+std::vector<std::string> enqueue_args(const std::string& key) {
+  std::vector<std::string> args = {"--snapshot-key", key, "--max-attempts", "2", "--"};
+  args.insert(args.end(), kSetup.begin(), kSetup.end());
+  return args;
+}
+
+std::size_t count_type(const RouterProcess& router, const std::string& type,
+                       const std::string& key) {
+  auto r = run_cli(router, {"events", "--json"});
+  REQUIRE(r.exit_code == 0);
+  std::size_t n = 0;
+  std::istringstream lines(r.out);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.empty()) continue;
+    const json e = json::parse(line);
+    if (e.value("type", "") == type && e.value("key", "") == key) ++n;
+  }
+  return n;
+}
+
+void remove_snapshots(const RouterProcess& router) {
+  auto listed = run_cli(router, {"snapshots", "list", "--json"});
+  if (listed.exit_code != 0) return;
+  for (const auto& e : listed.json()) run_cli(router, {"snapshots", "rm", e["key"]});
+}
+
+void expect_all_succeed(const RouterProcess& router, const std::vector<std::string>& ids) {
+  for (const auto& id : ids) {
+    auto w = run_cli(router, {"wait", id, "--timeout", "120s"});
+    INFO("job " << id << ": " << w.err << "\nrouter log:\n" << router.log_tail());
+    REQUIRE(w.exit_code == 0);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("single-flight: six jobs of a fresh key at concurrency 6 - one builds, five start warm",
+          "[e2e][single_flight]") {
+  RouterProcessOptions options;
+  options.concurrency = 6;
+  RouterProcess router(options);
+  const std::string key = unique_name("fanout");
+  std::vector<std::string> ids;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < 6; ++i) ids.push_back(cli_enqueue(router, enqueue_args(key)));
+  expect_all_succeed(router, ids);
+  const double wall_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  int cold = 0;
+  for (const auto& id : ids) {
+    auto rec = cli_status(router, id);
+    INFO(rec.dump());
+    CHECK(rec["state"] == "succeeded");
+    CHECK(rec["attempts"] == 1);
+    if (rec["from_snapshot"] == false) {
+      ++cold;
+      CHECK(run_cli(router, {"logs", id}).out.find("warm") == std::string::npos);
+    } else {
+      CHECK(run_cli(router, {"logs", id}).out.find("warm") != std::string::npos);
+    }
+  }
+  CHECK(cold == 1);
+  CHECK(count_type(router, "snapshot.build_started", key) == 1);
+  CHECK(count_type(router, "snapshot.build_waiters", key) >= 5);
+  CHECK(count_type(router, "snapshot.build_ended", key) == 1);
+  // One 5 s setup, not six in parallel on two cores, and no 5 s poll in between.
+  CHECK(wall_s < 20.0);
+  WARN("6 jobs of a fresh key, single-flight: " << wall_s << " s wall");
+  remove_snapshots(router);
+}
+
+TEST_CASE("single-flight: the builder's container removed mid-setup - a waiter takes over",
+          "[e2e][single_flight]") {
+  RouterProcessOptions options;
+  options.concurrency = 4;
+  RouterProcess router(options);
+  const std::string key = unique_name("lost-builder");
+  std::vector<std::string> ids;
+  for (int i = 0; i < 4; ++i) ids.push_back(cli_enqueue(router, enqueue_args(key)));
+
+  // The builder is the one job running; the others wait for it.
+  std::string builder, container;
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (container.empty() && std::chrono::steady_clock::now() < until) {
+    for (const auto& id : ids) {
+      auto rec = cli_status(router, id);
+      if (rec["state"] == "running" && rec["container_id"].is_string()) {
+        builder = id;
+        container = rec["container_id"];
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  REQUIRE_FALSE(container.empty());
+  std::this_thread::sleep_for(std::chrono::seconds(1));  // mid-setup
+  run_coro([&]() -> awaitable<void> {
+    container::DockerClientOptions o;
+    o.socket_path = docker_socket();
+    auto docker = container::DockerClient::create(co_await net::this_coro::executor, o);
+    co_await docker->remove_container(container, true);
+  });
+
+  expect_all_succeed(router, ids);
+  int warm = 0;
+  for (const auto& id : ids) warm += cli_status(router, id)["from_snapshot"] == true ? 1 : 0;
+  // Records show each job's last attempt: only the waiter that took the build
+  // over ran cold; the others, the removed builder's retry included, started
+  // from its snapshot.
+  CHECK(warm == 3);
+  CHECK(count_type(router, "snapshot.build_started", key) == 2);
+  CHECK(cli_status(router, builder)["attempts"] == 2);
+  remove_snapshots(router);
+}
+
+TEST_CASE("prewarm: the first job of a prewarmed key starts warm and sees the setup's work",
+          "[e2e][single_flight][prewarm]") {
+  RouterProcess router;
+  const std::string key = unique_name("pre") + "/main";
+  auto pre = run_cli(
+      router, {"prewarm", "--snapshot-key", key, "--", "sh", "-c", "echo built > /work/pre"});
+  INFO(pre.err);
+  REQUIRE(pre.exit_code == 0);
+  const std::string prewarm_id = pre.out.substr(0, pre.out.find('\n'));
+  expect_all_succeed(router, {prewarm_id});
+  auto prewarm_rec = cli_status(router, prewarm_id);
+  CHECK(prewarm_rec["spec"]["snapshot"]["prewarm"] == true);
+  auto first = cli_enqueue(router, {"--snapshot-key", key, "--", "cat", "/work/pre"});
+  expect_all_succeed(router, {first});
+  CHECK(cli_status(router, first)["from_snapshot"] == true);
+  CHECK(run_cli(router, {"logs", first}).out.find("built") != std::string::npos);
+
+  // Through the API, with the key's '/' encoded: a rebuild of the same key.
+  std::string encoded = key;
+  encoded.replace(encoded.find('/'), 1, "%2F");
+  auto api = router.call(verb::post, "/v1/snapshots/" + encoded + "/prewarm",
+                         R"({"cmd": ["sh", "-c", "echo again >> /work/pre"]})");
+  INFO(api.body);
+  REQUIRE(api.status == 201);
+  CHECK(api.json()["coalesced"] == false);
+  expect_all_succeed(router, {api.json()["id"].get<std::string>()});
+  auto listed = run_cli(router, {"snapshots", "list", "--json"}).json();
+  REQUIRE(listed.size() == 1);
+  CHECK(listed[0]["generation"].get<int>() >= 3);  // prewarm, first job, API prewarm
+  remove_snapshots(router);
+}
+
+TEST_CASE("prewarm: a push to a webhook with prewarm = true rebuilds its key's snapshot",
+          "[e2e][single_flight][prewarm][webhook]") {
+  const std::string secret = "e2e-prewarm-secret";
+  const std::string key = unique_name("hook");
+  RouterProcessOptions options;
+  options.env["E2E_GH_SECRET"] = secret;
+  options.extra_toml =
+      "[webhooks.warm]\n"
+      "secret_env = \"E2E_GH_SECRET\"\n"
+      "events = [\"push\"]\n"
+      "cmd = [\"sh\", \"-c\", \"echo {{/after}} > /work/head\"]\n"
+      "snapshot_key = \"" +
+      key +
+      "/{{/ref}}\"\n"
+      "prewarm = true\n";
+  RouterProcess router(options);
+  const std::string payload = json{{"ref", "main"}, {"after", "abc123"}}.dump();
+  const std::string signature = "sha256=" + api::to_hex(api::hmac_sha256(secret, payload));
+  auto delivered = router.call(verb::post, "/v1/webhooks/warm", payload,
+                               {{"X-GitHub-Event", "push"},
+                                {"X-GitHub-Delivery", unique_name("delivery")},
+                                {"X-Hub-Signature-256", signature},
+                                {"Content-Type", "application/json"}});
+  INFO(delivered.body);
+  REQUIRE(delivered.status == 201);
+  const std::string job = delivered.json()["job"]["id"];
+  expect_all_succeed(router, {job});
+  auto listed = run_cli(router, {"snapshots", "list", "--json"}).json();
+  REQUIRE(listed.size() == 1);
+  CHECK(listed[0]["key"] == key + "/main");
+  auto reader = cli_enqueue(router, {"--snapshot-key", key + "/main", "--", "cat", "/work/head"});
+  expect_all_succeed(router, {reader});
+  CHECK(cli_status(router, reader)["from_snapshot"] == true);
+  CHECK(run_cli(router, {"logs", reader}).out.find("abc123") != std::string::npos);
+  remove_snapshots(router);
+}

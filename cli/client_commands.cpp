@@ -9,6 +9,8 @@
 
 #include <cstdio>
 #include <iostream>
+#include <map>
+#include <set>
 
 namespace warmstart::cli {
 namespace {
@@ -321,22 +323,55 @@ int with_snapshots(const Common& common,
 }  // namespace
 
 int run_snapshots_list(const Common& common, bool as_json) {
+  // The keys being built now (single-flight), from the queue.
+  std::map<std::string, std::string> builds;
+  {
+    net::io_context io;
+    const int rc = run_command(io, [&]() -> awaitable<int> {
+      auto q = open_queue(io, common);
+      builds = co_await retry_until([&] { return q->builds(); }, redis_deadline(common));
+      co_return ok;
+    });
+    if (rc != ok) return rc;
+  }
+  auto builder_of = [&](const std::string& key) {
+    auto it = builds.find(key);
+    return it == builds.end() ? std::string() : it->second;
+  };
   return with_snapshots(common, [&](snapshots::SnapshotCache& cache) -> awaitable<int> {
     auto entries = co_await cache.list();
+    std::set<std::string> listed;
+    for (const auto& e : entries) listed.insert(e.key);
     if (as_json) {
       json all = json::array();
-      for (const auto& e : entries) all.push_back(snapshots::to_json(e));
+      for (const auto& e : entries) {
+        json j = snapshots::to_json(e);
+        const std::string builder = builder_of(e.key);
+        j["builder"] = builder.empty() ? json(nullptr) : json(builder);
+        all.push_back(std::move(j));
+      }
+      // A key's first build: no snapshot yet.
+      for (const auto& [key, builder] : builds) {
+        if (listed.count(key) == 0) all.push_back({{"key", key}, {"builder", builder}});
+      }
       std::cout << dump_lossy(all) << std::endl;
       co_return ok;
     }
     const auto now = unix_ms_now();
-    std::printf("%-32s %-44s %10s %8s %6s %6s\n", "KEY", "IMAGE", "SIZE(MB)", "AGE(s)", "USES",
-                "DEPTH");
+    std::printf("%-32s %-44s %10s %8s %6s %6s %s\n", "KEY", "IMAGE", "SIZE(MB)", "AGE(s)", "USES",
+                "DEPTH", "BUILDER");
     for (const auto& e : entries) {
-      std::printf("%-32s %-44s %10.1f %8lld %6lld %6lld\n", e.key.c_str(), e.image.c_str(),
+      const std::string builder = builder_of(e.key);
+      std::printf("%-32s %-44s %10.1f %8lld %6lld %6lld %s\n", e.key.c_str(), e.image.c_str(),
                   static_cast<double>(e.size_bytes) / (1024.0 * 1024.0),
                   static_cast<long long>((now - e.created_ms) / 1000),
-                  static_cast<long long>(e.uses), static_cast<long long>(e.layer_depth));
+                  static_cast<long long>(e.uses), static_cast<long long>(e.layer_depth),
+                  builder.empty() ? "-" : builder.c_str());
+    }
+    for (const auto& [key, builder] : builds) {
+      if (listed.count(key) != 0) continue;
+      std::printf("%-32s %-44s %10s %8s %6s %6s %s\n", key.c_str(), "(first build)", "-", "-", "-",
+                  "-", builder.c_str());
     }
     co_return ok;
   });

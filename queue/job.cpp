@@ -119,6 +119,13 @@ std::string JobRecord::affinity() const {
   return host == affinity_host ? "hit" : "miss";
 }
 
+std::string keep_tail(std::string text, std::size_t max_bytes) {
+  if (text.size() <= max_bytes) return text;
+  std::size_t start = text.size() - max_bytes;
+  while (start < text.size() && (static_cast<unsigned char>(text[start]) & 0xC0) == 0x80) ++start;
+  return text.substr(start);
+}
+
 nlohmann::json JobRecord::to_json() const {
   return {{"id", id},
           {"state", to_string(state)},

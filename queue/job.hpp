@@ -68,6 +68,10 @@ struct JobSpec {
   std::string fingerprint() const;
 };
 
+// The last `max_bytes` of a job's output, never starting inside a UTF-8
+// sequence: what both queue adapters store as the log tail.
+std::string keep_tail(std::string text, std::size_t max_bytes);
+
 struct JobRecord {
   std::string id;
   JobState state = JobState::queued;

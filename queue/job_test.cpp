@@ -150,3 +150,13 @@ TEST_CASE("a record read back from JSON refuses out-of-range numbers", "[unit][j
                            "created_at": "2026-01-01T00:00:00Z", "spec": {"id": "a", "cmd": ["x"]}})");
   CHECK_THROWS_AS(JobRecord::from_json(j), std::invalid_argument);
 }
+
+TEST_CASE("keep_tail keeps the last bytes and never starts inside a UTF-8 sequence",
+          "[unit][job]") {
+  CHECK(keep_tail("short", 10) == "short");
+  CHECK(keep_tail("0123456789", 4) == "6789");
+  // "é" is 0xC3 0xA9: a cut at its second byte moves on past it.
+  CHECK(keep_tail("ab\xC3\xA9xy", 3) == "xy");
+  CHECK(keep_tail("ab\xC3\xA9xy", 4) == "\xC3\xA9xy");
+  CHECK(keep_tail("", 0).empty());
+}

@@ -79,15 +79,6 @@ std::pair<std::uint64_t, std::uint64_t> parse_stream_id(std::string_view id) {
   return {ms, seq};
 }
 
-// Same rule as RedisQueue::set_log_tail: the last bytes, never starting
-// inside a UTF-8 sequence.
-std::string keep_tail(std::string text, std::size_t max_bytes) {
-  if (text.size() <= max_bytes) return text;
-  std::size_t start = text.size() - max_bytes;
-  while (start < text.size() && (static_cast<unsigned char>(text[start]) & 0xC0) == 0x80) ++start;
-  return text.substr(start);
-}
-
 LeaseLost lease_lost(const char* op, const LeaseHandle& lease) {
   return LeaseLost(std::string(op) + ": job " + lease.job_id + " is no longer held by " +
                    lease.consumer + " (lease expired and reclaimed)");

@@ -77,14 +77,6 @@ JobRecord expect_record(const Reply& reply, const LeaseHandle& lease, const char
   return record_from_hash(reply.as_array().at(1));
 }
 
-std::string keep_tail(std::string text, std::size_t max_bytes) {
-  if (text.size() <= max_bytes) return text;
-  std::size_t start = text.size() - max_bytes;
-  // Do not start in the middle of a UTF-8 sequence.
-  while (start < text.size() && (static_cast<unsigned char>(text[start]) & 0xC0) == 0x80) ++start;
-  return text.substr(start);
-}
-
 class RedisCancelSubscription final : public CancelSubscription {
  public:
   explicit RedisCancelSubscription(std::unique_ptr<redis::Subscriber> sub) : sub_(std::move(sub)) {}

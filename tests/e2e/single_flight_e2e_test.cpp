@@ -186,23 +186,37 @@ TEST_CASE("prewarm: a push to a webhook with prewarm = true rebuilds its key's s
       "/{{/ref}}\"\n"
       "prewarm = true\n";
   RouterProcess router(options);
-  const std::string payload = json{{"ref", "main"}, {"after", "abc123"}}.dump();
-  const std::string signature = "sha256=" + api::to_hex(api::hmac_sha256(secret, payload));
-  auto delivered = router.call(verb::post, "/v1/webhooks/warm", payload,
-                               {{"X-GitHub-Event", "push"},
-                                {"X-GitHub-Delivery", unique_name("delivery")},
-                                {"X-Hub-Signature-256", signature},
-                                {"Content-Type", "application/json"}});
-  INFO(delivered.body);
-  REQUIRE(delivered.status == 201);
-  const std::string job = delivered.json()["job"]["id"];
-  expect_all_succeed(router, {job});
+  // Each push is a prewarm of its branch's key: the first builds the
+  // snapshot, the next rebuilds it with the new head.
+  auto push = [&](const std::string& head) {
+    const std::string payload = json{{"ref", "main"}, {"after", head}}.dump();
+    const std::string signature = "sha256=" + api::to_hex(api::hmac_sha256(secret, payload));
+    auto delivered = router.call(verb::post, "/v1/webhooks/warm", payload,
+                                 {{"X-GitHub-Event", "push"},
+                                  {"X-GitHub-Delivery", unique_name("delivery")},
+                                  {"X-Hub-Signature-256", signature},
+                                  {"Content-Type", "application/json"}});
+    INFO(delivered.body);
+    REQUIRE(delivered.status == 201);
+    expect_all_succeed(router, {delivered.json()["job"]["id"].get<std::string>()});
+  };
+  auto head_seen_by_a_job = [&]() {
+    auto reader = cli_enqueue(
+        router, {"--snapshot-key", key + "/main", "--no-commit", "--", "cat", "/work/head"});
+    expect_all_succeed(router, {reader});
+    CHECK(cli_status(router, reader)["from_snapshot"] == true);
+    return run_cli(router, {"logs", reader}).out;
+  };
+  push("abc123");
   auto listed = run_cli(router, {"snapshots", "list", "--json"}).json();
   REQUIRE(listed.size() == 1);
   CHECK(listed[0]["key"] == key + "/main");
-  auto reader = cli_enqueue(router, {"--snapshot-key", key + "/main", "--", "cat", "/work/head"});
-  expect_all_succeed(router, {reader});
-  CHECK(cli_status(router, reader)["from_snapshot"] == true);
-  CHECK(run_cli(router, {"logs", reader}).out.find("abc123") != std::string::npos);
+  const int first_generation = listed[0]["generation"];
+  CHECK(head_seen_by_a_job().find("abc123") != std::string::npos);
+  push("def456");
+  listed = run_cli(router, {"snapshots", "list", "--json"}).json();
+  REQUIRE(listed.size() == 1);
+  CHECK(listed[0]["generation"].get<int>() > first_generation);
+  CHECK(head_seen_by_a_job().find("def456") != std::string::npos);
   remove_snapshots(router);
 }

@@ -135,6 +135,19 @@ local function give_back(id, state, attempts, due)
   move_state(id, state, to)
   return true
 end
+-- A report on a claimed job: its hash fields 'state', 'entry', 'consumer' and
+-- the ones named after `queue`, while this claim (stream entry and consumer)
+-- still holds it. Else nil and the reply: {'missing'} (the record is gone: the
+-- entry is acked) or {'lost'} (another claim holds it now).
+local function held(id, entry, consumer, queue, ...)
+  local f = redis.call('HMGET', jk(id), 'state', 'entry', 'consumer', ...)
+  if not f[1] then
+    ack(queue, entry)
+    return nil, {'missing'}
+  end
+  if f[2] ~= entry or f[3] ~= consumer then return nil, {'lost'} end
+  return f
+end
 -- Single-flight cold starts: `build:<key>` names the key's builder job
 -- (lease-backed), `buildwait:<key>` the jobs waiting for it, `builds` the keys.
 local function bk(key) return P .. 'build:' .. key end
@@ -375,12 +388,8 @@ local function stored(k)
 end
 local function finish(id, entry, consumer, queue, result, code, err, snap_err, tail)
   local k = jk(id)
-  local f = redis.call('HMGET', k, 'state', 'entry', 'consumer')
-  if not f[1] then
-    ack(queue, entry)
-    return {'missing'}
-  end
-  if f[2] ~= entry or f[3] ~= consumer then return {'lost'} end
+  local f, refused = held(id, entry, consumer, queue)
+  if not f then return refused end
   if tail ~= '' then redis.call('HSET', k, 'log_tail', tail) end
   local event = result
   if result == 'cancelled' then event = 'cancel' end
@@ -421,12 +430,8 @@ inline constexpr const char* kFailAttempt = R"lua(
 local id, entry, consumer, queue, reason, retryable, delay =
   ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13], ARGV[14] == '1', tonumber(ARGV[15])
 local k = jk(id)
-local f = redis.call('HMGET', k, 'state', 'entry', 'consumer', 'attempts', 'max_attempts')
-if not f[1] then
-  ack(queue, entry)
-  return {'missing'}
-end
-if f[2] ~= entry or f[3] ~= consumer then return {'lost'} end
+local f, refused = held(id, entry, consumer, queue, 'attempts', 'max_attempts')
+if not f then return refused end
 if TERMINAL[f[1]] then
   ack(queue, entry)
   release_key(id)
@@ -464,13 +469,8 @@ return {'ok', redis.call('HGETALL', k)}
 inline constexpr const char* kHandBack = R"lua(
 local id, entry, consumer, queue, reason, delay =
   ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13], tonumber(ARGV[14])
-local k = jk(id)
-local f = redis.call('HMGET', k, 'state', 'entry', 'consumer', 'attempts')
-if not f[1] then
-  ack(queue, entry)
-  return {'missing'}
-end
-if f[2] ~= entry or f[3] ~= consumer then return {'lost'} end
+local f, refused = held(id, entry, consumer, queue, 'attempts')
+if not f then return refused end
 ack(queue, entry)
 release_key(id)
 if TERMINAL[f[1]] then return {'ok'} end
@@ -640,12 +640,8 @@ local id, entry, consumer, queue, key, builder = ARGV[9], ARGV[10], ARGV[11], AR
                                                  ARGV[14]
 local poll, max_wait = tonumber(ARGV[15]), tonumber(ARGV[16])
 local k = jk(id)
-local f = redis.call('HMGET', k, 'state', 'entry', 'consumer', 'attempts', 'buildsince')
-if not f[1] then
-  ack(queue, entry)
-  return {'missing'}
-end
-if f[2] ~= entry or f[3] ~= consumer then return {'lost'} end
+local f, refused = held(id, entry, consumer, queue, 'attempts', 'buildsince')
+if not f then return refused end
 local since = tonumber(f[5]) or NOW
 if NOW - since >= max_wait then return {'over'} end
 if redis.call('GET', bk(key)) ~= builder then return {'gone'} end

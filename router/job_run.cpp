@@ -249,18 +249,15 @@ Action JobRun::resume(const Input& in) {
     case Kind::free_slot:
       return next(Action{Kind::commit});
     case Kind::commit:
-      if (in.fault != Fault::none && spec_.prewarm) {
-        // The snapshot was the job's product.
-        trace_ += "->" + std::string(to_string(in.fault));
-        return fail(in.error, true);
-      }
-      if (in.fault != Fault::none) {
-        // Fail loud, but the job keeps its own result: its work succeeded.
-        trace_ += "->" + std::string(to_string(in.fault));
-        result_->snapshot_error = in.error;
-      } else {
+      if (in.fault == Fault::none) {
         committed_ = true;
+        return record_result();
       }
+      trace_ += "->" + std::string(to_string(in.fault));
+      // A prewarm's product was the snapshot: it fails. Any other job fails
+      // loud but keeps its own result: its work succeeded.
+      if (spec_.prewarm) return fail(in.error, true);
+      result_->snapshot_error = in.error;
       return record_result();
     case Kind::record:
       return after_record(in);

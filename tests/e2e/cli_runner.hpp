@@ -3,12 +3,14 @@
 #pragma once
 #include "e2e/router_process.hpp"
 
+#include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
 #include <fcntl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <fstream>
 #include <sstream>
@@ -102,5 +104,55 @@ inline nlohmann::json cli_status(const RouterProcess& router, const std::string&
   REQUIRE(r.exit_code == 0);
   return r.json();
 }
+
+// `warmstart wait ID` must report success within 120 s.
+inline void expect_succeeded(const RouterProcess& router, const std::string& id) {
+  auto w = run_cli(router, {"wait", id, "--timeout", "120s"}, std::chrono::seconds(150));
+  INFO("job " << id << ": " << w.err << "\nrouter log:\n" << router.log_tail());
+  REQUIRE(w.exit_code == 0);
+}
+
+// The retained events (`warmstart events --json`), oldest first.
+inline std::vector<nlohmann::json> events_of(const RouterProcess& router) {
+  auto r = run_cli(router, {"events", "--json"});
+  REQUIRE(r.exit_code == 0);
+  std::vector<nlohmann::json> out;
+  std::istringstream lines(r.out);
+  for (std::string line; std::getline(lines, line);) {
+    if (!line.empty()) out.push_back(nlohmann::json::parse(line));
+  }
+  return out;
+}
+
+// Events of `type`; with a field, only those whose `field` is `value`.
+inline std::size_t count_events(const std::vector<nlohmann::json>& events, const std::string& type,
+                                const std::string& field = "", const std::string& value = "") {
+  return static_cast<std::size_t>(
+      std::count_if(events.begin(), events.end(), [&](const nlohmann::json& e) {
+        return e.value("type", "") == type && (field.empty() || e.value(field, "") == value);
+      }));
+}
+
+// Invalidates every snapshot of the router's namespace, which removes the
+// images (the router keeps them on purpose; the engine must be left clean).
+inline void remove_snapshots(const RouterProcess& router) {
+  auto listed = run_cli(router, {"snapshots", "list", "--json"});
+  if (listed.exit_code != 0) return;
+  for (const auto& e : listed.json()) {
+    if (e.contains("image")) run_cli(router, {"snapshots", "rm", e["key"]});
+  }
+}
+
+// remove_snapshots() when the test ends, however it ends.
+struct SnapshotImageCleanup {
+  const RouterProcess& router;
+  ~SnapshotImageCleanup() {
+    try {
+      remove_snapshots(router);
+    } catch (...) {
+      WARN("snapshot cleanup failed");
+    }
+  }
+};
 
 }  // namespace warmstart::testing

@@ -51,22 +51,6 @@ int readyz(const RouterProcess& router) {
   }
 }
 
-std::vector<json> events_of(const RouterProcess& router) {
-  auto r = run_cli(router, {"events", "--json"});
-  REQUIRE(r.exit_code == 0);
-  std::vector<json> out;
-  std::istringstream lines(r.out);
-  for (std::string line; std::getline(lines, line);) {
-    if (!line.empty()) out.push_back(json::parse(line));
-  }
-  return out;
-}
-
-std::size_t count_type(const std::vector<json>& events, const std::string& type) {
-  return static_cast<std::size_t>(std::count_if(
-      events.begin(), events.end(), [&](const json& e) { return e.value("type", "") == type; }));
-}
-
 std::string state_of(const RouterProcess& router, const std::string& id) {
   auto r = run_cli(router, {"status", id, "--json"});
   return r.exit_code == 0 ? r.json().value("state", "") : "";
@@ -81,12 +65,6 @@ void wait_running(const RouterProcess& router, const std::string& id) {
                r.json()["container_id"].is_string();
       },
       60s));
-}
-
-void expect_succeeded(const RouterProcess& router, const std::string& id) {
-  auto w = run_cli(router, {"wait", id, "--timeout", "120s"}, 150s);
-  INFO("job " << id << ": " << w.err << "\nrouter log:\n" << router.log_tail());
-  REQUIRE(w.exit_code == 0);
 }
 
 // The router's "job run ended" log lines of one job.
@@ -155,7 +133,7 @@ TEST_CASE("outage: dockerd stopped for 15 s with 20 jobs queued: all 20 succeed,
   // The router finds out at its first create, hands the jobs back unspent and
   // stops claiming; readiness says so.
   REQUIRE(
-      eventually([&] { return count_type(events_of(router), "router.engine_down") >= 1; }, 30s));
+      eventually([&] { return count_events(events_of(router), "router.engine_down") >= 1; }, 30s));
   CHECK(readyz(router) == 503);
   std::this_thread::sleep_until(stopped_at + 15s);
   CHECK(router.alive());
@@ -170,9 +148,9 @@ TEST_CASE("outage: dockerd stopped for 15 s with 20 jobs queued: all 20 succeed,
     CHECK(rec["state"] == "succeeded");
   }
   auto events = events_of(router);
-  CHECK(count_type(events, "router.engine_up") >= 1);
-  CHECK(count_type(events, "job.deferred") >= 1);
-  CHECK(count_type(events, "job.failed") == 0);
+  CHECK(count_events(events, "router.engine_up") >= 1);
+  CHECK(count_events(events, "job.deferred") >= 1);
+  CHECK(count_events(events, "job.failed") == 0);
   CHECK(router.alive());
   CHECK(eventually([&] { return readyz(router) == 200; }, 30s));
 }

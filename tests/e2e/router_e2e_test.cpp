@@ -38,45 +38,6 @@ void remove_image(const std::string& ref) {
   });
 }
 
-// Removes the snapshot images a test's router committed (the router keeps
-// them on purpose; the engine must be left clean).
-struct SnapshotImageCleanup {
-  const RouterProcess& router;
-  ~SnapshotImageCleanup() {
-    try {
-      auto listed = run_cli(router, {"snapshots", "list", "--json"});
-      if (listed.exit_code != 0) return;
-      for (const auto& e : listed.json()) run_cli(router, {"snapshots", "rm", e["key"]});
-    } catch (...) {
-      WARN("snapshot cleanup failed");
-    }
-  }
-};
-
-std::vector<json> events_of(const RouterProcess& router) {
-  auto r = run_cli(router, {"events", "--json"});
-  REQUIRE(r.exit_code == 0);
-  std::vector<json> out;
-  std::istringstream lines(r.out);
-  for (std::string line; std::getline(lines, line);) {
-    if (!line.empty()) out.push_back(json::parse(line));
-  }
-  return out;
-}
-
-std::size_t count_events(const std::vector<json>& events, const std::string& type,
-                         const std::string& field, const std::string& value) {
-  return static_cast<std::size_t>(std::count_if(events.begin(), events.end(), [&](const json& e) {
-    return e.value("type", "") == type && e.value(field, "") == value;
-  }));
-}
-
-void expect_succeeded(const RouterProcess& router, const std::string& id) {
-  auto w = run_cli(router, {"wait", id, "--timeout", "90s"});
-  INFO("job " << id << ": " << w.err << "\nrouter log:\n" << router.log_tail());
-  REQUIRE(w.exit_code == 0);
-}
-
 }  // namespace
 
 TEST_CASE("router: cold, warm, stale-snapshot fallback, warm again", "[e2e][router]") {

@@ -30,34 +30,6 @@ std::vector<std::string> enqueue_args(const std::string& key) {
   return args;
 }
 
-std::size_t count_type(const RouterProcess& router, const std::string& type,
-                       const std::string& key) {
-  auto r = run_cli(router, {"events", "--json"});
-  REQUIRE(r.exit_code == 0);
-  std::size_t n = 0;
-  std::istringstream lines(r.out);
-  for (std::string line; std::getline(lines, line);) {
-    if (line.empty()) continue;
-    const json e = json::parse(line);
-    if (e.value("type", "") == type && e.value("key", "") == key) ++n;
-  }
-  return n;
-}
-
-void remove_snapshots(const RouterProcess& router) {
-  auto listed = run_cli(router, {"snapshots", "list", "--json"});
-  if (listed.exit_code != 0) return;
-  for (const auto& e : listed.json()) run_cli(router, {"snapshots", "rm", e["key"]});
-}
-
-void expect_all_succeed(const RouterProcess& router, const std::vector<std::string>& ids) {
-  for (const auto& id : ids) {
-    auto w = run_cli(router, {"wait", id, "--timeout", "120s"});
-    INFO("job " << id << ": " << w.err << "\nrouter log:\n" << router.log_tail());
-    REQUIRE(w.exit_code == 0);
-  }
-}
-
 }  // namespace
 
 TEST_CASE("single-flight: six jobs of a fresh key at concurrency 6 - one builds, five start warm",
@@ -65,11 +37,12 @@ TEST_CASE("single-flight: six jobs of a fresh key at concurrency 6 - one builds,
   RouterProcessOptions options;
   options.concurrency = 6;
   RouterProcess router(options);
+  SnapshotImageCleanup cleanup{router};
   const std::string key = unique_name("fanout");
   std::vector<std::string> ids;
   const auto t0 = std::chrono::steady_clock::now();
   for (int i = 0; i < 6; ++i) ids.push_back(cli_enqueue(router, enqueue_args(key)));
-  expect_all_succeed(router, ids);
+  for (const auto& id : ids) expect_succeeded(router, id);
   const double wall_s =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   int cold = 0;
@@ -86,13 +59,13 @@ TEST_CASE("single-flight: six jobs of a fresh key at concurrency 6 - one builds,
     }
   }
   CHECK(cold == 1);
-  CHECK(count_type(router, "snapshot.build_started", key) == 1);
-  CHECK(count_type(router, "snapshot.build_waiters", key) >= 5);
-  CHECK(count_type(router, "snapshot.build_ended", key) == 1);
+  const auto events = events_of(router);
+  CHECK(count_events(events, "snapshot.build_started", "key", key) == 1);
+  CHECK(count_events(events, "snapshot.build_waiters", "key", key) >= 5);
+  CHECK(count_events(events, "snapshot.build_ended", "key", key) == 1);
   // One 5 s setup, not six in parallel on two cores, and no 5 s poll in between.
   CHECK(wall_s < 20.0);
   WARN("6 jobs of a fresh key, single-flight: " << wall_s << " s wall");
-  remove_snapshots(router);
 }
 
 TEST_CASE("single-flight: the builder's container removed mid-setup - a waiter takes over",
@@ -100,6 +73,7 @@ TEST_CASE("single-flight: the builder's container removed mid-setup - a waiter t
   RouterProcessOptions options;
   options.concurrency = 4;
   RouterProcess router(options);
+  SnapshotImageCleanup cleanup{router};
   const std::string key = unique_name("lost-builder");
   std::vector<std::string> ids;
   for (int i = 0; i < 4; ++i) ids.push_back(cli_enqueue(router, enqueue_args(key)));
@@ -126,32 +100,33 @@ TEST_CASE("single-flight: the builder's container removed mid-setup - a waiter t
     co_await docker->remove_container(container, true);
   });
 
-  expect_all_succeed(router, ids);
+  for (const auto& id : ids) expect_succeeded(router, id);
   int warm = 0;
   for (const auto& id : ids) warm += cli_status(router, id)["from_snapshot"] == true ? 1 : 0;
   // Records show each job's last attempt: only the waiter that took the build
   // over ran cold; the others, the removed builder's retry included, started
   // from its snapshot.
   CHECK(warm == 3);
-  CHECK(count_type(router, "snapshot.build_started", key) == 2);
+  const auto events = events_of(router);
+  CHECK(count_events(events, "snapshot.build_started", "key", key) == 2);
   CHECK(cli_status(router, builder)["attempts"] == 2);
-  remove_snapshots(router);
 }
 
 TEST_CASE("prewarm: the first job of a prewarmed key starts warm and sees the setup's work",
           "[e2e][single_flight][prewarm]") {
   RouterProcess router;
+  SnapshotImageCleanup cleanup{router};
   const std::string key = unique_name("pre") + "/main";
   auto pre = run_cli(
       router, {"prewarm", "--snapshot-key", key, "--", "sh", "-c", "echo built > /work/pre"});
   INFO(pre.err);
   REQUIRE(pre.exit_code == 0);
   const std::string prewarm_id = pre.out.substr(0, pre.out.find('\n'));
-  expect_all_succeed(router, {prewarm_id});
+  expect_succeeded(router, prewarm_id);
   auto prewarm_rec = cli_status(router, prewarm_id);
   CHECK(prewarm_rec["spec"]["snapshot"]["prewarm"] == true);
   auto first = cli_enqueue(router, {"--snapshot-key", key, "--", "cat", "/work/pre"});
-  expect_all_succeed(router, {first});
+  expect_succeeded(router, first);
   CHECK(cli_status(router, first)["from_snapshot"] == true);
   CHECK(run_cli(router, {"logs", first}).out.find("built") != std::string::npos);
 
@@ -163,11 +138,10 @@ TEST_CASE("prewarm: the first job of a prewarmed key starts warm and sees the se
   INFO(api.body);
   REQUIRE(api.status == 201);
   CHECK(api.json()["coalesced"] == false);
-  expect_all_succeed(router, {api.json()["id"].get<std::string>()});
+  expect_succeeded(router, api.json()["id"].get<std::string>());
   auto listed = run_cli(router, {"snapshots", "list", "--json"}).json();
   REQUIRE(listed.size() == 1);
   CHECK(listed[0]["generation"].get<int>() >= 3);  // prewarm, first job, API prewarm
-  remove_snapshots(router);
 }
 
 TEST_CASE("prewarm: a push to a webhook with prewarm = true rebuilds its key's snapshot",
@@ -186,6 +160,7 @@ TEST_CASE("prewarm: a push to a webhook with prewarm = true rebuilds its key's s
       "/{{/ref}}\"\n"
       "prewarm = true\n";
   RouterProcess router(options);
+  SnapshotImageCleanup cleanup{router};
   // Each push is a prewarm of its branch's key: the first builds the
   // snapshot, the next rebuilds it with the new head.
   auto push = [&](const std::string& head) {
@@ -198,12 +173,12 @@ TEST_CASE("prewarm: a push to a webhook with prewarm = true rebuilds its key's s
                                   {"Content-Type", "application/json"}});
     INFO(delivered.body);
     REQUIRE(delivered.status == 201);
-    expect_all_succeed(router, {delivered.json()["job"]["id"].get<std::string>()});
+    expect_succeeded(router, delivered.json()["job"]["id"].get<std::string>());
   };
   auto head_seen_by_a_job = [&]() {
     auto reader = cli_enqueue(
         router, {"--snapshot-key", key + "/main", "--no-commit", "--", "cat", "/work/head"});
-    expect_all_succeed(router, {reader});
+    expect_succeeded(router, reader);
     CHECK(cli_status(router, reader)["from_snapshot"] == true);
     return run_cli(router, {"logs", reader}).out;
   };
@@ -218,5 +193,4 @@ TEST_CASE("prewarm: a push to a webhook with prewarm = true rebuilds its key's s
   REQUIRE(listed.size() == 1);
   CHECK(listed[0]["generation"].get<int>() > first_generation);
   CHECK(head_seen_by_a_job().find("def456") != std::string::npos);
-  remove_snapshots(router);
 }

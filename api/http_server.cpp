@@ -625,6 +625,17 @@ awaitable<HttpServer::Response> HttpServer::dispatch(const Request& request,
       auto routers = co_await call_backend(backend_.list_routers(), "list_routers");
       co_return json_response(http::status::ok, json{{"routers", std::move(routers)}});
     }
+    case Endpoint::history: {
+      std::int64_t since = 0;
+      if (auto it = context.target.query.find("since"); it != context.target.query.end()) {
+        const std::string& text = it->second;
+        auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), since);
+        if (ec != std::errc() || p != text.data() + text.size() || since < 0) {
+          co_return json_error(400, "since must be a Unix time in milliseconds");
+        }
+      }
+      co_return json_response(http::status::ok, metrics_.history().to_json(since));
+    }
     case Endpoint::invalidate_snapshot:
       if (caller.snapshot_prefix && route.param.rfind(*caller.snapshot_prefix, 0) != 0) {
         co_return json_error(

@@ -155,6 +155,30 @@ TEST_CASE("routers: GET /v1/routers lists the fleet from the backend") {
   CHECK(f.stop());
 }
 
+TEST_CASE("history: GET /v1/history serves the recorded points, newer than ?since=") {
+  ServerFixture f;
+  auto empty = http_call(f.port, verb::get, "/v1/history");
+  REQUIRE(empty.status == 200);
+  CHECK(empty.json()["points"].empty());
+  CHECK(empty.json()["interval_ms"] == History::default_interval_ms);
+  f.metrics.job_starts(StartKind::warm).Increment(2);
+  f.metrics.record_history(1'000);
+  f.metrics.job_starts(StartKind::cold).Increment();
+  f.metrics.record_history(11'000);
+  auto all = http_call(f.port, verb::get, "/v1/history");
+  REQUIRE(all.json()["points"].size() == 2);
+  CHECK(all.json()["points"][0]["warm"] == 2);
+  CHECK(all.json()["points"][1]["cold"] == 1);
+  CHECK(all.json()["points"][1]["warm"] == 0);
+  auto newer = http_call(f.port, verb::get, "/v1/history?since=1000");
+  REQUIRE(newer.json()["points"].size() == 1);
+  CHECK(newer.json()["points"][0]["t"] == 11'000);
+  CHECK(http_call(f.port, verb::get, "/v1/history?since=soon").status == 400);
+  CHECK(http_call(f.port, verb::get, "/v1/history?since=-5").status == 400);
+  CHECK(http_call(f.port, verb::post, "/v1/history", "{}").status == 405);
+  CHECK(f.stop());
+}
+
 namespace {
 
 ServerOptions with_tokens() {
@@ -447,8 +471,16 @@ TEST_CASE("the dashboard is served from the binary") {
   CHECK(res.headers["content-security-policy"].find("default-src 'none'") != std::string::npos);
   CHECK(res.body.find("id=\"jobs-table\"") != std::string::npos);
   CHECK(res.body.find("text/event-stream") != std::string::npos);
-  CHECK(res.body.find("http://") == std::string::npos);  // no CDN, nothing remote
-  CHECK(res.body.find("https://") == std::string::npos);
+  CHECK(res.body.find("id=\"charts\"") != std::string::npos);
+  // No CDN, nothing remote. The SVG namespace is a name, never fetched.
+  std::string page = res.body;
+  const std::string svg_ns = "\"http://www.w3.org/2000/svg\"";
+  CHECK(page.find(svg_ns) != std::string::npos);
+  for (auto at = page.find(svg_ns); at != std::string::npos; at = page.find(svg_ns)) {
+    page.erase(at, svg_ns.size());
+  }
+  CHECK(page.find("http://") == std::string::npos);
+  CHECK(page.find("https://") == std::string::npos);
   CHECK(f.stop());
 }
 

@@ -58,6 +58,19 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
   snapshot_coalesced_ = counter(
       "warmstart_snapshot_coalesced_total",
       "Waits of a job for another job's build of its snapshot key, instead of a cold start");
+  auto& starts = prometheus::BuildCounter()
+                     .Name("warmstart_job_starts_total")
+                     .Help(
+                         "Job containers started, by what they started from: warm (a snapshot), "
+                         "cold (the base image), fallback (the base image after the snapshot "
+                         "image vanished)")
+                     .Register(reg);
+  starts_warm_ = &starts.Add({{"start", "warm"}});
+  starts_cold_ = &starts.Add({{"start", "cold"}});
+  starts_fallback_ = &starts.Add({{"start", "fallback"}});
+  time_saved_ = counter("warmstart_snapshot_time_saved_seconds_total",
+                        "Run time warm starts did not repeat: for each, the build time its "
+                        "snapshot holds");
   snapshot_hits_ = counter("warmstart_snapshot_hits_total", "Jobs started from a cached snapshot");
   snapshot_misses_ =
       counter("warmstart_snapshot_misses_total", "Jobs with a snapshot key and no usable snapshot");
@@ -94,6 +107,39 @@ std::string Metrics::serialize() const {
 
 prometheus::Gauge& Metrics::jobs(std::string_view state) {
   return jobs_family_->Add({{"state", std::string(state)}});
+}
+
+prometheus::Counter& Metrics::job_starts(StartKind kind) {
+  switch (kind) {
+    case StartKind::warm:
+      return *starts_warm_;
+    case StartKind::fallback:
+      return *starts_fallback_;
+    case StartKind::cold:
+      break;
+  }
+  return *starts_cold_;
+}
+
+HistoryReading Metrics::reading() const {
+  auto histogram = [](prometheus::Histogram& h, std::uint64_t& count, double& sum) {
+    const auto sample = h.Collect().histogram;
+    count = sample.sample_count;
+    sum = sample.sample_sum;
+  };
+  auto whole = [](const prometheus::Counter& c) {
+    return static_cast<std::uint64_t>(c.Value() + 0.5);
+  };
+  HistoryReading r;
+  r.queue_depth = queue_depth_->Value();
+  r.running = running_containers_->Value();
+  r.warm_starts = whole(*starts_warm_);
+  r.cold_starts = whole(*starts_cold_);
+  r.fallback_starts = whole(*starts_fallback_);
+  histogram(*commit_duration_, r.commits, r.commit_seconds);
+  histogram(*dispatch_latency_, r.dispatches, r.dispatch_seconds);
+  r.time_saved_seconds = time_saved_->Value();
+  return r;
 }
 
 prometheus::Counter& Metrics::http_requests(std::string_view method, int code) {

@@ -3,6 +3,8 @@
 // (prometheus-cpp's Registry + TextSerializer, served by our own Beast server).
 // Every member is thread-safe (prometheus-cpp metrics are atomics).
 #pragma once
+#include "api/history.hpp"
+
 #include <prometheus/counter.h>
 #include <prometheus/family.h>
 #include <prometheus/gauge.h>
@@ -17,6 +19,9 @@ namespace warmstart::api {
 
 // Content type of the text exposition format served on /metrics.
 inline constexpr std::string_view metrics_content_type = "text/plain; version=0.0.4";
+
+// What a started container started from.
+enum class StartKind { warm, cold, fallback };
 
 class Metrics {
  public:
@@ -40,6 +45,11 @@ class Metrics {
   prometheus::Counter& jobs_handed_back() { return *jobs_handed_back_; }
   // Waits for another job's cold start of the same snapshot key (single-flight).
   prometheus::Counter& snapshot_coalesced() { return *snapshot_coalesced_; }
+  // Containers started: from a snapshot (warm), the base image (cold), or the
+  // base image after the snapshot image vanished (fallback).
+  prometheus::Counter& job_starts(StartKind kind);
+  // Sum over warm starts of the run time their snapshot holds (its build_ms).
+  prometheus::Counter& snapshot_time_saved() { return *time_saved_; }
 
   prometheus::Counter& snapshot_hits() { return *snapshot_hits_; }
   prometheus::Counter& snapshot_misses() { return *snapshot_misses_; }
@@ -59,6 +69,13 @@ class Metrics {
   // method is folded to GET/POST/DELETE/OTHER so untrusted input cannot grow
   // the label space.
   prometheus::Counter& http_requests(std::string_view method, int code);
+
+  // The dashboard's recent history, fed by record_history().
+  const History& history() const { return history_; }
+  // The counters and gauges the history follows, read now.
+  HistoryReading reading() const;
+  // Adds a history point ending at `now_ms` (Unix ms), every History::interval_ms().
+  void record_history(std::int64_t now_ms) { history_.record(now_ms, reading()); }
 
  private:
   std::shared_ptr<prometheus::Registry> registry_;
@@ -84,6 +101,11 @@ class Metrics {
   prometheus::Gauge* bytes_cached_;
   prometheus::Gauge* sse_clients_;
   prometheus::Counter* sse_dropped_;
+  prometheus::Counter* starts_warm_;
+  prometheus::Counter* starts_cold_;
+  prometheus::Counter* starts_fallback_;
+  prometheus::Counter* time_saved_;
+  History history_;
 };
 
 }  // namespace warmstart::api

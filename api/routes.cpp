@@ -12,7 +12,7 @@ struct RouteSpec {
   Endpoint endpoint;
 };
 
-constexpr std::array<RouteSpec, 15> routes = {{
+constexpr std::array<RouteSpec, 16> routes = {{
     {"POST", "/v1/jobs", Endpoint::create_job},
     {"GET", "/v1/jobs", Endpoint::list_jobs},
     {"GET", "/v1/jobs/{id}", Endpoint::get_job},
@@ -22,6 +22,7 @@ constexpr std::array<RouteSpec, 15> routes = {{
     {"DELETE", "/v1/snapshots/{key...}", Endpoint::invalidate_snapshot},
     {"POST", "/v1/snapshots/{key}/prewarm", Endpoint::prewarm_snapshot},
     {"GET", "/v1/routers", Endpoint::list_routers},
+    {"GET", "/v1/history", Endpoint::history},
     {"GET", "/v1/events", Endpoint::events},
     {"POST", "/v1/webhooks/{name}", Endpoint::webhook},
     {"GET", "/metrics", Endpoint::metrics},
@@ -100,6 +101,8 @@ const char* endpoint_name(Endpoint endpoint) {
       return "prewarm_snapshot";
     case Endpoint::list_routers:
       return "list_routers";
+    case Endpoint::history:
+      return "history";
     case Endpoint::events:
       return "events";
     case Endpoint::webhook:
@@ -127,6 +130,7 @@ bool requires_bearer(Endpoint endpoint) {
     case Endpoint::invalidate_snapshot:
     case Endpoint::prewarm_snapshot:
     case Endpoint::list_routers:
+    case Endpoint::history:
     case Endpoint::events:
       return true;
     case Endpoint::webhook:

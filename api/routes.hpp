@@ -18,6 +18,7 @@ enum class Endpoint {
   invalidate_snapshot,  // DELETE /v1/snapshots/{key...}  (keys contain '/')
   prewarm_snapshot,     // POST   /v1/snapshots/{key}/prewarm  (the key's '/' as %2F)
   list_routers,         // GET    /v1/routers  (the fleet view)
+  history,              // GET    /v1/history?since=  (the dashboard's charts)
   events,               // GET    /v1/events  (SSE)
   webhook,              // POST   /v1/webhooks/{name}
   metrics,              // GET    /metrics

@@ -38,6 +38,7 @@ TEST_CASE("routing table (golden)", "[unit]") {
         "invalidate_snapshot(org/repo/refs/heads/main)");
   CHECK(describe("POST", "/v1/snapshots/org%2Frepo/prewarm") == "prewarm_snapshot(org/repo)");
   CHECK(describe("GET", "/v1/events") == "events()");
+  CHECK(describe("GET", "/v1/history") == "history()");
   CHECK(describe("POST", "/v1/webhooks/github") == "webhook(github)");
   CHECK(describe("GET", "/metrics") == "metrics()");
   CHECK(describe("GET", "/healthz") == "healthz()");
@@ -66,6 +67,7 @@ TEST_CASE("bearer auth covers /v1 except webhooks", "[unit]") {
   CHECK(requires_bearer(Endpoint::invalidate_snapshot));
   CHECK(requires_bearer(Endpoint::prewarm_snapshot));
   CHECK(requires_bearer(Endpoint::list_routers));
+  CHECK(requires_bearer(Endpoint::history));
   CHECK_FALSE(requires_bearer(Endpoint::webhook));
   CHECK_FALSE(requires_bearer(Endpoint::healthz));
   CHECK_FALSE(requires_bearer(Endpoint::readyz));

@@ -340,38 +340,29 @@ int run_snapshots_list(const Common& common, bool as_json) {
   };
   return with_snapshots(common, [&](snapshots::SnapshotCache& cache) -> awaitable<int> {
     auto entries = co_await cache.list();
-    std::set<std::string> listed;
-    for (const auto& e : entries) listed.insert(e.key);
     if (as_json) {
-      json all = json::array();
-      for (const auto& e : entries) {
-        json j = snapshots::to_json(e);
-        const std::string builder = builder_of(e.key);
-        j["builder"] = builder.empty() ? json(nullptr) : json(builder);
-        all.push_back(std::move(j));
-      }
-      // A key's first build: no snapshot yet.
-      for (const auto& [key, builder] : builds) {
-        if (listed.count(key) == 0) all.push_back({{"key", key}, {"builder", builder}});
-      }
-      std::cout << dump_lossy(all) << std::endl;
+      std::cout << dump_lossy(snapshots::snapshot_listing(entries, builds)) << std::endl;
       co_return ok;
     }
+    std::set<std::string> listed;
     const auto now = unix_ms_now();
-    std::printf("%-32s %-44s %10s %8s %6s %6s %s\n", "KEY", "IMAGE", "SIZE(MB)", "AGE(s)", "USES",
-                "DEPTH", "BUILDER");
+    // HITS: warm starts since the commit; HOST: whose engine holds the image.
+    std::printf("%-32s %4s %-44s %10s %8s %6s %6s %-16s %s\n", "KEY", "GEN", "IMAGE", "SIZE(MB)",
+                "AGE(s)", "HITS", "DEPTH", "HOST", "BUILDER");
     for (const auto& e : entries) {
+      listed.insert(e.key);
       const std::string builder = builder_of(e.key);
-      std::printf("%-32s %-44s %10.1f %8lld %6lld %6lld %s\n", e.key.c_str(), e.image.c_str(),
+      std::printf("%-32s %4lld %-44s %10.1f %8lld %6lld %6lld %-16s %s\n", e.key.c_str(),
+                  static_cast<long long>(e.generation), e.image.c_str(),
                   static_cast<double>(e.size_bytes) / (1024.0 * 1024.0),
                   static_cast<long long>((now - e.created_ms) / 1000),
                   static_cast<long long>(e.uses), static_cast<long long>(e.layer_depth),
-                  builder.empty() ? "-" : builder.c_str());
+                  e.host.substr(0, 16).c_str(), builder.empty() ? "-" : builder.c_str());
     }
     for (const auto& [key, builder] : builds) {
       if (listed.count(key) != 0) continue;
-      std::printf("%-32s %-44s %10s %8s %6s %6s %s\n", key.c_str(), "(first build)", "-", "-", "-",
-                  "-", builder.c_str());
+      std::printf("%-32s %4s %-44s %10s %8s %6s %6s %-16s %s\n", key.c_str(), "-", "(first build)",
+                  "-", "-", "-", "-", "-", builder.c_str());
     }
     co_return ok;
   });

@@ -8,6 +8,7 @@
 #include "cli/services.hpp"
 #include "cli/version.hpp"
 #include "common/log.hpp"
+#include "common/time.hpp"
 #include "router/api_backend.hpp"
 #include "router/dispatcher.hpp"
 
@@ -102,7 +103,8 @@ void hook_router_metrics(router::Dispatcher& router, api::Metrics& metrics) {
 }
 
 // Every `period`: jobs by state and queue depth from Redis, running containers
-// and fallbacks from the router, the snapshot cache's counters.
+// and fallbacks from the router, the snapshot cache's counters; and a point of
+// the dashboard's history every History::interval_ms().
 awaitable<void> publish_metrics(std::shared_ptr<queue::Queue> queue,
                                 std::shared_ptr<router::Dispatcher> router,
                                 std::shared_ptr<snapshots::SnapshotCache> cache,
@@ -113,6 +115,12 @@ awaitable<void> publish_metrics(std::shared_ptr<queue::Queue> queue,
   std::uint64_t last_coalesced = 0;
   std::uint64_t last_affinity_hits = 0;
   std::uint64_t last_affinity_misses = 0;
+  std::uint64_t last_warm = 0;
+  std::uint64_t last_cold = 0;
+  std::uint64_t last_fallback_starts = 0;
+  std::uint64_t last_saved_ms = 0;
+  const Duration history_interval{metrics.history().interval_ms()};
+  auto next_history = Clock::now();
   bool failing = false;
   for (;;) {
     std::optional<queue::QueueCounts> counts;
@@ -143,6 +151,15 @@ awaitable<void> publish_metrics(std::shared_ptr<queue::Queue> queue,
     advance(metrics.snapshot_coalesced(), stats.coalesced, last_coalesced);
     advance(metrics.affinity(true), stats.affinity_hits, last_affinity_hits);
     advance(metrics.affinity(false), stats.affinity_misses, last_affinity_misses);
+    advance(metrics.job_starts(api::StartKind::warm), stats.warm_starts, last_warm);
+    advance(metrics.job_starts(api::StartKind::cold), stats.cold_starts, last_cold);
+    advance(metrics.job_starts(api::StartKind::fallback), stats.fallback_starts,
+            last_fallback_starts);
+    if (stats.time_saved_ms > last_saved_ms) {
+      metrics.snapshot_time_saved().Increment(
+          static_cast<double>(stats.time_saved_ms - last_saved_ms) / 1000.0);
+    }
+    last_saved_ms = stats.time_saved_ms;
 
     const snapshots::CacheMetrics now = cache->metrics();
     advance(metrics.snapshot_hits(), now.hits, last.hits);
@@ -162,6 +179,10 @@ awaitable<void> publish_metrics(std::shared_ptr<queue::Queue> queue,
     last.total_commit_ms = now.total_commit_ms;
     metrics.snapshot_bytes_cached().Set(static_cast<double>(now.bytes_cached));
 
+    if (const auto at = Clock::now(); at >= next_history) {
+      metrics.record_history(unix_ms_now());
+      while (next_history <= at) next_history += history_interval;
+    }
     co_await sleep_for(period);
   }
 }

@@ -307,10 +307,19 @@ awaitable<json> ApiBackend::cancel_job(std::string id) {
 awaitable<std::vector<json>> ApiBackend::list_snapshots() {
   try {
     std::vector<snapshots::SnapshotEntry> entries = co_await deps_.snapshots->list();
-    std::vector<json> out;
-    out.reserve(entries.size());
-    for (const auto& entry : entries) out.push_back(snapshots::to_json(entry));
-    co_return out;
+    // The keys being built now (single-flight): a listing without them still
+    // answers (a builder column is worth less than the list).
+    std::map<std::string, std::string> builds;
+    // Built outside the try: g++ 12 destroys temporaries of a throwing co_await twice.
+    auto read_builds = deps_.queue->builds();
+    try {
+      builds = co_await std::move(read_builds);
+    } catch (const std::exception& e) {
+      log::warn("snapshot list: running builds unreadable", {{"error", e.what()}});
+    }
+    json rows = snapshots::snapshot_listing(entries, builds);
+    co_return std::vector<json>(std::make_move_iterator(rows.begin()),
+                                std::make_move_iterator(rows.end()));
   } catch (...) {
     rethrow_for_http("list_snapshots");
   }

@@ -52,14 +52,7 @@ Dispatcher::~Dispatcher() {
 RouterStats Dispatcher::stats() const {
   RouterStats s;
   s.running = capacity_.held();
-  const ExecutorStats& e = executor_.stats();
-  s.dispatched = e.dispatched;
-  s.snapshot_fallbacks = e.snapshot_fallbacks;
-  s.finished = e.finished;
-  s.handed_back = e.handed_back;
-  s.affinity_hits = e.affinity_hits;
-  s.affinity_misses = e.affinity_misses;
-  s.coalesced = e.coalesced;
+  static_cast<ExecutorStats&>(s) = executor_.stats();
   s.orphans_removed = orphans_removed_;
   s.draining = draining_;
   s.engine_up = engine_up_;

@@ -50,15 +50,9 @@ class HostIdentityConflict : public std::runtime_error {
 };
 
 // Gauges and counters the HTTP layer exports; plain values read on the loop.
-struct RouterStats {
+// The executor's counters (ExecutorStats) and the dispatcher's own.
+struct RouterStats : ExecutorStats {
   int running = 0;  // jobs holding a slot
-  std::uint64_t dispatched = 0;
-  std::uint64_t snapshot_fallbacks = 0;
-  std::uint64_t finished = 0;
-  std::uint64_t handed_back = 0;
-  std::uint64_t affinity_hits = 0;    // jobs routed to this host's snapshot, started here
-  std::uint64_t affinity_misses = 0;  // jobs routed to another host's snapshot, started here
-  std::uint64_t coalesced = 0;        // waits for another job's build of the snapshot key
   std::uint64_t orphans_removed = 0;
   bool draining = false;
   bool engine_up = true;  // false from a call that got no answer until a ping answers

@@ -307,16 +307,22 @@ TEST_CASE(
     "success",
     "[unit][dispatcher]") {
   Harness h;
-  h.start();
+  auto router = h.start();
   h.engine->set_auto_exit(0, 10ms);
   auto with_key = [](queue::JobSpec& s) { s.snapshot = queue::SnapshotSpec{"repo/main"}; };
 
   auto cold = h.enqueue({"build"}, with_key);
   REQUIRE(h.until([&] { return h.finished(cold); }));
   REQUIRE(h.cache->entry("repo/main"));
+  // The snapshot holds the cold run's time; a warm start from it saves that,
+  // and its own commit holds both runs.
+  const std::int64_t cold_build_ms = h.cache->entry("repo/main")->build_ms;
+  CHECK(cold_build_ms > 0);
   auto warm = h.enqueue({"test"}, with_key);
   REQUIRE(h.until([&] { return h.finished(warm); }));
   CHECK(h.queue->record(warm)->from_snapshot);
+  CHECK(router->stats().time_saved_ms == static_cast<std::uint64_t>(cold_build_ms));
+  CHECK(h.cache->entry("repo/main")->build_ms > cold_build_ms);
 
   // The snapshot image vanishes behind the router's back.
   h.engine->delete_image(h.cache->entry("repo/main")->image);
@@ -334,6 +340,11 @@ TEST_CASE(
   REQUIRE(h.until([&] { return h.finished(unlucky); }));
   CHECK(h.state(unlucky) == JobState::succeeded);
   CHECK(h.queue->record(unlucky)->snapshot_error == "snapshot commit failed: disk full");
+  const RouterStats stats = router->stats();
+  CHECK(stats.warm_starts == 2);  // `unlucky` started from the fallback's commit
+  CHECK(stats.fallback_starts == 1);
+  CHECK(stats.cold_starts == 1);
+  CHECK(stats.dispatched == 4);
 }
 
 TEST_CASE("dispatcher: orphan containers are swept periodically, not only at start",
@@ -543,6 +554,10 @@ TEST_CASE("dispatcher: six jobs of a fresh key - one builds cold and five start 
   CHECK(h.count(types, "snapshot.build_waiters") >= 5);
   CHECK(h.count(types, "snapshot.build_ended") == 1);
   CHECK(r1->stats().coalesced + r2->stats().coalesced >= 5);
+  // Five warm starts, each saving the builder's run (its container ran 300 ms).
+  CHECK(r1->stats().warm_starts + r2->stats().warm_starts == 5);
+  CHECK(r1->stats().cold_starts + r2->stats().cold_starts == 1);
+  CHECK(r1->stats().time_saved_ms + r2->stats().time_saved_ms >= 5 * 250);
   // The waiters were woken onto the builder's host, which holds the snapshot.
   for (const auto& id : ids) CHECK(h.queue->record(id)->host == builder_host);
 }

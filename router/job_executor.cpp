@@ -99,7 +99,10 @@ awaitable<Input> JobExecutor::choose_image(ActiveJob& job) {
   Input in;
   if (choice.value->outcome == snapshots::LookupOutcome::hit) {
     in.snapshot_image = choice.value->image;
-    if (choice.value->entry) job.snapshot_image_id = choice.value->entry->image_id;
+    if (choice.value->entry) {
+      job.snapshot_image_id = choice.value->entry->image_id;
+      job.snapshot_build_ms = choice.value->entry->build_ms;
+    }
     co_return in;
   }
   if (spec.coalesce && (spec.commit || spec.reuse)) {
@@ -157,6 +160,7 @@ awaitable<Input> JobExecutor::invalidate(ActiveJob& job, const Action& action) {
   if (dropped) co_await hint_affinity(key, false);
   // The commit after this run replaces whatever is registered now.
   job.snapshot_image_id.clear();
+  job.snapshot_build_ms = 0;
   co_return dropped.input();
 }
 
@@ -196,6 +200,13 @@ awaitable<Input> JobExecutor::mark_running(ActiveJob& job) {
   }
   job.deadline = Clock::now() + seconds(job.run.spec().timeout_s);
   ++stats_.dispatched;
+  if (job.run.from_snapshot()) {
+    ++stats_.warm_starts;
+    stats_.time_saved_ms +=
+        static_cast<std::uint64_t>(std::max<std::int64_t>(0, job.snapshot_build_ms));
+  } else {
+    ++(job.run.snapshot_fallback() ? stats_.fallback_starts : stats_.cold_starts);
+  }
   if (observers_.dispatch_latency) {
     observers_.dispatch_latency(
         static_cast<double>(std::max<std::int64_t>(0, unix_ms_now() - rec.created_at)) / 1000.0);
@@ -264,6 +275,10 @@ awaitable<Input> JobExecutor::commit(ActiveJob& job) {
   req.key = job.run.spec().snapshot_key;
   req.base_image = config_.base_image;
   req.expected_image_id = job.snapshot_image_id;
+  // This run's time plus what the snapshot it started from already held.
+  const std::int64_t started = job.claimed.record.started_at.value_or(0);
+  req.build_ms = (started > 0 ? std::max<std::int64_t>(0, unix_ms_now() - started) : 0) +
+                 (job.run.from_snapshot() ? job.snapshot_build_ms : 0);
   auto op = ports_.snapshots->commit(req);
   auto done = co_await attempt(std::move(op));
   if (!done) co_return done.input();

@@ -46,7 +46,8 @@ struct CommitRequest {
   // image (Choice::observed_image_id). nullopt = whatever is registered when
   // the commit starts.
   std::optional<std::string> expected_image_id;
-  Duration ttl{0};  // per-key TTL override; 0 = the eviction policy's ttl
+  Duration ttl{0};            // per-key TTL override; 0 = the eviction policy's ttl
+  std::int64_t build_ms = 0;  // SnapshotEntry::build_ms of the new entry
 };
 
 struct CommitResult {

@@ -4,7 +4,10 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
+#include <map>
+#include <set>
 #include <string>
+#include <vector>
 
 namespace warmstart::snapshots {
 
@@ -21,6 +24,13 @@ struct SnapshotEntry {
   std::int64_t layer_depth = 0;   // RootFS layers of the image
   std::int64_t generation = 0;    // per key, strictly increasing
   std::int64_t ttl_ms = 0;        // per-key TTL override; 0 = the policy's default
+  // What the snapshot holds in run time: the source job's run plus, when that
+  // job started warm, the build_ms of the snapshot it started from. A warm
+  // start from this entry saves about this much (0 = unknown, e.g. older entries).
+  std::int64_t build_ms = 0;
+  // The host whose engine holds the image (the registry's namespace, filled
+  // in by list(); not a registry field).
+  std::string host;
 
   bool operator==(const SnapshotEntry&) const = default;
 };
@@ -38,7 +48,31 @@ inline nlohmann::json to_json(const SnapshotEntry& e) {
           {"size_bytes", e.size_bytes},
           {"layer_depth", e.layer_depth},
           {"generation", e.generation},
-          {"ttl_ms", e.ttl_ms}};
+          {"ttl_ms", e.ttl_ms},
+          {"build_ms", e.build_ms},
+          {"host", e.host}};
+}
+
+// The rows of `snapshots list --json` and GET /v1/snapshots: each entry with
+// "builder" (the job id building its next generation, else null), then a row
+// {"key", "builder"} for each key whose first build is running. `builders`
+// maps key -> builder job id (queue::Queue::builds()).
+inline nlohmann::json snapshot_listing(const std::vector<SnapshotEntry>& entries,
+                                       const std::map<std::string, std::string>& builders) {
+  nlohmann::json rows = nlohmann::json::array();
+  std::set<std::string> listed;
+  for (const auto& e : entries) {
+    nlohmann::json row = to_json(e);
+    const auto builder = builders.find(e.key);
+    row["builder"] =
+        builder == builders.end() ? nlohmann::json(nullptr) : nlohmann::json(builder->second);
+    rows.push_back(std::move(row));
+    listed.insert(e.key);
+  }
+  for (const auto& [key, builder] : builders) {
+    if (listed.count(key) == 0) rows.push_back({{"key", key}, {"builder", builder}});
+  }
+  return rows;
 }
 
 }  // namespace warmstart::snapshots

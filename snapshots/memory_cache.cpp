@@ -58,6 +58,7 @@ awaitable<CommitResult> MemoryCache::commit(CommitRequest request) {
   put(request.key, repo + ":" + tag);
   if (!result.image_id.empty()) entries_[request.key].image_id = result.image_id;
   entries_[request.key].source_job = request.job_id;
+  entries_[request.key].build_ms = request.build_ms;
   result.status = CommitResult::Status::committed;
   result.image = repo + ":" + tag;
   result.generation = generation;

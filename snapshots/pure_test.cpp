@@ -209,6 +209,7 @@ TEST_CASE("registry hash fields round-trip and entries without an image are abse
   e.generation = 9;
   e.ttl_ms = 60000;
   e.source_job = "job-1";
+  e.build_ms = 5123;
   CHECK(entry_from_fields(entry_to_fields(e)) == e);
   CHECK_FALSE(entry_from_fields({"key", "k", "image", "i"}).has_value());
   auto lenient = entry_from_fields(

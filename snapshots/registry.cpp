@@ -68,7 +68,8 @@ std::vector<std::string> entry_to_fields(const SnapshotEntry& e) {
           "size_bytes",    std::to_string(e.size_bytes),
           "layer_depth",   std::to_string(e.layer_depth),
           "generation",    std::to_string(e.generation),
-          "ttl_ms",        std::to_string(e.ttl_ms)};
+          "ttl_ms",        std::to_string(e.ttl_ms),
+          "build_ms",      std::to_string(e.build_ms)};
 }
 
 std::optional<SnapshotEntry> entry_from_fields(const std::vector<std::string>& flat) {
@@ -100,6 +101,8 @@ std::optional<SnapshotEntry> entry_from_fields(const std::vector<std::string>& f
       e.generation = to_int(v);
     else if (f == "ttl_ms")
       e.ttl_ms = to_int(v);
+    else if (f == "build_ms")
+      e.build_ms = to_int(v);
   }
   // Without these the entry names no image: treat it as absent.
   if (e.key.empty() || e.image.empty() || e.image_id.empty()) return std::nullopt;

@@ -148,7 +148,9 @@ awaitable<ReconcilePlan> SnapshotCache::start() {
 
 awaitable<std::vector<SnapshotEntry>> SnapshotCache::list() {
   auto* reg = co_await ensure_registry();
-  co_return co_await reg->list();
+  auto entries = co_await reg->list();
+  for (auto& e : entries) e.host = reg->engine_id();
+  co_return entries;
 }
 
 awaitable<Choice> SnapshotCache::choose_image(std::string key, std::string base_image, bool reuse) {
@@ -332,6 +334,7 @@ awaitable<CommitResult> SnapshotCache::commit_steps(CommitRequest request,
   entry.layer_depth = static_cast<std::int64_t>(image.layer_count);
   entry.generation = generation;
   entry.ttl_ms = request.ttl.count();
+  entry.build_ms = request.build_ms;
 
   result.image = entry.image;
   result.image_id = entry.image_id;

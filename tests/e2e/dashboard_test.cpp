@@ -1,11 +1,13 @@
 // The operator dashboard (GET /) of a real router in headless Chromium, driven
 // over the DevTools protocol (a Beast websocket client): the jobs table
 // renders, a job enqueued through the API is seen live going running ->
-// succeeded, and a screenshot is kept as a test artifact
-// ($WARMSTART_TEST_ARTIFACTS, default tests/artifacts/).
+// succeeded, the snapshot table shows a key's generation, hits and host, the
+// charts of the router's history draw points, and a screenshot is kept as a
+// test artifact ($WARMSTART_TEST_ARTIFACTS, default tests/artifacts/).
 //
 // --dump-dom with --virtual-time-budget is not enough: the page keeps its
 // event stream open, so virtual time never runs out and Chromium never dumps.
+#include "e2e/cli_runner.hpp"
 #include "e2e/router_process.hpp"
 
 #include <boost/beast/core/detail/base64.hpp>
@@ -270,6 +272,7 @@ bool wait_job_state(const RouterProcess& router, const std::string& id,
 TEST_CASE("e2e: the dashboard renders the jobs table and follows a job live to succeeded",
           "[e2e][dashboard]") {
   RouterProcess router;
+  SnapshotImageCleanup cleanup{router};
   const fs::path scratch = fs::path(run_dir()) / ("chromium-" + router.router_id());
   Chromium browser(scratch);
   DevToolsPage page(browser.port(), browser.page_path());
@@ -333,6 +336,78 @@ TEST_CASE("e2e: the dashboard renders the jobs table and follows a job live to s
           .get<bool>() == false);
   CHECK(page.evaluate("JSON.stringify(state.jobs.get(" + js_string(id) + ").spec.env_keys)")
             .get<std::string>() == "[\"API_KEY\"]");
+
+  // A key's first job commits its snapshot, the second starts warm from it:
+  // the snapshot table shows the key, the charts a warm start and a commit.
+  const std::string key = "dash/" + unique_name("charts");
+  const std::string builder = unique_name("dash-build");
+  const json builder_body = {{"id", builder},
+                             {"cmd", {"sh", "-c", "echo built > /work/built; sleep 1"}},
+                             {"snapshot", {{"key", key}}}};
+  REQUIRE(router.call(verb::post, "/v1/jobs", builder_body.dump()).status == 201);
+  REQUIRE(wait_job_state(router, builder, {"succeeded", "failed"}, std::chrono::seconds(60)));
+  const std::string warm = unique_name("dash-warm");
+  // It commits nothing, so the snapshot stays generation 1 with one hit.
+  const json warm_body = {{"id", warm},
+                          {"cmd", {"cat", "/work/built"}},
+                          {"snapshot", {{"key", key}, {"commit", false}}}};
+  REQUIRE(router.call(verb::post, "/v1/jobs", warm_body.dump()).status == 201);
+  REQUIRE(wait_job_state(router, warm, {"succeeded", "failed"}, std::chrono::seconds(60)));
+  CHECK(router.call(verb::get, "/v1/jobs/" + warm).json().value("from_snapshot", false));
+  const std::string snapshot_row =
+      "(() => { const r = document.querySelector('#snapshots-body tr[data-snapshot-key=' + "
+      "JSON.stringify(" +
+      js_string(key) +
+      ") + ']'); if (!r) return null; const f = (n) => r.querySelector('[data-field=' + n + "
+      "']').textContent; return {generation: f('generation'), hits: f('hits'), host: "
+      "f('host')}; })()";
+  const json row = poll_page(
+      page, snapshot_row, [](const json& v) { return v.is_object() && v["hits"] == "1"; },
+      std::chrono::seconds(40));
+  INFO("snapshot row: " << row.dump());
+  REQUIRE(row.is_object());
+  CHECK(row["generation"] == "1");
+  CHECK(row["hits"] == "1");
+  CHECK_FALSE(row["host"].get<std::string>().empty());
+
+  // The charts: every one draws points from the router's history (a point
+  // every 10 s), and they show the warm start, the commit and the time saved.
+  const std::string charts =
+      "(() => { const out = {}; for (const svg of document.querySelectorAll('svg[data-chart]')) "
+      "out[svg.dataset.chart] = Number(svg.dataset.points); return out; })()";
+  const std::string history_seen =
+      "(() => ({warm: state.history.some((p) => p.warm > 0), commits: state.history.some((p) => "
+      "p.commits > 0), saved: state.history.some((p) => p.saved_s > 0), points: "
+      "state.history.length}))()";
+  const json seen_history = poll_page(
+      page, history_seen,
+      [](const json& v) {
+        return v["warm"] == true && v["commits"] == true && v["saved"] == true &&
+               v["points"].get<int>() >= 2;
+      },
+      std::chrono::seconds(60));
+  INFO("history on the page: " << seen_history.dump());
+  CHECK(seen_history["warm"] == true);
+  CHECK(seen_history["commits"] == true);
+  CHECK(seen_history["saved"] == true);
+  const json drawn = page.evaluate(charts);
+  INFO("points drawn per chart: " << drawn.dump());
+  for (const char* line : {"queue_depth", "running", "starts", "time_saved"}) {
+    CHECK(drawn.value(line, 0) >= 2);
+  }
+  for (const char* sparse : {"commit_ms", "dispatch_ms"}) CHECK(drawn.value(sparse, 0) >= 1);
+  // The warm series rises off the baseline: its line has distinct heights.
+  const json warm_ys = page.evaluate(
+      "[...new Set(document.querySelector('svg[data-chart=starts] "
+      "polyline[data-series=warm]').getAttribute('points').trim().split(' ').map((p) => "
+      "p.split(',')[1]))].length");
+  CHECK(warm_ys.get<int>() >= 2);
+  const std::string saved = page.evaluate(
+                                    "document.querySelector('[data-latest=time_saved]')"
+                                    ".textContent")
+                                .get<std::string>();
+  CHECK(saved != "0");
+  CHECK(saved != "–");
 
   // More rows for the screenshot: a failed job and one still running.
   const std::string failing = unique_name("dash-fails");

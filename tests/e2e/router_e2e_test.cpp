@@ -64,9 +64,21 @@ TEST_CASE("router: cold, warm, stale-snapshot fallback, warm again", "[e2e][rout
   CHECK(warm_rec["snapshot_fallback"] == false);
   CHECK(run_cli(router, {"logs", warm}).out.find("built-" + cold) != std::string::npos);
 
-  // 3. The snapshot image vanishes behind the router's back.
+  // The listing: the warm job committed generation 2, which holds both runs,
+  // on this router's host; nothing has started from it yet.
   auto listed = run_cli(router, {"snapshots", "list", "--json"}).json();
   REQUIRE(listed.size() == 1);
+  CHECK(listed[0]["generation"] == 2);
+  CHECK(listed[0]["uses"] == 0);
+  CHECK(listed[0]["build_ms"].get<std::int64_t>() > 0);
+  CHECK(listed[0]["builder"].is_null());
+  const std::string host = listed[0]["host"];
+  CHECK_FALSE(host.empty());
+  auto table = run_cli(router, {"snapshots", "list"});
+  CHECK(table.out.find("GEN") != std::string::npos);
+  CHECK(table.out.find(host.substr(0, 16)) != std::string::npos);
+
+  // 3. The snapshot image vanishes behind the router's back.
   const std::string stale = listed[0]["image"];
   remove_image(stale);
   auto third = cli_enqueue(router, {"--snapshot-key", key, "--", "sh", "-c",
@@ -89,6 +101,20 @@ TEST_CASE("router: cold, warm, stale-snapshot fallback, warm again", "[e2e][rout
   expect_succeeded(router, fourth);
   CHECK(cli_status(router, fourth)["from_snapshot"] == true);
   CHECK(run_cli(router, {"logs", fourth}).out.find("rebuilt") != std::string::npos);
+
+  // The starts by kind and the time warm starts saved reach /metrics (every 2 s).
+  std::string metrics;
+  const bool counted = eventually(
+      [&] {
+        metrics = router.call(boost::beast::http::verb::get, "/metrics").body;
+        return metrics.find("warmstart_job_starts_total{start=\"warm\"} 2") != std::string::npos;
+      },
+      std::chrono::seconds(10));
+  INFO(metrics);
+  CHECK(counted);
+  CHECK(metrics.find("warmstart_job_starts_total{start=\"cold\"} 1") != std::string::npos);
+  CHECK(metrics.find("warmstart_job_starts_total{start=\"fallback\"} 1") != std::string::npos);
+  CHECK(metrics.find("warmstart_snapshot_time_saved_seconds_total 0\n") == std::string::npos);
 }
 
 TEST_CASE("router: a warm job sees the work of its snapshot's job but none of its credentials",

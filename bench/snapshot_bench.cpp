@@ -26,6 +26,14 @@
 //   healthz_*_ms           GET /healthz on the router's HTTP front (loopback)
 //                          every 50 ms: its one event loop's responsiveness,
 //                          independent of the engine.
+//
+// The commit against doing it by hand: a raw container runs the same setup
+// (MEGABYTES to /work/blob); its filesystem is made an image by the docker CLI,
+// `docker export C | docker import - R:T` (what the router's flatten does,
+// without its filter and registry), and by a plain `docker commit` (layered,
+// no flatten), three alternating rounds. *_mb_per_s = MEGABYTES / median time.
+// commit_speed_vs_export_import = hand-run export|import time / the router's
+// commit time (target >= 0.8).
 #include "bench/bench_support.hpp"
 
 using namespace warmstart;
@@ -120,6 +128,61 @@ awaitable<Probe> probe(queue::RedisQueue& q, container::DockerClient& docker, co
   const std::int64_t created = co_await await_key(seen.raw_created, cid, "create");
   co_await docker.remove_container(cid, true);
   out.raw_create_ms = static_cast<double>(created - t0) / 1e6;
+  co_return out;
+}
+
+struct ByHand {
+  std::vector<double> export_import_ms;
+  std::vector<double> plain_commit_ms;
+};
+
+double elapsed_ms(Clock::time_point since) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - since).count();
+}
+
+// See the header. Blocks the calling thread during each CLI pipeline (the
+// router is stopped by then). Removes its container and images.
+awaitable<ByHand> by_hand(container::DockerClient& docker, const BenchEnv& env, int megabytes,
+                          const std::string& repo) {
+  container::ContainerSpec spec;
+  spec.image = env.base_image;
+  spec.cmd = {"sh", "-c",
+              "mkdir -p /work && dd if=/dev/zero of=/work/blob bs=1M count=" +
+                  std::to_string(megabytes) + " 2>/dev/null"};
+  spec.labels["warmstart.bench"] = "snapshot-by-hand";
+  const std::string cid = co_await docker.create_container(std::move(spec));
+  ByHand out;
+  std::vector<std::string> images;
+  std::exception_ptr failure;
+  try {
+    co_await docker.start_container(cid);
+    if (co_await docker.wait_container(cid, Duration(600s)) != 0) {
+      throw std::runtime_error("by-hand setup container failed");
+    }
+    const std::string cli = "docker -H unix://" + env.docker_socket;
+    for (int round = 0; round < 3; ++round) {
+      const std::string flat = repo + ":flat" + std::to_string(round);
+      const std::string command =
+          cli + " export " + cid + " | " + cli + " import - " + flat + " >/dev/null";
+      auto t0 = Clock::now();
+      if (std::system(command.c_str()) != 0) throw std::runtime_error("failed: " + command);
+      out.export_import_ms.push_back(elapsed_ms(t0));
+      images.push_back(flat);
+
+      container::CommitOptions options;
+      options.repo = repo;
+      options.tag = "layer" + std::to_string(round);
+      options.pause = false;  // the container has exited
+      t0 = Clock::now();
+      images.push_back(co_await docker.commit_container(cid, options));
+      out.plain_commit_ms.push_back(elapsed_ms(t0));
+    }
+  } catch (...) {
+    failure = std::current_exception();
+  }
+  co_await docker.remove_container(cid, true);
+  for (const auto& image : images) co_await docker.remove_image(image, true);
+  if (failure) std::rethrow_exception(failure);
   co_return out;
 }
 
@@ -344,6 +407,13 @@ int main(int argc, char** argv) {
       q.close();
       router.stop();
 
+      const ByHand hand = co_await by_hand(*docker, env, megabytes, "bench-by-hand-" + router.id());
+      const double hand_ms = percentile(hand.export_import_ms, 50);
+      const double plain_ms = percentile(hand.plain_commit_ms, 50);
+      const auto mb_per_s = [megabytes](double ms) {
+        return ms > 0 ? static_cast<double>(megabytes) * 1000.0 / ms : 0.0;
+      };
+
       const auto span = [](const queue::JobRecord& r) {
         return static_cast<double>(r.finished_at.value_or(0) - r.started_at.value_or(0));
       };
@@ -353,6 +423,16 @@ int main(int argc, char** argv) {
               {"cold_run_ms", span(cold)},
               {"commit_ms", commit_ms},
               {"commit_status", commit_status},
+              {"commit_mb_per_s", mb_per_s(commit_ms)},
+              {"export_import_ms", hand_ms},
+              {"export_import_ms_rounds", hand.export_import_ms},
+              {"export_import_mb_per_s", mb_per_s(hand_ms)},
+              {"plain_commit_ms", plain_ms},
+              {"plain_commit_ms_rounds", hand.plain_commit_ms},
+              {"plain_commit_mb_per_s", mb_per_s(plain_ms)},
+              {"commit_speed_vs_export_import", commit_ms > 0 ? hand_ms / commit_ms : 0.0},
+              {"commit_speed_vs_plain_commit", commit_ms > 0 ? plain_ms / commit_ms : 0.0},
+              {"commit_speed_target", 0.8},
               {"cold_without_commit_ms", commit_ms >= 0 ? cold_ms - commit_ms : -1.0},
               {"warm_ms", warm_ms},
               {"warm_run_ms", span(warm)},
@@ -396,7 +476,11 @@ int main(int argc, char** argv) {
                "create_container .. its create event, right after each probe; "
                "snapshot_image_bytes: the first key's image only; 3 commit rounds; healthz_*: "
                "GET /healthz on the router every 50 ms, connect .. response (idle: during the "
-               "idle probes; during_commit: sent and answered inside an export..import window)"}};
+               "idle probes; during_commit: sent and answered inside an export..import window); "
+               "export_import_ms: `docker export C | docker import -` by the CLI of a raw "
+               "container with the same MEGABYTES, plain_commit_ms: POST /commit of it (layered), "
+               "medians of 3 alternating rounds; *_mb_per_s: MEGABYTES / that time; "
+               "commit_speed_vs_*: that time / commit_ms"}};
     });
   } catch (const std::exception& e) {
     std::fprintf(stderr, "snapshot_bench: %s\n", e.what());

@@ -499,8 +499,10 @@ awaitable<std::string> DockerClient::commit_container(std::string id, CommitOpti
   std::string target = "/commit?container=" + url_encode(id) + "&repo=" + url_encode(options.repo) +
                        "&tag=" + url_encode(options.tag) + "&pause=" + (options.pause ? "1" : "0");
   if (!options.comment.empty()) target += "&comment=" + url_encode(options.comment);
+  // Always a JSON body ("{}": no override): the engine refuses a bodiless
+  // POST /commit, whose Content-Type curl makes form-urlencoded.
   // (No ?: with class operands in coroutines: g++ 12 miscompiles them.)
-  HttpRequest r = request("POST", target);
+  HttpRequest r = json_request("POST", target, json::object());
   if (options.config) r = json_request("POST", target, image_config_body(*options.config));
   r.timeout = options_.transfer_timeout;
   json j = co_await call_json("container commit", std::move(r));

@@ -546,6 +546,17 @@ TEST_CASE("commit keeps layers, images list by label, inspect and remove", "[con
     CHECK(info.config.cmd == base.config.cmd);
     CHECK(info.config.labels.at("warmstart.snapshot.key") == key);
 
+    // Without a config override: the container's own config, one layer more.
+    CommitOptions plain;
+    plain.repo = options.repo;
+    plain.tag = "plain";
+    plain.pause = false;
+    std::string plain_image = cleanup.image(co_await client->commit_container(id, plain));
+    ImageInfo plain_info = co_await client->inspect_image(options.repo + ":plain");
+    CHECK(plain_info.id == plain_image);
+    CHECK(plain_info.layer_count == base.layer_count + 1);
+    CHECK(plain_info.config.cmd == job.cmd);
+
     std::vector<std::string> by_key{"warmstart.snapshot.key=" + key};
     std::vector<std::string> by_other_key{"warmstart.snapshot.key=" + unique_name("none")};
     auto listed = co_await client->list_images(by_key);

@@ -194,3 +194,67 @@ TEST_CASE("prewarm: a push to a webhook with prewarm = true rebuilds its key's s
   CHECK(listed[0]["generation"].get<int>() > first_generation);
   CHECK(head_seen_by_a_job().find("def456") != std::string::npos);
 }
+
+TEST_CASE("single-flight: the builder's router killed with kill -9 - every job still succeeds",
+          "[e2e][single_flight]") {
+  // Two routers on one Redis and one engine, with short leases: the builder
+  // runs on `a`, its waiters are claimed by `b`.
+  RouterProcessOptions options;
+  options.key_prefix = "ws-" + unique_name("sf-kill") + ":";
+  options.concurrency = 1;
+  options.router_toml = "lease_timeout = \"3s\"";
+  auto a = std::make_unique<RouterProcess>(options);
+  SnapshotImageCleanup cleanup{*a};
+  const std::string key = unique_name("killed-builder");
+  const std::vector<std::string> slow_setup = {
+      "sh", "-c",
+      "if [ -f /work/ready ]; then echo warm; else sleep 6; echo built > /work/ready; fi"};
+  std::vector<std::string> args = {"--snapshot-key", key, "--max-attempts", "2", "--"};
+  args.insert(args.end(), slow_setup.begin(), slow_setup.end());
+  const std::string builder = cli_enqueue(*a, args);
+  REQUIRE(eventually([&] { return cli_status(*a, builder)["state"] == "running"; },
+                     std::chrono::seconds(60)));
+
+  RouterProcessOptions b_options = options;
+  b_options.concurrency = 2;
+  RouterProcess b(b_options);
+  std::vector<std::string> waiters;
+  for (int i = 0; i < 2; ++i) waiters.push_back(cli_enqueue(b, args));
+  // Both wait for the builder, holding no slot.
+  REQUIRE(eventually(
+      [&] {
+        return std::all_of(waiters.begin(), waiters.end(), [&](const std::string& id) {
+          return cli_status(b, id).value("waiting_for_snapshot", "") == key;
+        });
+      },
+      std::chrono::seconds(30)));
+
+  ::kill(a->pid(), SIGKILL);
+  while (a->alive()) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+
+  // `b` takes the builder's job over when its lease runs out, and the
+  // waiters start from the snapshot it makes, or one of them builds it.
+  std::vector<std::string> all = waiters;
+  all.push_back(builder);
+  for (const auto& id : all) expect_succeeded(b, id);
+  int cold = 0;
+  for (const auto& id : all) {
+    auto rec = cli_status(b, id);
+    INFO(rec.dump());
+    CHECK(rec["router_id"] == b.router_id());
+    if (rec["from_snapshot"] == false) ++cold;
+  }
+  CHECK(cold >= 1);
+  CHECK(cold <= 2);  // never all three: the waiters did wait
+  const auto builder_rec = cli_status(b, builder);
+  WARN("builder's router killed: " << cold << " cold start(s) of 3; the builder's job ran "
+                                   << builder_rec["attempts"] << " attempt(s), from_snapshot "
+                                   << builder_rec["from_snapshot"]);
+  const auto events = events_of(b);
+  CHECK(count_events(events, "snapshot.build_started", "key", key) >= 1);
+  auto listed = run_cli(b, {"snapshots", "list", "--json"}).json();
+  REQUIRE(listed.size() == 1);
+  CHECK(listed[0]["key"] == key);
+  CHECK(listed[0]["builder"].is_null());
+  CHECK(job_containers(builder).empty());
+}

@@ -218,6 +218,9 @@ TEST_CASE("single-flight: the builder's router killed with kill -9 - every job s
   RouterProcessOptions b_options = options;
   b_options.concurrency = 2;
   RouterProcess b(b_options);
+  // Before b's destructor drops the shared key prefix (and with it the
+  // registry this cleanup reads).
+  SnapshotImageCleanup cleanup_b{b};
   std::vector<std::string> waiters;
   for (int i = 0; i < 2; ++i) waiters.push_back(cli_enqueue(b, args));
   // Both wait for the builder, holding no slot.

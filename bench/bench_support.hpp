@@ -223,8 +223,12 @@ inline bool terminal(queue::JobState s) {
          s == queue::JobState::timed_out || s == queue::JobState::cancelled;
 }
 
-// Polls the job records every `interval` until all are terminal or `limit`
-// passes (throws then). Returns the records in the order of `ids`.
+// Waits until every job of `ids` is terminal or `limit` passes (throws then).
+// Returns the records in the order of `ids`. Each poll reads one record: the
+// first of `ids` not yet seen terminal (jobs are claimed in enqueue order, so
+// that is the one holding the others back); once it is, the following ones
+// are read at once until one is not. Reading every pending record on each
+// poll would load Redis and the 2 cores while the router is being measured.
 inline awaitable<std::vector<queue::JobRecord>> wait_all(queue::RedisQueue& q,
                                                          std::vector<std::string> ids,
                                                          Duration interval, Duration limit) {
@@ -232,21 +236,16 @@ inline awaitable<std::vector<queue::JobRecord>> wait_all(queue::RedisQueue& q,
   net::steady_timer timer(ex);
   const auto deadline = Clock::now() + limit;
   std::vector<queue::JobRecord> out(ids.size());
-  std::vector<bool> done(ids.size(), false);
-  std::size_t remaining = ids.size();
-  while (remaining > 0) {
-    for (std::size_t i = 0; i < ids.size(); ++i) {
-      if (done[i]) continue;
-      auto rec = co_await q.get(ids[i]);
-      if (rec && terminal(rec->state)) {
-        out[i] = *rec;
-        done[i] = true;
-        --remaining;
-      }
+  std::size_t next = 0;  // every job before `next` is terminal
+  while (next < ids.size()) {
+    auto rec = co_await q.get(ids[next]);
+    if (rec && terminal(rec->state)) {
+      out[next++] = std::move(*rec);
+      continue;
     }
-    if (remaining == 0) break;
     if (Clock::now() > deadline) {
-      throw std::runtime_error(std::to_string(remaining) + " job(s) not finished within limit");
+      throw std::runtime_error(std::to_string(ids.size() - next) +
+                               " job(s) not finished within limit");
     }
     timer.expires_after(interval);
     co_await timer.async_wait(use_awaitable);

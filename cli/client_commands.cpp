@@ -10,7 +10,6 @@
 #include <cstdio>
 #include <iostream>
 #include <map>
-#include <set>
 
 namespace warmstart::cli {
 namespace {
@@ -334,35 +333,32 @@ int run_snapshots_list(const Common& common, bool as_json) {
     });
     if (rc != ok) return rc;
   }
-  auto builder_of = [&](const std::string& key) {
-    auto it = builds.find(key);
-    return it == builds.end() ? std::string() : it->second;
-  };
   return with_snapshots(common, [&](snapshots::SnapshotCache& cache) -> awaitable<int> {
-    auto entries = co_await cache.list();
+    const auto rows = snapshots::snapshot_listing(co_await cache.list(), builds);
     if (as_json) {
-      std::cout << dump_lossy(snapshots::snapshot_listing(entries, builds)) << std::endl;
+      std::cout << dump_lossy(rows) << std::endl;
       co_return ok;
     }
-    std::set<std::string> listed;
     const auto now = unix_ms_now();
     // HITS: warm starts since the commit; HOST: whose engine holds the image.
     std::printf("%-32s %4s %-44s %10s %8s %6s %6s %-16s %s\n", "KEY", "GEN", "IMAGE", "SIZE(MB)",
                 "AGE(s)", "HITS", "DEPTH", "HOST", "BUILDER");
-    for (const auto& e : entries) {
-      listed.insert(e.key);
-      const std::string builder = builder_of(e.key);
-      std::printf("%-32s %4lld %-44s %10.1f %8lld %6lld %6lld %-16s %s\n", e.key.c_str(),
-                  static_cast<long long>(e.generation), e.image.c_str(),
-                  static_cast<double>(e.size_bytes) / (1024.0 * 1024.0),
-                  static_cast<long long>((now - e.created_ms) / 1000),
-                  static_cast<long long>(e.uses), static_cast<long long>(e.layer_depth),
-                  e.host.substr(0, 16).c_str(), builder.empty() ? "-" : builder.c_str());
-    }
-    for (const auto& [key, builder] : builds) {
-      if (listed.count(key) != 0) continue;
-      std::printf("%-32s %4s %-44s %10s %8s %6s %6s %-16s %s\n", key.c_str(), "-", "(first build)",
-                  "-", "-", "-", "-", "-", builder.c_str());
+    for (const auto& row : rows) {
+      const std::string key = row.at("key").get<std::string>();
+      const std::string builder =
+          row.at("builder").is_string() ? row.at("builder").get<std::string>() : "-";
+      if (!row.contains("image")) {  // a key whose first build is running
+        std::printf("%-32s %4s %-44s %10s %8s %6s %6s %-16s %s\n", key.c_str(), "-",
+                    "(first build)", "-", "-", "-", "-", "-", builder.c_str());
+        continue;
+      }
+      const auto number = [&](const char* field) { return row.at(field).get<long long>(); };
+      std::printf("%-32s %4lld %-44s %10.1f %8lld %6lld %6lld %-16s %s\n", key.c_str(),
+                  number("generation"), row.at("image").get<std::string>().c_str(),
+                  static_cast<double>(number("size_bytes")) / (1024.0 * 1024.0),
+                  (static_cast<long long>(now) - number("created_ms")) / 1000, number("uses"),
+                  number("layer_depth"), row.at("host").get<std::string>().substr(0, 16).c_str(),
+                  builder.c_str());
     }
     co_return ok;
   });

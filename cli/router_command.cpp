@@ -88,8 +88,11 @@ void raise_open_file_limit(const api::ServerOptions& options, int concurrency) {
 }
 
 // Prometheus counters only go up: add what a cumulative source gained.
-void advance(prometheus::Counter& counter, std::uint64_t now, std::uint64_t& last) {
-  if (now > last) counter.Increment(static_cast<double>(now - last));
+// Adds what a cumulative count gained since `last` to `counter`, in the
+// counter's unit: `scale` units per count (e.g. 0.001 for ms counted into s).
+void advance(prometheus::Counter& counter, std::uint64_t now, std::uint64_t& last,
+             double scale = 1.0) {
+  if (now > last) counter.Increment(static_cast<double>(now - last) * scale);
   last = now;
 }
 
@@ -155,11 +158,7 @@ awaitable<void> publish_metrics(std::shared_ptr<queue::Queue> queue,
     advance(metrics.job_starts(api::StartKind::cold), stats.cold_starts, last_cold);
     advance(metrics.job_starts(api::StartKind::fallback), stats.fallback_starts,
             last_fallback_starts);
-    if (stats.time_saved_ms > last_saved_ms) {
-      metrics.snapshot_time_saved().Increment(
-          static_cast<double>(stats.time_saved_ms - last_saved_ms) / 1000.0);
-    }
-    last_saved_ms = stats.time_saved_ms;
+    advance(metrics.snapshot_time_saved(), stats.time_saved_ms, last_saved_ms, 1e-3);
 
     const snapshots::CacheMetrics now = cache->metrics();
     advance(metrics.snapshot_hits(), now.hits, last.hits);

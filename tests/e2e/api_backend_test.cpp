@@ -210,6 +210,20 @@ TEST_CASE("api backend: the event tailer and delivery marks and error statuses a
         CHECK(r14 == 503);
         dead_client->close();
 
+        // The queue's Redis unreachable while the registry's answers: the
+        // snapshot listing still answers (status_of: 0), without its builder column.
+        queue::RedisQueueOptions dead_qo = qo;
+        dead_qo.redis.url = dead.url;
+        dead_qo.redis.connect_timeout = 500ms;
+        auto dead_queue = std::make_shared<queue::RedisQueue>(ex, dead_qo);
+        router::ApiBackend no_builds(
+            ex, router::ApiBackendDeps{dead_queue, cache, docker, redis_client, nullptr},
+            router::ImagePolicy(base_image(), std::vector<std::string>()), bo);
+        auto listing = no_builds.list_snapshots();
+        const auto r15 = co_await status_of(std::move(listing));
+        CHECK(r15 == 0);
+        dead_queue->close();
+
         // Clean up the keys of this test.
         auto scan = redis::make_args("SCAN", "0", "MATCH", prefix + "*", "COUNT", 10000);
         std::string cursor = "0";

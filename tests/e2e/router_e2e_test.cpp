@@ -77,6 +77,8 @@ TEST_CASE("router: cold, warm, stale-snapshot fallback, warm again", "[e2e][rout
   auto table = run_cli(router, {"snapshots", "list"});
   CHECK(table.out.find("GEN") != std::string::npos);
   CHECK(table.out.find(host.substr(0, 16)) != std::string::npos);
+  CHECK(table.out.find(listed[0]["image"].get<std::string>()) != std::string::npos);
+  CHECK(table.out.find(key) != std::string::npos);
 
   // 3. The snapshot image vanishes behind the router's back.
   const std::string stale = listed[0]["image"];

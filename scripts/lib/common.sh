@@ -50,6 +50,15 @@ ws_install_deps() {
   [ $rc -eq 0 ] || ws_die "apt-get failed installing ${missing[*]}"
 }
 
+# The Debian packages to add to ws_install_deps for Node.js and npm (the BullMQ
+# peer of bench/run): only those whose command is missing, so that one
+# `apt-get update` covers everything. A node from elsewhere that ships its own
+# npm is used as it is (Debian's npm package would try to replace it).
+ws_node_packages_missing() {
+  command -v node >/dev/null 2>&1 || echo nodejs
+  command -v npm >/dev/null 2>&1 || echo npm
+}
+
 # Configures $1 (default build/). Extra args go to cmake.
 ws_configure() {
   local dir=${1:-$WS_ROOT/build}; shift || true

@@ -26,6 +26,9 @@
 //   router_vmhwm_kb  peak RSS of the router process at the end of the phase.
 #include "bench/bench_support.hpp"
 
+#include <algorithm>
+#include <numeric>
+
 using namespace warmstart;
 using namespace warmstart::bench;
 
@@ -149,7 +152,7 @@ int main(int argc, char** argv) {
         RawResult raw;
         WsResult ws;
         std::vector<double> round_ratios;
-        double cpu_ms_sum = 0;
+        std::vector<double> round_cpu_ms;
         for (int r = 0; r < rounds; ++r) {
           // One untimed raw container first: the engine's caches are warm for both.
           co_await run_raw(*docker, env, 1, 1);
@@ -163,9 +166,9 @@ int main(int argc, char** argv) {
           ws.failed += ws_round.failed;
           ws.vmhwm_kb = std::max(ws.vmhwm_kb, ws_round.vmhwm_kb);
           ws.vmrss_kb = ws_round.vmrss_kb;
-          cpu_ms_sum += ws_round.cpu_ms_per_job;
+          round_cpu_ms.push_back(ws_round.cpu_ms_per_job);
         }
-        ws.cpu_ms_per_job = cpu_ms_sum / rounds;
+        ws.cpu_ms_per_job = std::accumulate(round_cpu_ms.begin(), round_cpu_ms.end(), 0.0) / rounds;
         const int total = jobs * rounds;
         const double raw_tput = total / raw.wall_s;
         const double ws_tput = ws.wall_s > 0 ? total / ws.wall_s : 0;
@@ -181,6 +184,8 @@ int main(int argc, char** argv) {
             {"ratio", raw_tput > 0 ? ws_tput / raw_tput : 0},
             {"round_ratios", round_ratios},
             {"ratio_median", percentile(round_ratios, 50)},
+            {"ratio_min", *std::min_element(round_ratios.begin(), round_ratios.end())},
+            {"ratio_max", *std::max_element(round_ratios.begin(), round_ratios.end())},
             {"ratio_target", 0.98},
             {"overhead_ms_per_job", (ws.wall_s - raw.wall_s) * 1000.0 * p / total},
             {"raw_job_ms_p50", percentile(raw.job_ms, 50)},
@@ -188,6 +193,10 @@ int main(int argc, char** argv) {
             {"ws_job_ms_p50", percentile(ws.job_ms, 50)},
             {"ws_job_ms_p99", percentile(ws.job_ms, 99)},
             {"router_cpu_ms_per_job", ws.cpu_ms_per_job},
+            {"router_cpu_ms_per_job_min",
+             *std::min_element(round_cpu_ms.begin(), round_cpu_ms.end())},
+            {"router_cpu_ms_per_job_max",
+             *std::max_element(round_cpu_ms.begin(), round_cpu_ms.end())},
             {"router_vmhwm_kb", ws.vmhwm_kb},
             {"router_vmrss_kb", ws.vmrss_kb},
             {"failed", ws.failed},

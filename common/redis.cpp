@@ -430,15 +430,25 @@ class Adapter : public std::enable_shared_from_this<Adapter> {
     want_write_ = true;
     if (write_armed_ || ac_ == nullptr) return;
     write_armed_ = true;
-    // Waiting for writability (rather than writing inline) also batches every
-    // command issued in the current handler into one write: free pipelining.
-    sd_.async_wait(net::posix::stream_descriptor::wait_write,
-                   [self = shared_from_this()](boost::system::error_code ec) {
-                     self->write_armed_ = false;
-                     if (ec || self->ac_ == nullptr || !self->want_write_) return;
-                     redisAsyncHandleWrite(self->ac_);
-                     if (self->ac_ != nullptr && self->want_write_) self->add_write();
-                   });
+    auto handler = [self = shared_from_this()](boost::system::error_code ec) {
+      self->write_armed_ = false;
+      if (ec || self->ac_ == nullptr || !self->want_write_) return;
+      // A partial write calls add_write() again from inside: it then waits.
+      self->writing_ = true;
+      redisAsyncHandleWrite(self->ac_);  // may free the context (cleanup() clears ac_)
+      self->writing_ = false;
+    };
+    if (writing_) {
+      // hiredis could not write everything: wait until the socket has room.
+      sd_.async_wait(net::posix::stream_descriptor::wait_write, std::move(handler));
+      return;
+    }
+    // A socket is almost always writable: write once the current handler has
+    // returned (which batches every command it issued into one write: free
+    // pipelining) without a readiness wait, which costs an epoll_ctl and an
+    // epoll round per command (bench/RESULTS.md, profile).
+    net::post(sd_.get_executor(),
+              [handler = std::move(handler)]() mutable { handler(boost::system::error_code{}); });
   }
 
  private:
@@ -456,6 +466,7 @@ class Adapter : public std::enable_shared_from_this<Adapter> {
   bool want_write_ = false;
   bool read_armed_ = false;
   bool write_armed_ = false;
+  bool writing_ = false;  // inside redisAsyncHandleWrite
 };
 
 // ---------------------------------------------------------------------------

@@ -60,6 +60,23 @@ TEST_CASE("commands round-trip binary-safe values", "[redis]") {
   });
 }
 
+TEST_CASE("a value larger than the socket buffer is written in parts and read back", "[redis]") {
+  // Commands are written without waiting for writability first; one that does
+  // not fit the socket's send buffer must then wait for room, not spin or stop.
+  run_coro([]() -> awaitable<void> {
+    auto client =
+        Client::create(co_await net::this_coro::executor, options_for(testing::redis_url()));
+    const std::string key = unique("large");
+    std::string value(24 * 1024 * 1024, '\0');
+    for (std::size_t i = 0; i < value.size(); ++i) value[i] = static_cast<char>('a' + i % 23);
+    co_await client->command(make_args("SET", key, value));
+    Reply got = co_await client->command(make_args("GET", key));
+    CHECK(got.as_string().size() == value.size());
+    CHECK(got.as_string() == value);
+    co_await client->command(make_args("DEL", key));
+  });
+}
+
 TEST_CASE("concurrent commands are pipelined on one connection", "[redis]") {
   run_coro([]() -> awaitable<void> {
     auto ex = co_await net::this_coro::executor;

@@ -7,6 +7,13 @@ namespace warmstart::router {
 using Kind = Action::Kind;
 using queue::JobState;
 
+namespace {
+// A container being removed is waited for this long between creates, at most
+// this many times (a minute; an engine stuck in a removal fails the attempt).
+constexpr Duration kRemovalWait = 2s;
+constexpr int kMaxRemovalWaits = 30;
+}  // namespace
+
 std::string_view to_string(Fault fault) {
   switch (fault) {
     case Fault::none:
@@ -360,6 +367,19 @@ Action JobRun::after_adopt(const Input& in) {
     return fail("container create conflict: " + in.error, true);
   }
   trace_ += "->" + in.container_state;
+  if (in.container_state == "removing") {
+    // On its way out (an orphan sweep after this job was handed back, or a
+    // user's rm): adopting it ends in "container vanished". Create anew once
+    // it is gone; until then create answers 409 and we come back here.
+    if (++removal_waits_ > kMaxRemovalWaits) {
+      return fail("the container of this attempt stays in removal", true);
+    }
+    Action a{Kind::create};
+    a.image = image_;
+    a.from_snapshot = from_snapshot_;
+    a.delay = kRemovalWait;
+    return next(std::move(a));
+  }
   container_ = true;
   if (lease_lost_) return abandon();
   if (in.container_state == "created") return next(Action{Kind::start});

@@ -199,6 +199,7 @@ class JobRun {
   bool committed_ = false;       // the commit made the key's new snapshot
   bool keep_container_ = false;  // handed back: the created container stays for the next claim
   int builder_looks_ = 0;        // choose_image again because the builder ended meanwhile
+  int removal_waits_ = 0;        // create again: the attempt's container was being removed
   std::optional<queue::JobResult> result_;
   std::string trace_;
 };

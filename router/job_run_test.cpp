@@ -191,6 +191,40 @@ TEST_CASE("a 409 adopts the attempt's existing container", "[unit][job_run]") {
         "claim create(base)->409 adopt->exited mark collect(0) record(succeeded) remove done");
 }
 
+TEST_CASE("a container being removed is not adopted: create again once it is gone",
+          "[unit][job_run]") {
+  // E.g. an orphan sweep removes the container of a handed-back job while the
+  // next claim's create meets it (409): adopting it would end in "vanished".
+  Script script;
+  script.on(Kind::create, fault(Fault::conflict))
+      .on(Kind::adopt, adopted("removing"))
+      .on(Kind::create, fault(Fault::conflict))
+      .on(Kind::adopt, adopted("removing"));
+  auto r = drive(job(), script);
+  CHECK(r.trace ==
+        "claim create(base)->409 adopt->removing create(base)->409 adopt->removing create(base) "
+        "start mark wait exit collect(0) record(succeeded) remove done");
+  CHECK(r.result->state == queue::JobState::succeeded);
+  int creates = 0;
+  for (const auto& a : r.actions) {
+    if (a.kind != Kind::create) continue;
+    ++creates;
+    CHECK(a.image == "base:latest");
+    if (creates > 1) CHECK(a.delay >= 1s);
+  }
+  CHECK(creates == 3);
+
+  // An engine that never finishes the removal fails the attempt (retryable).
+  Script stuck;
+  for (int i = 0; i < 40; ++i) {
+    stuck.on(Kind::create, fault(Fault::conflict)).on(Kind::adopt, adopted("removing"));
+  }
+  auto s = drive(job(), stuck);
+  REQUIRE(s.result);
+  CHECK(s.result->state == queue::JobState::failed);
+  CHECK(s.result->error == "the container of this attempt stays in removal");
+}
+
 TEST_CASE("an unreachable engine hands the job back without spending its attempt",
           "[unit][job_run]") {
   auto at_create = drive(job(), Script{}.on(Kind::create, fault(Fault::engine_down)));

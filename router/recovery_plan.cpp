@@ -102,6 +102,13 @@ void plan_claim(const ObservedClaim& claim, const Containers& containers, std::i
 RecoveryStep plan_other(const std::string& job_id, const ObservedContainer& c,
                         const std::string& state, const RecoveryInput& in) {
   if (is_terminal_job_state(state)) return {Kind::remove, job_id, c.id, "job already " + state};
+  if (state == "queued") {
+    // Handed back (the engine did not answer in time) or reclaimed after its
+    // router's lease ran out: the next claim of this attempt adopts the
+    // container (create answers 409). Removing it would undo work done, or
+    // meet that claim's adoption halfway; it goes once the job moves on.
+    return {Kind::keep, job_id, c.id, "job queued: its next claim adopts this container"};
+  }
   if (in.now_unix_ms - c.created_unix_ms >= in.orphan_grace_ms) {
     return {Kind::remove, job_id, c.id,
             state.empty() ? "orphan: no job record" : "orphan: job " + state + " elsewhere"};

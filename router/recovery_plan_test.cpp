@@ -70,11 +70,13 @@ TEST_CASE("recovery: containers of no claim are cleaned up after the grace", "[u
       {"c2", "lost", 1, "running", now - 120'000},
       {"c3", "young", 1, "running", now - 1'000},
       {"c4", "elsewhere", 1, "exited", now - 90'000},
+      {"c5", "handed-back", 1, "running", now - 120'000},
   };
-  in.other_jobs = {{"done", "succeeded"}, {"elsewhere", "running"}};
+  in.other_jobs = {{"done", "succeeded"}, {"elsewhere", "running"}, {"handed-back", "queued"}};
   CHECK(plan_recovery(in).to_string() ==
         "remove job=done container=c1 (job already succeeded)\n"
         "remove job=elsewhere container=c4 (orphan: job running elsewhere)\n"
+        "keep job=handed-back container=c5 (job queued: its next claim adopts this container)\n"
         "remove job=lost container=c2 (orphan: no job record)\n"
         "keep job=young container=c3 (orphan within grace period)\n");
 }

@@ -5,6 +5,10 @@
 const crypto = require('node:crypto');
 const fs = require('node:fs');
 const { parseArgs } = require('node:util');
+const IORedis = require('ioredis');
+const { Queue, Worker } = require('bullmq');
+
+const PREFIX = 'bull'; // BullMQ's default key prefix
 
 // Parses `--name value` options; every option is required unless it has a
 // default. Exits 2 with a one-line reason on a usage error.
@@ -133,6 +137,61 @@ function outcomeTracker(total, timeoutMs) {
 // Ends the process with status 1 after `seconds` whatever it is waiting for
 // (an unreachable Redis makes ioredis retry for ever, and a clean-up can hang
 // on a stuck engine); the timer does not keep the process alive.
+// The BullMQ objects both peers use: a Redis client of their own (INFO, key
+// clean-up), the queue, and a Worker with concurrency opt.concurrency, not yet
+// running, whose outcomes go to the tracker `tracker()` returns at the time
+// (worker.js swaps trackers after its warm-up job). Worker errors also land in
+// the returned `errors`.
+function bullmqSetup(opt, name, processor, tracker) {
+  const redis = new IORedis(opt.redis, { maxRetriesPerRequest: 3 });
+  const connection = { url: opt.redis };
+  const queue = new Queue(name, { connection, prefix: PREFIX });
+  const errors = [];
+  const worker = new Worker(name, processor, {
+    connection,
+    prefix: PREFIX,
+    concurrency: opt.concurrency,
+    autorun: false,
+  });
+  worker.on('completed', () => tracker().record(null));
+  worker.on('failed', (job, err) => tracker().record(err ?? new Error('job failed')));
+  worker.on('error', (err) => {
+    errors.push(err);
+    tracker().fail(err);
+  });
+  return { redis, queue, worker, errors };
+}
+
+// Stops the tracker and the worker, removes the queue's keys and closes the
+// connections of bullmqSetup(); returns how many keys were left to remove.
+async function bullmqTeardown({ redis, queue, worker, errors }, tracker, name) {
+  tracker.cancel();
+  await worker.close().catch((err) => errors.push(err));
+  const keysLeft = await removeQueueKeys(queue, redis, PREFIX, name);
+  await queue.close();
+  await redis.quit();
+  return keysLeft;
+}
+
+// The failure of a run whose jobs were tracked by `tracker`, if any.
+function jobsFailure(tracker) {
+  if (tracker.failed === 0) return undefined;
+  return new Error(`${tracker.failed} job(s) failed, first: ${tracker.firstError.message}`);
+}
+
+// Prints the result's JSON line (definitions last) and the failure; a failure
+// makes the exit status 1.
+function report(script, result, failure) {
+  if (result) {
+    const { definitions, ...figures } = result;
+    process.stdout.write(`${JSON.stringify({ ...figures, definitions })}\n`);
+  }
+  if (failure) {
+    process.stderr.write(`${script}: ${failure.message ?? failure}\n`);
+    process.exitCode = 1;
+  }
+}
+
 function watchdog(script, seconds) {
   setTimeout(() => {
     process.stderr.write(`${script}: still running after ${seconds} s, giving up\n`);
@@ -141,6 +200,11 @@ function watchdog(script, seconds) {
 }
 
 module.exports = {
+  PREFIX,
+  bullmqSetup,
+  bullmqTeardown,
+  jobsFailure,
+  report,
   parseOptions,
   uniqueQueueName,
   redisCpuSeconds,

@@ -12,11 +12,8 @@
 'use strict';
 
 const { performance } = require('node:perf_hooks');
-const IORedis = require('ioredis');
-const { Queue, Worker } = require('bullmq');
 const peer = require('./common');
 
-const PREFIX = 'bull'; // BullMQ's default key prefix
 const ADD_CHUNK = 1000;
 
 const DEFINITIONS =
@@ -51,23 +48,9 @@ async function main() {
   // The jobs' deadline is --timeout-s; set-up and clean-up get 60 s more.
   peer.watchdog('drain.js', opt['timeout-s'] + 60);
   const name = peer.uniqueQueueName('drain');
-  const redis = new IORedis(opt.redis, { maxRetriesPerRequest: 3 });
-  const connection = { url: opt.redis };
-  const queue = new Queue(name, { connection, prefix: PREFIX });
   const tracker = peer.outcomeTracker(opt.jobs, opt['timeout-s'] * 1000);
-  const errors = [];
-  const worker = new Worker(name, async () => {}, {
-    connection,
-    prefix: PREFIX,
-    concurrency: opt.concurrency,
-    autorun: false,
-  });
-  worker.on('completed', () => tracker.record(null));
-  worker.on('failed', (job, err) => tracker.record(err ?? new Error('job failed')));
-  worker.on('error', (err) => {
-    errors.push(err);
-    tracker.fail(err);
-  });
+  const bull = peer.bullmqSetup(opt, name, async () => {}, () => tracker);
+  const { redis, queue, worker, errors } = bull;
 
   let result;
   let failure;
@@ -105,29 +88,16 @@ async function main() {
       node: process.versions.node,
       definitions: DEFINITIONS,
     };
-    if (tracker.failed !== 0) {
-      failure = new Error(`${tracker.failed} job(s) failed, first: ${tracker.firstError.message}`);
-    }
+    failure = peer.jobsFailure(tracker);
   } catch (err) {
     failure = err;
   } finally {
-    tracker.cancel();
-    await worker.close().catch((err) => errors.push(err));
-    const keysLeft = await peer.removeQueueKeys(queue, redis, PREFIX, name);
-    await queue.close();
-    await redis.quit();
+    const keysLeft = await peer.bullmqTeardown(bull, tracker, name);
     if (result) result.keys_left = keysLeft;
     if (!failure && keysLeft !== 0) failure = new Error(`${keysLeft} key(s) of ${name} left`);
     if (!failure && errors.length !== 0) failure = errors[0];
   }
-  if (result) {
-    const { definitions, ...figures } = result;
-    process.stdout.write(`${JSON.stringify({ ...figures, definitions })}\n`);
-  }
-  if (failure) {
-    process.stderr.write(`drain.js: ${failure.message ?? failure}\n`);
-    process.exitCode = 1;
-  }
+  peer.report('drain.js', result, failure);
 }
 
 main().catch((err) => {

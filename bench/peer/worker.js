@@ -15,11 +15,8 @@
 
 const { performance } = require('node:perf_hooks');
 const Docker = require('dockerode');
-const IORedis = require('ioredis');
-const { Queue, Worker } = require('bullmq');
 const peer = require('./common');
 
-const PREFIX = 'bull'; // BullMQ's default key prefix
 const ADD_CHUNK = 1000;
 const ENGINE_CALL_TIMEOUT_MS = 60000; // as the raw loop's wait deadline
 
@@ -96,24 +93,14 @@ async function main() {
   const labels = { 'warmstart.bench': 'peer', 'warmstart.bench.run': name };
   const docker = new Docker({ socketPath: opt['docker-socket'] });
   await docker.ping();
-  const redis = new IORedis(opt.redis, { maxRetriesPerRequest: 3 });
-  const connection = { url: opt.redis };
-  const queue = new Queue(name, { connection, prefix: PREFIX });
-
   let tracker = peer.outcomeTracker(1, opt['timeout-s'] * 1000);
-  const errors = [];
-  const worker = new Worker(name, () => runContainer(docker, opt.image, labels), {
-    connection,
-    prefix: PREFIX,
-    concurrency: opt.concurrency,
-    autorun: false,
-  });
-  worker.on('completed', () => tracker.record(null));
-  worker.on('failed', (job, err) => tracker.record(err ?? new Error('job failed')));
-  worker.on('error', (err) => {
-    errors.push(err);
-    tracker.fail(err);
-  });
+  const bull = peer.bullmqSetup(
+    opt,
+    name,
+    () => runContainer(docker, opt.image, labels),
+    () => tracker,
+  );
+  const { queue, worker, errors } = bull;
 
   let result;
   let failure;
@@ -151,17 +138,11 @@ async function main() {
       node: process.versions.node,
       definitions: DEFINITIONS,
     };
-    if (tracker.failed !== 0) {
-      failure = new Error(`${tracker.failed} job(s) failed, first: ${tracker.firstError.message}`);
-    }
+    failure = peer.jobsFailure(tracker);
   } catch (err) {
     failure = err;
   } finally {
-    tracker.cancel();
-    await worker.close().catch((err) => errors.push(err));
-    const keysLeft = await peer.removeQueueKeys(queue, redis, PREFIX, name);
-    await queue.close();
-    await redis.quit();
+    const keysLeft = await peer.bullmqTeardown(bull, tracker, name);
     const left = await docker.listContainers({
       all: true,
       filters: { label: [`warmstart.bench.run=${name}`] },
@@ -175,14 +156,7 @@ async function main() {
     if (!failure && left.length !== 0) failure = new Error(`${left.length} container(s) left`);
     if (!failure && errors.length !== 0) failure = errors[0];
   }
-  if (result) {
-    const { definitions, ...figures } = result;
-    process.stdout.write(`${JSON.stringify({ ...figures, definitions })}\n`);
-  }
-  if (failure) {
-    process.stderr.write(`worker.js: ${failure.message ?? failure}\n`);
-    process.exitCode = 1;
-  }
+  peer.report('worker.js', result, failure);
 }
 
 main().catch((err) => {

@@ -260,6 +260,7 @@ void load_router_section(const toml::table& r, const std::string& where, RouterC
   s.read("reconcile_interval", c.reconcile_interval);
   s.read("orphan_grace", c.orphan_grace);
   s.read("docker_timeout", c.docker_timeout);
+  s.read("start_concurrency", c.start_concurrency);
   s.read("log_tail_bytes", c.log_tail_bytes);
   s.read("log_level", c.log_level);
   s.reject_unknown();
@@ -355,6 +356,9 @@ std::string default_state_dir() {
 void validate(const RouterConfig& c) {
   if (c.concurrency < 1 || c.concurrency > 10000) bad("concurrency", "must be 1..10000");
   if (c.concurrency_key_limit < 1) bad("concurrency_key_limit", "must be at least 1");
+  if (c.start_concurrency < 1 || c.start_concurrency > 10000) {
+    bad("start_concurrency", "must be 1..10000");
+  }
   if (c.queues.empty()) bad("queues", "at least one queue is needed");
   if (c.base_image.empty()) bad("base_image", "must not be empty");
   if (c.network_mode == "host") bad("network_mode", "\"host\" is never allowed for job containers");

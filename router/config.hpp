@@ -45,12 +45,15 @@ struct RouterConfig {
   // holds waits this long for that host before any router may run it; 0
   // turns affinity off (no hints written, routed jobs released at once).
   Duration affinity_wait = 10s;
-  Duration stop_grace = 10s;               // SIGTERM -> SIGKILL on timeout and cancel
-  Duration default_timeout = 30min;        // per job, when the job sets none
-  Duration drain_deadline = 0s;            // on SIGTERM: 0 = leave jobs running, re-attach later
-  Duration reconcile_interval = 5s;        // batched container list catching missed events
-  Duration orphan_grace = 60s;             // managed containers of no job are removed after this
-  Duration docker_timeout = 30s;           // per Docker API call
+  Duration stop_grace = 10s;         // SIGTERM -> SIGKILL on timeout and cancel
+  Duration default_timeout = 30min;  // per job, when the job sets none
+  Duration drain_deadline = 0s;      // on SIGTERM: 0 = leave jobs running, re-attach later
+  Duration reconcile_interval = 5s;  // batched container list catching missed events
+  Duration orphan_grace = 60s;       // managed containers of no job are removed after this
+  Duration docker_timeout = 30s;     // per Docker API call
+  // Container creates and starts in flight at once: the rest wait their turn
+  // (their docker_timeout runs from their own call, not from the wait).
+  int start_concurrency = 8;
   std::size_t log_tail_bytes = 64 * 1024;  // [limits] log_tail: log tail kept in the job record
 
   // [limits]: operator ceilings. A job asking for more is refused (API 400,

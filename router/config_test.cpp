@@ -60,6 +60,11 @@ TEST_CASE("config errors name the key and the reason", "[unit][config]") {
   RouterConfig host_net;
   host_net.network_mode = "host";
   CHECK_THROWS_WITH(validate(host_net), Catch::Contains("never allowed"));
+
+  RouterConfig no_starts;
+  CHECK(no_starts.start_concurrency == 8);
+  no_starts.start_concurrency = 0;
+  CHECK_THROWS_WITH(validate(no_starts), Catch::Contains("start_concurrency"));
 }
 
 TEST_CASE("unknown and removed keys are errors, never ignored", "[unit][config]") {

@@ -114,6 +114,21 @@ struct Harness {
 
 }  // namespace
 
+TEST_CASE("dispatcher: creates and starts go to the engine start_concurrency at a time",
+          "[unit][dispatcher]") {
+  Harness h;
+  h.config.concurrency = 3;
+  h.config.start_concurrency = 1;
+  // Each start takes 300 ms: three at once would all be running after ~300 ms.
+  h.engine->slow_next(MemoryRuntime::Op::start_container, 300ms, 3);
+  auto router = h.start();
+  for (int i = 0; i < 3; ++i) h.enqueue({"sleep", "600"});
+  REQUIRE(h.until([&] { return h.running_containers() >= 1; }));
+  h.io.run_for(150ms);
+  CHECK(h.running_containers() == 1);  // the second start waits for the first
+  REQUIRE(h.until([&] { return h.running_containers() == 3; }));
+}
+
 TEST_CASE("dispatcher: an engine outage hands jobs back unspent: claiming resumes by itself",
           "[unit][dispatcher]") {
   Harness h;

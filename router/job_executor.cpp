@@ -134,11 +134,13 @@ awaitable<Input> JobExecutor::create(const ActiveJobPtr& job, const Action& acti
   req.resources.pids_limit = spec.resources.pids;
   req.network_mode = config_.network_mode;
   req.caps = config_.container_caps;
+  auto pass = co_await engine_start_pass();
   const auto t0 = Clock::now();
   // Awaitables are built in their own statement: g++ 12 may destroy
   // temporaries of a co_await expression twice (docs/queue.md).
   auto op = ports_.runtime->create_container(make_container_spec(req));
   auto created = co_await attempt(std::move(op));
+  pass.reset();
   if (!created) co_return created.input();
   if (observers_.create_latency) observers_.create_latency(seconds_since(t0));
   job->container_id = *created.value;
@@ -178,7 +180,16 @@ awaitable<Input> JobExecutor::adopt(const ActiveJobPtr& job) {
   co_return in;
 }
 
+awaitable<AsyncGate::Pass> JobExecutor::engine_start_pass() {
+  if (!engine_starts_) {
+    engine_starts_.emplace(co_await net::this_coro::executor,
+                           static_cast<std::size_t>(config_.start_concurrency));
+  }
+  co_return co_await engine_starts_->enter();
+}
+
 awaitable<Input> JobExecutor::start(ActiveJob& job) {
+  auto pass = co_await engine_start_pass();
   const auto t0 = Clock::now();
   auto op = ports_.runtime->start_container(job.container_id);
   auto started = co_await attempt(std::move(op));

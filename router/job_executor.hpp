@@ -8,6 +8,7 @@
 // failure becomes a classified Input and JobRun decides what it costs. The
 // executor holds no policy of its own.
 #pragma once
+#include "common/gate.hpp"
 #include "common/net.hpp"
 #include "container/runtime.hpp"
 #include "queue/queue.hpp"
@@ -130,7 +131,12 @@ class JobExecutor {
   // Snapshot affinity hints (best effort: a failure is logged, the job goes on).
   awaitable<void> hint_affinity(const std::string& key, bool holds);
 
+  // Creates and starts in flight (config start_concurrency); made on first use,
+  // on the loop's executor.
+  awaitable<AsyncGate::Pass> engine_start_pass();
+
   const RouterConfig& config_;
+  std::optional<AsyncGate> engine_starts_;
   ExecutorPorts ports_;
   ExecutorHooks hooks_;
   ExecutorStats stats_;

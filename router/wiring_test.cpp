@@ -93,7 +93,7 @@ TEST_CASE("wiring: every key the example config documents is one the loader read
       if (name == "queues" || name == "image_allowlist" || name == "exclude") return "[\"x\"]";
       if (name == "strip_git_credentials") return "true";
       if (name == "concurrency" || name == "concurrency_key_limit" || name == "max_count" ||
-          name == "log_tail_bytes" || name == "replicas_ack")
+          name == "log_tail_bytes" || name == "replicas_ack" || name == "start_concurrency")
         return "2";
       if (name == "max_bytes") return "\"1g\"";
       if (name.find("timeout") != std::string::npos || name.find("interval") != std::string::npos ||

@@ -31,7 +31,7 @@ TEST_CASE("gate: at most `limit` holders, the others in arrival order", "[unit][
   CHECK(gate.waiting() == 0);
 }
 
-TEST_CASE("gate: a cancelled waiter leaves the queue; the pass goes to the next", "[unit][gate]") {
+TEST_CASE("gate: a cancelled waiter leaves the queue, the pass goes to the next", "[unit][gate]") {
   net::io_context io;
   AsyncGate gate(io.get_executor(), 1);
   std::vector<std::string> log;

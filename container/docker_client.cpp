@@ -274,6 +274,17 @@ DockerClient::DockerClient(net::any_io_executor executor, DockerClientOptions op
   transport.connect_timeout = options_.connect_timeout;
   transport.max_cached_connections = options_.max_cached_connections;
   multi_ = CurlMulti::create(executor_, std::move(transport));
+  UnixHttpOptions plain;
+  plain.socket_path = options_.socket_path;
+  plain.connect_timeout = options_.connect_timeout;
+  plain.max_idle_connections =
+      static_cast<std::size_t>(std::max(0L, options_.max_cached_connections));
+  http_ = UnixHttp::create(executor_, std::move(plain));
+}
+
+awaitable<HttpResult> DockerClient::perform(HttpRequest r) {
+  if (UnixHttp::handles(r)) co_return co_await http_->perform(std::move(r));
+  co_return co_await multi_->perform(std::move(r));
 }
 
 HttpResult DockerClient::check(const char* operation, HttpResult result, Duration timeout) const {
@@ -306,7 +317,7 @@ awaitable<HttpResult> DockerClient::call(const char* operation, HttpRequest r) {
   r.target = version_prefix_ + r.target;
   if (r.timeout.count() == 0) r.timeout = options_.request_timeout;
   Duration timeout = r.timeout;
-  co_return check(operation, co_await multi_->perform(std::move(r)), timeout);
+  co_return check(operation, co_await perform(std::move(r)), timeout);
 }
 
 awaitable<json> DockerClient::call_json(const char* operation, HttpRequest r) {
@@ -325,8 +336,7 @@ awaitable<std::string> DockerClient::ping() {
   auto self = shared_from_this();  // alive until the operation ends
   HttpRequest r = request("GET", "/_ping");
   r.timeout = options_.request_timeout;
-  HttpResult result =
-      check("ping", co_await multi_->perform(std::move(r)), options_.request_timeout);
+  HttpResult result = check("ping", co_await perform(std::move(r)), options_.request_timeout);
   auto it = result.headers.find("api-version");
   ApiVersion version = negotiate_api_version(it == result.headers.end() ? "" : it->second,
                                              options_.min_api_version, options_.max_api_version);

@@ -1,6 +1,9 @@
 // DockerClient: the Runtime adapter for a local Docker Engine, over its unix
-// socket. HTTP goes through CurlMulti (curl_multi.hpp) on the caller's executor;
-// request/response mapping is docker_protocol.hpp. The API version is negotiated
+// socket, on the caller's executor. Plain calls (a request, an answer: create,
+// start, wait, logs, remove, inspect, ...) go through UnixHttp (unix_http.hpp),
+// a keep-alive connection pool; the transfers that stream (the event feed,
+// export, import) through CurlMulti (curl_multi.hpp). Request/response mapping
+// is docker_protocol.hpp. The API version is negotiated
 // on the first call (GET /_ping, floor 1.41) and every later path is prefixed
 // with /v<version>.
 //
@@ -12,6 +15,7 @@
 #include "container/curl_multi.hpp"
 #include "container/docker_protocol.hpp"
 #include "container/runtime.hpp"
+#include "container/unix_http.hpp"
 
 #include <memory>
 #include <string>
@@ -74,7 +78,9 @@ class DockerClient : public Runtime, public std::enable_shared_from_this<DockerC
   // "1.41" once negotiated, else empty.
   const std::string& api_version() const { return api_version_; }
   const DockerClientOptions& options() const { return options_; }
-  const CurlMulti& transport() const { return *multi_; }
+  // The plain calls' transport and the streaming one (for tests of reuse).
+  const UnixHttp& transport() const { return *http_; }
+  const CurlMulti& stream_transport() const { return *multi_; }
 
  private:
   friend class DockerEventStream;
@@ -86,9 +92,12 @@ class DockerClient : public Runtime, public std::enable_shared_from_this<DockerC
   awaitable<nlohmann::json> call_json(const char* operation, HttpRequest request);
   awaitable<void> ensure_version();
   HttpResult check(const char* operation, HttpResult result, Duration timeout) const;
+  // One HTTP request on the transport that serves it (UnixHttp::handles).
+  awaitable<HttpResult> perform(HttpRequest request);
 
   net::any_io_executor executor_;
   DockerClientOptions options_;
+  UnixHttpPtr http_;
   CurlMultiPtr multi_;
   std::string api_version_;
   std::string version_prefix_;  // "/v1.41"

@@ -199,13 +199,6 @@ awaitable<UnixHttp::Outcome> UnixHttp::exchange(Connection& c, const std::string
     fail(out, CURLE_WEIRD_SERVER_REPLY, "malformed answer from the engine: " + ec.message());
     o.ec = {};
   };
-  // The engine has not answered yet: a read now would only fail (EAGAIN). Wait
-  // for the answer first, then read it (one syscall per request saved).
-  if (c.buffer.size() == 0) {
-    std::tie(o.ec) =
-        co_await c.socket.async_wait(net::socket_base::wait_read, net::as_tuple(use_awaitable));
-    if (o.ec) co_return o;
-  }
   http::response_parser<http::buffer_body> parser;
   parser.body_limit(boost::none);  // bounded below, per kind of request
   if (r.method == "HEAD") parser.skip(true);

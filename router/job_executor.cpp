@@ -395,6 +395,13 @@ awaitable<Input> JobExecutor::remove(ActiveJob& job) {
               {{"container", job.container_id}, {"error", removed.error}});
     co_return removed.input();
   }
+  if (ports_.snapshots && !job.snapshot_image_id.empty()) {
+    // This container may have been the last one on a superseded or
+    // invalidated snapshot image: it goes now, not at the next gc.
+    auto release = ports_.snapshots->release_unused();
+    auto released = co_await attempt(std::move(release));
+    if (!released) log::warn("snapshot image release failed", {{"error", released.error}});
+  }
   co_return Input::ok();
 }
 

@@ -110,6 +110,12 @@ class Cache {
   // Eviction (ttl, count, bytes; LRU first; never an image in use), then
   // reconciliation of the registry with the engine.
   virtual awaitable<GcReport> gc() = 0;
+  // A container that may have pinned a snapshot image is gone: removes the
+  // images commit() or invalidate() had to leave behind because a running
+  // container used them, now that none does. Returns how many went. Costs
+  // nothing (no engine call) when none waits. Without it they would wait for
+  // gc()'s reconciliation and its orphan grace.
+  virtual awaitable<std::size_t> release_unused() = 0;
   virtual awaitable<std::vector<SnapshotEntry>> list() = 0;
   // May be read from any thread.
   virtual CacheMetrics metrics() const = 0;

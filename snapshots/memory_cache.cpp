@@ -81,6 +81,11 @@ awaitable<GcReport> MemoryCache::gc() {
   co_return GcReport{};
 }
 
+awaitable<std::size_t> MemoryCache::release_unused() {
+  ++release_calls_;
+  co_return 0;
+}
+
 awaitable<std::vector<SnapshotEntry>> MemoryCache::list() {
   std::vector<SnapshotEntry> out;
   for (const auto& [key, e] : entries_) out.push_back(e);

@@ -22,6 +22,8 @@ class MemoryCache final : public Cache {
   awaitable<bool> invalidate(std::string key, std::string reason,
                              std::string only_if_image_id = "") override;
   awaitable<GcReport> gc() override;
+  // Nothing is ever left behind here (no image is "in use"): counts the calls.
+  awaitable<std::size_t> release_unused() override;
   awaitable<std::vector<SnapshotEntry>> list() override;
   CacheMetrics metrics() const override { return metrics_; }
 
@@ -32,6 +34,7 @@ class MemoryCache final : public Cache {
   // Inspection.
   std::optional<SnapshotEntry> entry(const std::string& key) const;
   int commits_tried() const { return commits_tried_; }
+  int release_calls() const { return release_calls_; }
   const std::vector<std::string>& invalidated() const { return invalidated_; }
 
  private:
@@ -40,6 +43,7 @@ class MemoryCache final : public Cache {
   std::string commit_error_;
   std::exception_ptr choose_error_;
   int commits_tried_ = 0;
+  int release_calls_ = 0;
   std::vector<std::string> invalidated_;  // "key:reason"
   CacheMetrics metrics_;
 };

@@ -392,6 +392,7 @@ awaitable<bool> SnapshotCache::remove_image_unless_running(const std::string& im
       // as unregistered once the container is gone.
       log::info("snapshot image in use, left for gc",
                 fields("key", key, "image", image_id, "why", why));
+      deferred_[image_id] = Deferred{ref, key, why};
       co_return false;
     }
     // force: a stopped container (the job just committed) must not pin it.
@@ -408,10 +409,23 @@ awaitable<bool> SnapshotCache::remove_image_unless_running(const std::string& im
   } catch (const std::exception& e) {
     error = e.what();
   }
+  if (removed) deferred_.erase(image_id);
   if (!error.empty()) {
     log::warn("snapshot image removal failed",
               fields("key", key, "image", image_id, "why", why, "error", error));
   }
+  co_return removed;
+}
+
+awaitable<std::size_t> SnapshotCache::release_unused() {
+  if (deferred_.empty()) co_return 0;
+  std::size_t removed = 0;
+  // A copy: the removals suspend, and a commit may defer another image meanwhile.
+  const auto waiting = deferred_;
+  for (const auto& [image_id, d] : waiting) {
+    if (co_await remove_image_unless_running(image_id, d.ref, d.key, d.why)) ++removed;
+  }
+  if (removed > 0) log::info("snapshot images released", fields("removed", removed));
   co_return removed;
 }
 

@@ -24,6 +24,7 @@
 #include <atomic>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <optional>
 #include <set>
 #include <string>
@@ -72,6 +73,7 @@ class SnapshotCache final : public Cache {
   awaitable<bool> invalidate(std::string key, std::string reason,
                              std::string only_if_image_id = "") override;
   awaitable<GcReport> gc() override;
+  awaitable<std::size_t> release_unused() override;
   awaitable<std::vector<SnapshotEntry>> list() override;
   CacheMetrics metrics() const override;
 
@@ -102,6 +104,12 @@ class SnapshotCache final : public Cache {
   SnapshotCacheOptions options_;
   std::optional<SnapshotRegistry> registry_;
   std::set<std::string> pending_;  // refs and ids committed but not registered yet
+  // Images left behind because a running container used them: image id ->
+  // what remove_image_unless_running() was asked (release_unused() retries).
+  struct Deferred {
+    std::string ref, key, why;
+  };
+  std::map<std::string, Deferred> deferred_;
 
   struct Counters {
     std::atomic<std::uint64_t> commits{0}, commit_failures{0}, commit_races_lost{0}, flattens{0},

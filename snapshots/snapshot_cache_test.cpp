@@ -596,6 +596,38 @@ TEST_CASE("a superseded generation in use is left for gc and removed once free",
   });
 }
 
+TEST_CASE("release_unused removes a superseded generation as soon as no container runs it",
+          "[snapshots][docker]") {
+  run_world_test([](WorldPtr w) -> awaitable<void> {
+    // The default orphan grace (10 min): gc() alone would keep the image.
+    auto cache = w->cache(w->options());
+    co_await cache->start();
+    const std::size_t nothing_waits = co_await cache->release_unused();
+    CHECK(nothing_waits == 0);
+    const std::string key = "released";
+    auto first = co_await commit_generation(w, *cache, key, "echo 1 > /work/v");
+    auto runner = co_await w->create(first.image, strs("sleep", "120"), {});
+    co_await w->docker->start_container(runner);
+    auto second = co_await commit_generation(w, *cache, key, "echo 2 > /work/v");
+    REQUIRE(second.generation == first.generation + 1);
+
+    const std::size_t while_running = co_await cache->release_unused();
+    CHECK(while_running == 0);
+    auto kept = co_await w->image_exists(first.image_id);
+    CHECK(kept);
+
+    co_await w->remove_container(runner);
+    const std::size_t released = co_await cache->release_unused();
+    CHECK(released == 1);
+    auto first_left = co_await w->image_exists(first.image_id);
+    CHECK_FALSE(first_left);
+    auto second_left = co_await w->image_exists(second.image_id);
+    CHECK(second_left);
+    const std::size_t again = co_await cache->release_unused();
+    CHECK(again == 0);
+  });
+}
+
 TEST_CASE("a failed commit is returned and counted and never thrown", "[snapshots][docker]") {
   run_world_test([](WorldPtr w) -> awaitable<void> {
     auto cache = w->cache(w->options());

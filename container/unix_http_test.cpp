@@ -110,6 +110,16 @@ Peer::Script answers(int status, std::string body) {
   };
 }
 
+// Reads one request, writes `bytes` (whatever they are), closes the connection.
+Peer::Script writes_once(std::string bytes) {
+  return [bytes](Peer&, unix_socket& s, int) -> awaitable<void> {
+    std::string pending;
+    co_await read_request(s, pending);
+    co_await write_all(s, bytes);
+    s.close();
+  };
+}
+
 HttpRequest get(std::string target, Duration timeout = 5s) {
   HttpRequest r;
   r.target = std::move(target);
@@ -270,11 +280,7 @@ TEST_CASE("unix http: garbage for an answer is CURLE_WEIRD_SERVER_REPLY",
           "[container][unix_http]") {
   wt::run_coro([]() -> awaitable<void> {
     auto ex = co_await net::this_coro::executor;
-    Peer peer(ex, [](Peer&, unix_socket& s, int) -> awaitable<void> {
-      std::string pending;
-      co_await read_request(s, pending);
-      co_await write_all(s, "SSH-2.0-OpenSSH\r\nnot http at all\r\n\r\n");
-    });
+    Peer peer(ex, writes_once("SSH-2.0-OpenSSH\r\nnot http at all\r\n\r\n"));
     auto client = peer.client();
     HttpRequest request = get("/_ping");
     HttpResult got = co_await client->perform(std::move(request));
@@ -287,12 +293,7 @@ TEST_CASE("unix http: a close mid-answer is CURLE_RECV_ERROR and the request doe
           "[container][unix_http]") {
   wt::run_coro([]() -> awaitable<void> {
     auto ex = co_await net::this_coro::executor;
-    Peer peer(ex, [](Peer&, unix_socket& s, int) -> awaitable<void> {
-      std::string pending;
-      co_await read_request(s, pending);
-      co_await write_all(s, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b");
-      s.close();
-    });
+    Peer peer(ex, writes_once("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b"));
     auto client = peer.client();
     HttpRequest request = get("/containers/x/json");
     HttpResult got = co_await client->perform(std::move(request));

@@ -209,6 +209,22 @@ awaitable<CommitResult> commit_generation(WorldPtr w, SnapshotCache& cache, std:
   co_return result;
 }
 
+// Two generations of `key`, the first still run by a container (`runner`)
+// when the second is committed, so the first is left for later.
+struct SupersededInUse {
+  CommitResult first, second;
+  std::string runner;
+};
+awaitable<SupersededInUse> supersede_while_running(WorldPtr w, SnapshotCache& cache,
+                                                   std::string key) {
+  SupersededInUse out;
+  out.first = co_await commit_generation(w, cache, key, "echo 1 > /work/v");
+  out.runner = co_await w->create(out.first.image, strs("sleep", "120"), {});
+  co_await w->docker->start_container(out.runner);
+  out.second = co_await commit_generation(w, cache, key, "echo 2 > /work/v");
+  REQUIRE(out.second.generation == out.first.generation + 1);
+  co_return out;
+}
 }  // namespace
 
 TEST_CASE("a job's env (secrets) appears nowhere in its snapshot image", "[snapshots][docker]") {
@@ -572,12 +588,7 @@ TEST_CASE("a superseded generation in use is left for gc and removed once free",
     options.orphan_grace = Duration{0};
     auto cache = w->cache(options);
     co_await cache->start();
-    const std::string key = "superseded";
-    auto first = co_await commit_generation(w, *cache, key, "echo 1 > /work/v");
-    auto runner = co_await w->create(first.image, strs("sleep", "120"), {});
-    co_await w->docker->start_container(runner);
-    auto second = co_await commit_generation(w, *cache, key, "echo 2 > /work/v");
-    REQUIRE(second.generation == first.generation + 1);
+    auto [first, second, runner] = co_await supersede_while_running(w, *cache, "superseded");
     auto first_kept = co_await w->image_exists(first.image_id);
     CHECK(first_kept);
 
@@ -604,12 +615,7 @@ TEST_CASE("release_unused removes a superseded generation as soon as no containe
     co_await cache->start();
     const std::size_t nothing_waits = co_await cache->release_unused();
     CHECK(nothing_waits == 0);
-    const std::string key = "released";
-    auto first = co_await commit_generation(w, *cache, key, "echo 1 > /work/v");
-    auto runner = co_await w->create(first.image, strs("sleep", "120"), {});
-    co_await w->docker->start_container(runner);
-    auto second = co_await commit_generation(w, *cache, key, "echo 2 > /work/v");
-    REQUIRE(second.generation == first.generation + 1);
+    auto [first, second, runner] = co_await supersede_while_running(w, *cache, "released");
 
     const std::size_t while_running = co_await cache->release_unused();
     CHECK(while_running == 0);

@@ -129,6 +129,12 @@ class Chromium {
 
   void close() {
     if (pid_ <= 0) return;
+    // Chromium keeps its singleton socket in a directory of its own under
+    // TMPDIR (/tmp/org.chromium.Chromium.*), linked from the profile, and
+    // leaves it behind when it is killed: it goes with the browser.
+    std::error_code ec;
+    const fs::path singleton =
+        fs::read_symlink(scratch_ / "profile" / "SingletonSocket", ec).parent_path();
     ::kill(-pid_, SIGTERM);
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
     bool exited = false;
@@ -139,6 +145,9 @@ class Chromium {
     ::kill(-pid_, SIGKILL);  // whatever of the group is left
     if (!exited) ::waitpid(pid_, nullptr, 0);
     pid_ = -1;
+    if (!ec && singleton.filename().string().starts_with("org.chromium.Chromium.")) {
+      fs::remove_all(singleton, ec);
+    }
   }
 
  private:

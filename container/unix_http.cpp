@@ -104,7 +104,6 @@ void UnixHttp::release(ConnectionPtr c) {
   // Only a connection with nothing unread goes back: its next answer starts clean.
   if (c->buffer.size() != 0 || !c->socket.is_open()) return;
   if (idle_.size() >= options_.max_idle_connections) return;
-  c->reused = true;
   idle_.push_back(std::move(c));
 }
 
@@ -128,7 +127,8 @@ awaitable<HttpResult> UnixHttp::perform(HttpRequest r) {
 
   for (int attempt = 0;; ++attempt) {
     ConnectionPtr c;
-    if (!idle_.empty()) {
+    const bool from_pool = !idle_.empty();
+    if (from_pool) {
       c = std::move(idle_.back());
       idle_.pop_back();
       x->conn = c;
@@ -174,7 +174,7 @@ awaitable<HttpResult> UnixHttp::perform(HttpRequest r) {
     }
     if (o.ec == net::error::operation_aborted) throw boost::system::system_error(o.ec);
     if (out.code != CURLE_OK) co_return out;  // the answer itself was bad: no retry
-    if (c->reused && !o.answered && attempt == 0 && looks_stale(o.ec)) {
+    if (from_pool && !o.answered && attempt == 0 && looks_stale(o.ec)) {
       // The pool is from before the engine dropped it (restart, idle close):
       // none of it is worth trying.
       idle_.clear();

@@ -65,7 +65,6 @@ class UnixHttp : public std::enable_shared_from_this<UnixHttp> {
     explicit Connection(const net::any_io_executor& ex) : socket(ex) {}
     net::local::stream_protocol::socket socket;
     beast::flat_buffer buffer;  // read-ahead, kept across the requests of the connection
-    bool reused = false;
   };
   using ConnectionPtr = std::shared_ptr<Connection>;
   struct Exchange;

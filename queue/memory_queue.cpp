@@ -385,10 +385,10 @@ awaitable<std::vector<ClaimedJob>> MemoryQueue::reclaim_expired(std::string cons
   co_return out;
 }
 
-awaitable<JobRecord> MemoryQueue::mark_running(const LeaseHandle& lease, RunInfo info) {
+awaitable<JobState> MemoryQueue::mark_running(const LeaseHandle& lease, RunInfo info) {
   LeaseHandle l = lease;  // the reference may not outlive the first suspension
   co_await begin(Op::mark_running);
-  JobRecord out = do_mark_running(l, info);
+  JobState out = do_mark_running(l, info);
   end(Op::mark_running);
   co_return out;
 }
@@ -889,13 +889,13 @@ std::vector<ClaimedJob> MemoryQueue::do_held_by(const std::string& consumer) {
   return out;
 }
 
-JobRecord MemoryQueue::do_mark_running(const LeaseHandle& lease, const RunInfo& info) {
+JobState MemoryQueue::do_mark_running(const LeaseHandle& lease, const RunInfo& info) {
   Job* job = find(lease.job_id);
   if (job == nullptr || job->entry != lease.entry_id || job->consumer != lease.consumer) {
     throw lease_lost("mark_running", lease);
   }
   JobRecord& r = job->record;
-  if (r.state == JobState::cancelled) return r;
+  if (r.state == JobState::cancelled) return r.state;
   set_state(*job, JobEvent::started, "mark_running");
   r.image = info.image;
   r.from_snapshot = info.from_snapshot;
@@ -914,7 +914,7 @@ JobRecord MemoryQueue::do_mark_running(const LeaseHandle& lease, const RunInfo& 
   if (!r.host.empty()) started["host"] = r.host;
   if (!r.affinity().empty()) started["affinity"] = r.affinity();
   emit(std::move(started));
-  return r;
+  return r.state;
 }
 
 // Throws LeaseLost / QueueError like the scripts' {'lost'} / {'missing'}.

@@ -116,7 +116,7 @@ class MemoryQueue final : public Queue {
   awaitable<std::vector<ClaimedJob>> held_by(std::string consumer) override;
   awaitable<std::vector<ClaimedJob>> reclaim_expired(std::string consumer,
                                                      std::size_t max_jobs) override;
-  awaitable<JobRecord> mark_running(const LeaseHandle& lease, RunInfo info) override;
+  awaitable<JobState> mark_running(const LeaseHandle& lease, RunInfo info) override;
   awaitable<FinishOutcome> finish(const LeaseHandle& lease, JobResult result) override;
   awaitable<JobRecord> fail_attempt(const LeaseHandle& lease, std::string reason,
                                     bool retryable) override;
@@ -208,7 +208,7 @@ class MemoryQueue final : public Queue {
   void reject_raw(const Entry& entry, std::string id, const std::string& reason);
   LeaseReport do_renew(const std::string& consumer, const std::vector<LeaseHandle>& leases);
   std::vector<ClaimedJob> do_held_by(const std::string& consumer);
-  JobRecord do_mark_running(const LeaseHandle& lease, const RunInfo& info);
+  JobState do_mark_running(const LeaseHandle& lease, const RunInfo& info);
   FinishOutcome do_finish(const LeaseHandle& lease, const JobResult& result);
   JobRecord do_fail_attempt(const LeaseHandle& lease, const std::string& reason, bool retryable);
   void do_hand_back(const LeaseHandle& lease, const std::string& reason, Duration delay);

@@ -153,8 +153,11 @@ TEST_CASE("a LOADING reply is a transient Redis error", "[unit]") {
     }
     REQUIRE(error);
     CHECK(redis::is_transient(error));
-    auto rec = co_await mark_running(q, c[0].lease, "c-1", "r");
-    CHECK(rec.container_id == "c-1");
+    auto state = co_await mark_running(q, c[0].lease, "c-1", "r");
+    CHECK(state == JobState::running);
+    auto rec = co_await q.get(c[0].record.id);
+    REQUIRE(rec);
+    CHECK(rec->container_id == "c-1");
   });
 }
 

@@ -203,10 +203,11 @@ class Queue {
                                                              std::size_t max_jobs) = 0;
 
   // The container runs: records image/container/router, writes job.started.
-  // The returned record's state is `cancelled` when a cancel won the race: the
-  // router must then stop the container and finish() with cancelled.
-  // Throws LeaseLost.
-  virtual awaitable<JobRecord> mark_running(const LeaseHandle& lease, RunInfo info) = 0;
+  // Returns the job's state: `running`, or `cancelled` when a cancel won the
+  // race (the router must then stop the container and finish() with
+  // cancelled). Not the record: the caller holds it, and reading it back
+  // costs a Redis HGETALL and a spec parse per job. Throws LeaseLost.
+  virtual awaitable<JobState> mark_running(const LeaseHandle& lease, RunInfo info) = 0;
   // Terminal state + ack + event + retention. Throws LeaseLost. Returns the
   // outcome, not the whole record (get() has that). Concurrent calls share
   // Redis round trips (group commit).

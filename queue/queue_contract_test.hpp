@@ -71,8 +71,8 @@ inline awaitable<EnqueueResult> enqueue(Queue& q, std::string id, std::string ke
   JobSpec s = spec(id, key, max_attempts);
   co_return co_await q.enqueue(std::move(s));
 }
-inline awaitable<JobRecord> mark_running(Queue& q, LeaseHandle lease, std::string container,
-                                         std::string router) {
+inline awaitable<JobState> mark_running(Queue& q, LeaseHandle lease, std::string container,
+                                        std::string router) {
   RunInfo info = run_info(container, router);
   co_return co_await q.mark_running(lease, std::move(info));
 }
@@ -159,8 +159,12 @@ inline awaitable<void> claim_run_finish(Harness& h) {
   auto none = co_await q.claim("router-b", 10, 0ms);
   CHECK(none.empty());
   auto running = co_await mark_running(q, c.lease, "c-1", "router-a");
-  CHECK(running.container_id == "c-1");
-  CHECK(running.started_at.has_value());
+  CHECK(running == JobState::running);
+  auto marked = co_await q.get(c.record.id);
+  REQUIRE(marked);
+  CHECK(marked->state == JobState::running);
+  CHECK(marked->container_id == "c-1");
+  CHECK(marked->started_at.has_value());
   auto held = co_await q.held_by("router-a");
   REQUIRE(held.size() == 1);
   CHECK(held[0].lease == c.lease);
@@ -374,7 +378,7 @@ inline awaitable<void> cancel_of_running_job_is_reported_by_renew(Harness& h) {
   CHECK(report.lost.empty());
   CHECK(report.cancelled == std::vector<std::string>{"x"});
   auto late = co_await mark_running(q, c[0].lease, "c-x", "r");
-  CHECK(late.state == JobState::cancelled);
+  CHECK(late == JobState::cancelled);
   auto done = co_await finish(q, c[0].lease, JobState::cancelled, 137, "stopped");
   CHECK(done.state == JobState::cancelled);
   auto gone = co_await renew(q, "r", c[0].lease);
@@ -483,9 +487,12 @@ inline awaitable<void> run_on(Queue& q, const ClaimedJob& job, std::string route
                               std::string expect_affinity) {
   RunInfo info = run_info("c-" + job.record.id, router);
   info.host_id = "host-" + router;
-  JobRecord rec = co_await q.mark_running(job.lease, std::move(info));
-  CHECK(rec.host == "host-" + router);
-  CHECK(rec.affinity() == expect_affinity);
+  JobState state = co_await q.mark_running(job.lease, std::move(info));
+  CHECK(state == JobState::running);
+  auto rec = co_await q.get(job.record.id);
+  REQUIRE(rec);
+  CHECK(rec->host == "host-" + router);
+  CHECK(rec->affinity() == expect_affinity);
   co_await finish(q, job.lease, JobState::succeeded, 0);
   auto stored = co_await q.get(job.record.id);
   REQUIRE(stored);

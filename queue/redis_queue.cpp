@@ -678,12 +678,17 @@ awaitable<std::vector<ClaimedJob>> RedisQueue::reclaim_expired(std::string consu
   co_return out;
 }
 
-awaitable<JobRecord> RedisQueue::mark_running(const LeaseHandle& lease, RunInfo info) {
+awaitable<JobState> RedisQueue::mark_running(const LeaseHandle& lease, RunInfo info) {
   auto args_5 = make_args(lease.job_id, lease.entry_id, lease.consumer, info.image,
                           info.from_snapshot ? "1" : "0", info.snapshot_fallback ? "1" : "0",
                           info.container_id, info.router_id, info.host_id);
   Reply r = co_await run_script(script(scripts::kMarkRunning), std::move(args_5));
-  co_return expect_record(r, lease, "mark_running");
+  expect_ok(r, lease, "mark_running");
+  const std::string& state = r.as_array().at(1).as_string();
+  auto parsed = parse_state(state);
+  if (!parsed)
+    throw redis::ProtocolError("EVALSHA", "mark_running answered state \"" + state + "\"");
+  co_return *parsed;
 }
 
 awaitable<FinishOutcome> RedisQueue::finish(const LeaseHandle& lease, JobResult result) {

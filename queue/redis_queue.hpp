@@ -57,7 +57,7 @@ class RedisQueue final : public Queue {
   awaitable<std::vector<ClaimedJob>> held_by(std::string consumer) override;
   awaitable<std::vector<ClaimedJob>> reclaim_expired(std::string consumer,
                                                      std::size_t max_jobs) override;
-  awaitable<JobRecord> mark_running(const LeaseHandle& lease, RunInfo info) override;
+  awaitable<JobState> mark_running(const LeaseHandle& lease, RunInfo info) override;
   awaitable<FinishOutcome> finish(const LeaseHandle& lease, JobResult result) override;
   awaitable<JobRecord> fail_attempt(const LeaseHandle& lease, std::string reason,
                                     bool retryable) override;

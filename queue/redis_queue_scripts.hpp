@@ -350,13 +350,14 @@ return {lost, cancelled}
 )lua";
 
 // ARGV[9..17]: id, entry, consumer, image, from_snapshot, snapshot_fallback,
-// container id, router id, host id. Returns {'ok', record} | {'lost'} | {'illegal', state}.
+// container id, router id, host id. Returns {'ok', state} (running, or cancelled when a
+// cancel won the race) | {'lost'} | {'illegal', state}.
 inline constexpr const char* kMarkRunning = R"lua(
 local id, entry, consumer = ARGV[9], ARGV[10], ARGV[11]
 local k = jk(id)
 local f = redis.call('HMGET', k, 'state', 'entry', 'consumer')
 if not f[1] or f[2] ~= entry or f[3] ~= consumer then return {'lost'} end
-if f[1] == 'cancelled' then return {'ok', redis.call('HGETALL', k)} end
+if f[1] == 'cancelled' then return {'ok', 'cancelled'} end
 local to = next_state(f[1], 'started')
 if not to then return {'illegal', f[1]} end
 local router = ARGV[16] ~= '' and ARGV[16] or consumer
@@ -372,7 +373,7 @@ if g[2] and g[2] ~= '' and ARGV[17] ~= '' then
   ev.affinity = (g[2] == ARGV[17]) and 'hit' or 'miss'
 end
 emit(ev)
-return {'ok', redis.call('HGETALL', k)}
+return {'ok', to}
 )lua";
 
 // Batched (queue/script_batcher.hpp): ARGV[9..] holds items of 9 values: id,

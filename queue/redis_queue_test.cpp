@@ -153,9 +153,12 @@ TEST_CASE("claim then mark_running then finish acks the job and records the resu
 
     auto info = run_info("worker:1", true, false, "c-123", "router-a");
     auto running = co_await q.mark_running(claimed[0].lease, std::move(info));
-    CHECK(running.container_id == "c-123");
-    CHECK(running.from_snapshot);
-    CHECK(running.started_at.has_value());
+    CHECK(running == JobState::running);
+    auto marked = co_await q.get("j1");
+    REQUIRE(marked);
+    CHECK(marked->container_id == "c-123");
+    CHECK(marked->from_snapshot);
+    CHECK(marked->started_at.has_value());
     co_await q.set_log_tail("j1", "line 1\nline 2\n");
     auto arg1 = result(JobState::succeeded, 0, "");
     auto done = co_await q.finish(claimed[0].lease, std::move(arg1));

@@ -229,7 +229,7 @@ awaitable<Input> JobExecutor::mark_running(ActiveJob& job) {
                             {"snapshot_fallback", job.run.snapshot_fallback()},
                             {"attempt", job.run.spec().attempt}});
   Input in;
-  in.cancelled = marked.value->state == queue::JobState::cancelled;
+  in.cancelled = *marked.value == queue::JobState::cancelled;
   co_return in;
 }
 

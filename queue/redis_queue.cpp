@@ -499,14 +499,24 @@ awaitable<std::vector<ClaimedJob>> RedisQueue::claim(std::string consumer, std::
   for (;;) {
     Duration wait = std::chrono::duration_cast<Duration>(until - Clock::now());
     if (wait.count() < 0) wait = Duration(0);
-    if (options_.promote_on_claim) {
+    // Promoting is a script round trip: before every claim it was one per job.
+    // Now at most every promote_every (the bound on how late another router's
+    // retry or an expired affinity wait is picked up, like the 1 s claim
+    // block before), and on time for what the last answer said is due.
+    if (options_.promote_on_claim && Clock::now() >= promote_at_) {
       auto promote_args = make_args(1000, options_.affinity_wait.count());
       Reply p = co_await run_script(script(scripts::kPromote), std::move(promote_args));
       auto next_due = to_int(p.as_array().at(1).as_string()).value_or(-1);
-      // Wake up when the next retry is due, to promote it and read it.
-      if (next_due >= 0 && wait.count() > 0) {
-        wait = std::min(wait, std::max(Duration(1), Duration(next_due - unix_ms_now())));
+      promote_at_ = Clock::now() + options_.promote_every;
+      if (next_due >= 0) {
+        promote_at_ = std::min(promote_at_, Clock::now() + Duration(next_due - unix_ms_now()));
       }
+    }
+    // Wake up when the next promotion is due, to promote and read it.
+    if (options_.promote_on_claim && wait.count() > 0) {
+      wait = std::min(
+          wait,
+          std::max(Duration(1), std::chrono::duration_cast<Duration>(promote_at_ - Clock::now())));
     }
     std::vector<std::string> cmd = make_args("XREADGROUP", "GROUP", options_.group, consumer,
                                              "COUNT", std::max<std::size_t>(max_jobs, 1));
@@ -723,6 +733,7 @@ awaitable<JobRecord> RedisQueue::fail_attempt(const LeaseHandle& lease, std::str
   auto args_7 = make_args(lease.job_id, lease.entry_id, lease.consumer, lease.queue, reason,
                           retryable ? "1" : "0", delay.count());
   Reply r = co_await run_script(script(scripts::kFailAttempt), std::move(args_7));
+  promote_at_ = {};  // a retry may be scheduled: the next claim promotes it when due
   co_return expect_record(r, lease, "fail_attempt");
 }
 
@@ -731,6 +742,7 @@ awaitable<void> RedisQueue::hand_back(const LeaseHandle& lease, std::string reas
   auto args = make_args(lease.job_id, lease.entry_id, lease.consumer, lease.queue, reason,
                         static_cast<std::int64_t>(delay.count()));
   Reply r = co_await run_script(script(scripts::kHandBack), std::move(args));
+  promote_at_ = {};  // scheduled again: the next claim promotes it when due
   expect_ok(r, lease, "hand_back");
 }
 

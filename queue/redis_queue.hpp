@@ -31,10 +31,12 @@ struct RedisQueueOptions {
   std::size_t log_tail_max_bytes = 64 * 1024;       // set_log_tail keeps the last bytes
   BackoffOptions retry_backoff;                     // delay before retries
   ValidationOptions validation;                     // for enqueue() and raw entries
-  bool promote_on_claim = true;                     // claim() first runs promote_due()
-  std::size_t finish_batch_max = 128;               // finish() calls per script (group commit)
-  Duration affinity_wait = 5s;  // promote_due(): a job routed to its snapshot's host
-                                // waits this long on that host's stream
+  bool promote_on_claim = true;                     // claim() first runs promote_due(),
+  Duration promote_every = 1s;         // at most this often, or sooner when its last answer
+                                       // named something due or this queue scheduled a retry
+  std::size_t finish_batch_max = 128;  // finish() calls per script (group commit)
+  Duration affinity_wait = 5s;         // promote_due(): a job routed to its snapshot's host
+                                       // waits this long on that host's stream
   // Acknowledged writes survive a failover: enqueue() and finish() wait with
   // WAIT until this many replicas have them, and throw a transient
   // NOREPLICAS error when they do not within replicas_timeout. 0 = off.
@@ -131,6 +133,8 @@ class RedisQueue final : public Queue {
   redis::ClientPtr blocking_client_;
   Backoff backoff_;
   bool groups_ready_ = false;
+  // When claim() next runs promote_due() (time_point{}: on the next claim).
+  Clock::time_point promote_at_{};
   std::map<std::string, std::string> reclaim_cursor_;  // stream -> XAUTOCLAIM cursor
   std::map<std::string, std::string> host_of_;         // consumer -> host id (its heartbeat)
   std::set<std::string> grouped_;                      // host streams whose group exists

@@ -305,6 +305,47 @@ TEST_CASE("a consumer killed with SIGKILL has its job reclaimed within lease + 1
   });
 }
 
+TEST_CASE(
+    "claim promotes at most every promote_every: another router's due retry waits for it, "
+    "this queue's own retry does not",
+    "[queue]") {
+  const std::string prefix = unique_prefix();
+  KeyCleanup cleanup{testing::redis_url(), prefix};
+  run_coro([&]() -> awaitable<void> {
+    auto o = options_for(testing::redis_url(), prefix);
+    o.retry_backoff.initial = 0ms;
+    o.retry_backoff.jitter = 0;
+    o.promote_every = 1500ms;
+    auto ex = co_await net::this_coro::executor;
+    RedisQueue q(ex, o);
+    RedisQueue other(ex, o);
+    CHECK((co_await q.claim("r", 1, 0ms)).empty());  // q promoted: next one in 1.5 s
+    co_await other.enqueue(job("theirs", 2));
+    auto theirs = co_await claim_n(other, "o", 1);
+    REQUIRE(theirs.size() == 1);
+    co_await other.fail_attempt(theirs[0].lease, "exit 1", true);  // due at once
+    const auto scheduled_at = Clock::now();
+    // q does not promote yet: a claim is one round trip, not two.
+    CHECK((co_await q.claim("r", 1, 0ms)).empty());
+    // A blocked claim wakes up for its next promotion and gets the retry.
+    auto late = co_await q.claim("r", 1, 5s);
+    const auto waited = Clock::now() - scheduled_at;
+    REQUIRE(contract::ids(late) == std::vector<std::string>{"theirs"});
+    CHECK(waited >= 1s);
+    CHECK(waited < 3s);
+
+    // Its own retry: the next claim promotes it, whatever promote_every says.
+    co_await q.fail_attempt(late[0].lease, "exit 1", true);
+    co_await q.enqueue(job("mine", 2));
+    auto mine = co_await claim_n(q, "r", 1);
+    REQUIRE(contract::ids(mine) == std::vector<std::string>{"mine"});
+    co_await q.fail_attempt(mine[0].lease, "exit 1", true);
+    auto again = co_await q.claim("r", 1, 0ms);
+    REQUIRE(contract::ids(again) == std::vector<std::string>{"mine"});
+    CHECK(again[0].record.attempts == 2);
+  });
+}
+
 TEST_CASE("a failed attempt is retried after the backoff and fails when attempts are spent",
           "[queue]") {
   const std::string prefix = unique_prefix();
@@ -764,6 +805,10 @@ TEST_CASE("RedisQueue keeps the queue contract", "[queue]") {
       run_coro([&]() -> awaitable<void> {
         auto o = options_for(testing::redis_url(), prefix);
         contract::apply_contract_knobs(o);
+        // The contract's "at once" (a lost host's job, a due retry): promote
+        // before every claim, like MemoryQueue. The default's up-to-1 s lag
+        // has its own test.
+        o.promote_every = 0ms;
         RedisQueue q(co_await net::this_coro::executor, o);
         // Real time: leases and key holds expire by the clock of the scripts.
         contract::Harness h{q, [](Duration d) { return sleep_for(d); }};

@@ -64,15 +64,31 @@ Level parse_level(std::string_view level) {
   throw std::invalid_argument("unknown log level: " + std::string(level));
 }
 
+std::string format(Level level, std::string_view msg, const nlohmann::json& fields) {
+  // Written straight into a string: building a DOM of the line copied every
+  // field first (a log line or two per job).
+  const bool object = fields.is_object();
+  auto dump = [](const nlohmann::json& v) {
+    return v.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  };
+  auto own = [&](const char* key) { return !object || !fields.contains(key); };
+  std::string line = "{";
+  if (own("ts")) line.append("\"ts\":\"").append(rfc3339_now()).append("\",");
+  if (own("level")) line.append("\"level\":\"").append(name(level)).append("\",");
+  if (own("msg")) line.append("\"msg\":").append(dump(nlohmann::json(msg))).append(",");
+  if (object) {
+    for (const auto& [k, v] : fields.items()) {
+      line.append(dump(nlohmann::json(k))).append(":").append(dump(v)).append(",");
+    }
+  }
+  line.back() = '}';
+  return line;
+}
+
 void write(Level level, std::string_view msg, const nlohmann::json& fields) {
   auto& l = logger();
   if (!l->should_log(to_spdlog(level))) return;
-  nlohmann::json line = {{"ts", rfc3339_now()}, {"level", name(level)}, {"msg", msg}};
-  if (fields.is_object()) {
-    for (const auto& [k, v] : fields.items()) line[k] = v;
-  }
-  l->log(to_spdlog(level), "{}",
-         line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+  l->log(to_spdlog(level), "{}", format(level, msg, fields));
 }
 
 }  // namespace warmstart::log

@@ -3,6 +3,7 @@
 #pragma once
 #include <nlohmann/json.hpp>
 
+#include <string>
 #include <string_view>
 
 namespace warmstart::log {
@@ -14,6 +15,9 @@ void init(Level min_level = Level::info);
 Level parse_level(std::string_view name);  // "debug" | "info" | "warn" | "error"
 
 void write(Level level, std::string_view msg, const nlohmann::json& fields = {});
+// The line write() logs: {"ts":..., "level":..., "msg":..., fields...}; a field
+// named ts, level or msg replaces that key; invalid UTF-8 becomes U+FFFD.
+std::string format(Level level, std::string_view msg, const nlohmann::json& fields);
 
 inline void debug(std::string_view msg, const nlohmann::json& fields = {}) {
   write(Level::debug, msg, fields);

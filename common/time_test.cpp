@@ -36,4 +36,9 @@ TEST_CASE("parse_duration refuses what does not fit: no overflow", "[unit][time]
 TEST_CASE("rfc3339 formats UTC with milliseconds", "[unit][time]") {
   CHECK(rfc3339(0) == "1970-01-01T00:00:00.000Z");
   CHECK(rfc3339(1'795'312'061'123) == "2026-11-22T01:47:41.123Z");
+  CHECK(rfc3339(-1) == "1969-12-31T23:59:59.999Z");
+  CHECK(rfc3339(1'709'251'199'000) == "2024-02-29T23:59:59.000Z");  // leap day
+  CHECK(rfc3339(1'735'689'599'999) == "2024-12-31T23:59:59.999Z");
+  CHECK(rfc3339(1'735'689'600'000) == "2025-01-01T00:00:00.000Z");
+  CHECK(rfc3339(253'402'300'799'000) == "9999-12-31T23:59:59.000Z");
 }

@@ -9,6 +9,7 @@
 #include <catch2/catch.hpp>
 
 #include <set>
+#include <sstream>
 
 using namespace warmstart;
 using namespace warmstart::testing;
@@ -193,9 +194,17 @@ TEST_CASE("e2e: a running job can be cancelled over HTTP", "[e2e][http]") {
   // And its container goes too, also one the cancel caught mid-create: once
   // the run has ended (the router is not stopped with the create in flight,
   // which would leave the container to the next start's orphan sweep).
-  const std::string ended = "\"job\":\"" + id + "\",\"level\":\"info\",\"msg\":\"job run ended\"";
-  CHECK(eventually([&] { return router.log().find(ended) != std::string::npos; },
-                   std::chrono::seconds(30)));
+  auto run_ended = [&] {
+    std::istringstream lines(router.log());
+    for (std::string line; std::getline(lines, line);) {
+      if (line.find("\"msg\":\"job run ended\"") != std::string::npos &&
+          line.find("\"job\":\"" + id + "\"") != std::string::npos) {
+        return true;
+      }
+    }
+    return false;
+  };
+  CHECK(eventually(run_ended, std::chrono::seconds(30)));
   CHECK(job_containers(id).empty());
 }
 

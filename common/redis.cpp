@@ -359,21 +359,86 @@ using EventPtr = std::shared_ptr<Event>;
 // ---------------------------------------------------------------------------
 // One in-flight command. hiredis holds a heap shared_ptr to it as privdata and
 // invokes the callback exactly once (with NULL when the context goes away).
+//
+// Its waiter (wait_reply) is resumed straight from the adapter's read handler
+// once hiredis has parsed the reply, not through a posted timer cancellation:
+// that was one more pass of the event loop per command (bench/RESULTS.md).
+
+// A type-erased completion handler (Boost 1.81's any_completion_handler
+// recurses forever when moved from a non-const lvalue).
+struct Waiter {
+  virtual ~Waiter() = default;
+  virtual void invoke(boost::system::error_code ec) = 0;
+};
+template <typename Handler>
+struct WaiterOf final : Waiter {
+  explicit WaiterOf(Handler&& h) : handler(std::move(h)) {}
+  void invoke(boost::system::error_code ec) override { std::move(handler)(ec); }
+  Handler handler;
+};
 
 struct Request {
   explicit Request(net::any_io_executor ex) : timer(ex) {}
-  net::steady_timer timer;  // the waiter's deadline; cancelled on completion
+  net::steady_timer timer;  // the waiter's deadline
   bool done = false;
   bool lost = false;  // no reply: the connection went away
   std::string lost_reason;
   Reply reply;
+  std::unique_ptr<Waiter> waiter;  // the coroutine in wait_reply, until resumed
 
-  void complete() {
-    done = true;
-    timer.cancel();
+  // Resumes the waiter (once; later calls do nothing) with `ec`: inline, or
+  // posted to its executor when the caller is in the middle of something
+  // else (a timer, a cancellation, hiredis freeing the context).
+  void resume(boost::system::error_code ec, bool inline_call) {
+    if (!waiter) return;
+    std::unique_ptr<Waiter> w = std::move(waiter);
+    if (ec != net::error::timed_out) timer.cancel();
+    if (inline_call) {
+      w->invoke(ec);
+      return;
+    }
+    // The client's executor, which is the waiter's (one executor per client).
+    net::post(timer.get_executor(), [w = std::move(w), ec]() { w->invoke(ec); });
   }
 };
 using RequestPtr = std::shared_ptr<Request>;
+
+// Waits for `req` until `until`. Returns no error once it is done (replied or
+// lost), timed_out at the deadline, operation_aborted when the caller's
+// cancellation slot fires.
+template <typename Token>
+auto async_wait_reply(RequestPtr req, Clock::time_point until, Token&& token) {
+  return net::async_initiate<Token, void(boost::system::error_code)>(
+      [](auto handler, RequestPtr r, Clock::time_point deadline) {
+        using Handler = decltype(handler);
+        if (r->done) {
+          r->waiter = std::make_unique<WaiterOf<Handler>>(std::move(handler));
+          r->resume({}, false);
+          return;
+        }
+        auto slot = net::get_associated_cancellation_slot(handler);
+        if (slot.is_connected()) {
+          slot.assign([weak = std::weak_ptr<Request>(r)](net::cancellation_type) {
+            if (auto locked = weak.lock()) locked->resume(net::error::operation_aborted, false);
+          });
+        }
+        r->waiter = std::make_unique<WaiterOf<Handler>>(std::move(handler));
+        r->timer.expires_at(deadline);
+        r->timer.async_wait([weak = std::weak_ptr<Request>(r)](boost::system::error_code ec) {
+          auto locked = weak.lock();
+          if (!ec && locked) locked->resume(net::error::timed_out, false);
+        });
+      },
+      token, std::move(req), until);
+}
+
+awaitable<boost::system::error_code> wait_reply(RequestPtr req, Clock::time_point until) {
+  if (req->done) co_return boost::system::error_code{};
+  auto [ec] = co_await async_wait_reply(std::move(req), until, net::as_tuple(use_awaitable));
+  co_return ec;
+}
+
+void completed(redisAsyncContext* ac, const RequestPtr& req);  // Adapter, below
 
 void on_reply(redisAsyncContext* ac, void* r, void* privdata) {
   std::unique_ptr<RequestPtr> holder(static_cast<RequestPtr*>(privdata));
@@ -386,7 +451,8 @@ void on_reply(redisAsyncContext* ac, void* r, void* privdata) {
   } else {
     req.reply = convert(static_cast<const redisReply*>(r));
   }
-  req.complete();
+  req.done = true;
+  completed(ac, *holder);
 }
 
 // ---------------------------------------------------------------------------
@@ -420,15 +486,27 @@ class Adapter : public std::enable_shared_from_this<Adapter> {
                    [self = shared_from_this()](boost::system::error_code ec) {
                      self->read_armed_ = false;
                      if (ec || self->ac_ == nullptr || !self->want_read_) return;
-                     // May free the context on EOF/error; cleanup() then clears ac_.
-                     redisAsyncHandleRead(self->ac_);
-                     if (self->ac_ != nullptr && self->want_read_) self->add_read();
+                     self->on_readable();
                    });
+  }
+
+  // A request is done (called from hiredis's callback). Inside on_readable its
+  // waiter is resumed once hiredis has returned; anywhere else (the context
+  // being freed, a write error) it is posted.
+  void completed(const RequestPtr& req) {
+    if (reading_) {
+      ready_.push_back(req);
+    } else {
+      req->resume({}, false);
+    }
   }
 
   void add_write() {
     want_write_ = true;
     if (write_armed_ || ac_ == nullptr) return;
+    // Commands sent by waiters resumed in on_readable go out in one write
+    // when they are all done (its end flushes).
+    if (reading_) return;
     write_armed_ = true;
     auto handler = [self = shared_from_this()](boost::system::error_code ec) {
       self->write_armed_ = false;
@@ -452,6 +530,27 @@ class Adapter : public std::enable_shared_from_this<Adapter> {
   }
 
  private:
+  void on_readable() {
+    reading_ = true;
+    // May free the context on EOF/error; cleanup() then clears ac_.
+    redisAsyncHandleRead(ac_);
+    // Resume the waiters of the replies just parsed, here and now: they may
+    // send commands (batched into the flush below) or close the connection
+    // (which completes the rest as lost: those land in ready_ too).
+    while (!ready_.empty()) {
+      std::vector<RequestPtr> ready;
+      ready.swap(ready_);
+      for (auto& req : ready) req->resume({}, true);
+    }
+    reading_ = false;
+    if (ac_ != nullptr && want_write_ && !write_armed_) {
+      writing_ = true;  // a partial write waits for room (add_write)
+      redisAsyncHandleWrite(ac_);
+      writing_ = false;
+    }
+    if (ac_ != nullptr && want_read_) add_read();
+  }
+
   void cleanup() {
     ac_ = nullptr;
     want_read_ = want_write_ = false;
@@ -466,8 +565,19 @@ class Adapter : public std::enable_shared_from_this<Adapter> {
   bool want_write_ = false;
   bool read_armed_ = false;
   bool write_armed_ = false;
-  bool writing_ = false;  // inside redisAsyncHandleWrite
+  bool writing_ = false;           // inside redisAsyncHandleWrite
+  bool reading_ = false;           // inside on_readable
+  std::vector<RequestPtr> ready_;  // done while reading_: resumed when hiredis returned
 };
+
+void completed(redisAsyncContext* ac, const RequestPtr& req) {
+  auto* adapter = ac != nullptr ? static_cast<Adapter*>(ac->ev.data) : nullptr;
+  if (adapter != nullptr) {
+    adapter->completed(req);
+  } else {
+    req->resume({}, false);
+  }
+}
 
 // ---------------------------------------------------------------------------
 // Connection: one hiredis async context.
@@ -554,10 +664,9 @@ class Connection {
     // is kept.
     if (o.url.sentinel()) steps.emplace_back("ROLE", send({"ROLE"}));
     for (auto& [name, req] : steps) {
-      if (!req->done) {
-        req->timer.expires_at(connect_until);
-        co_await req->timer.async_wait(net::as_tuple(use_awaitable));
-      }
+      // Not done after the wait (deadline, cancellation): "timed out" below.
+      auto waiting = wait_reply(req, connect_until);
+      co_await std::move(waiting);
       std::string failure;
       if (!req->done)
         failure = "timed out";
@@ -702,10 +811,8 @@ class MasterResolver {
         auto opening = conn->open(o, sentinels[i], Peer::sentinel, "", ask_until);
         co_await std::move(opening);
         RequestPtr req = conn->send({"SENTINEL", "get-master-addr-by-name", o.url.master_name});
-        if (!req->done) {
-          req->timer.expires_at(ask_until);
-          co_await req->timer.async_wait(net::as_tuple(use_awaitable));
-        }
+        auto waiting = wait_reply(req, ask_until);
+        co_await std::move(waiting);  // not done: "timed out" (master_of)
         master = master_of(*req, o.url.master_name, failure);
       } catch (const Error& e) {
         failure = e.what();
@@ -787,8 +894,8 @@ class ClientImpl final : public Client {
     ConnectionPtr conn = co_await ensure_connected(name, until);
     RequestPtr req = conn->send(args);
     if (!req->done) {
-      req->timer.expires_at(until);
-      auto [ec] = co_await req->timer.async_wait(net::as_tuple(use_awaitable));
+      auto waiting = wait_reply(req, until);
+      const boost::system::error_code ec = co_await std::move(waiting);
       if (!req->done) {
         if (ec == net::error::operation_aborted) {
           // The caller cancelled us (e.g. an outer with_deadline); the reply,

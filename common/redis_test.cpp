@@ -5,6 +5,7 @@
 #include "common/redis_test_server.hpp"
 #include "support/test_env.hpp"
 
+#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <catch2/catch.hpp>
 
 #include <random>
@@ -235,6 +236,34 @@ TEST_CASE("a command deadline fires against a frozen server and the client recov
     CHECK(client->connected());
   });
   server.stop();
+}
+
+TEST_CASE(
+    "a command whose caller is cancelled ends at once, and its late reply does not disturb the "
+    "next command",
+    "[redis]") {
+  run_coro([]() -> awaitable<void> {
+    using namespace boost::asio::experimental::awaitable_operators;
+    auto ex = co_await net::this_coro::executor;
+    auto client = Client::create(ex, options_for(testing::redis_url()));
+    auto pusher = Client::create(ex, options_for(testing::redis_url()));
+    const std::string key = unique("cancelled");
+    const auto started = Clock::now();
+    // BLPOP blocks 5 s; the timer wins the race and cancels it.
+    auto blocked = client->command(make_args("BLPOP", key, 5));
+    auto raced = co_await (std::move(blocked) || sleep_for(100ms));
+    const auto took = Clock::now() - started;
+    CHECK(raced.index() == 1);
+    CHECK(took >= 100ms);
+    CHECK(took < 2s);
+    // The abandoned BLPOP still holds the connection: unblock it, then the
+    // next command gets its own reply, not the BLPOP's.
+    co_await pusher->command(make_args("RPUSH", key, "late"));
+    auto echoed = co_await client->command(make_args("ECHO", "next"));
+    CHECK(echoed.as_string() == "next");
+    CHECK(client->connected());
+    co_await pusher->command(make_args("DEL", key));
+  });
 }
 
 TEST_CASE("a restarted server is reconnected to and in-flight commands fail", "[redis]") {

@@ -137,10 +137,11 @@ constexpr long stream_buffer_bytes = 256 * 1024;
 
 }  // namespace
 
-// One events subscription: a long-lived GET /events that reconnects with backoff
-// and resumes from its EventCursor. Events parsed inside curl's write callback
-// are queued and delivered by a posted drain, so the handler never runs inside
-// curl and may stop or destroy the subscription.
+// One events subscription: a long-lived GET /events (on UnixHttp, no deadline)
+// that reconnects with backoff and resumes from its EventCursor. Events parsed
+// inside the transport's body callback are queued and delivered by a posted
+// drain, so the handler never runs inside the transfer and may stop or destroy
+// the subscription.
 class DockerEventStream : public std::enable_shared_from_this<DockerEventStream> {
  public:
   DockerEventStream(DockerClientPtr client, EventFilter filter, std::int64_t since_unix_nano,
@@ -175,7 +176,7 @@ class DockerEventStream : public std::enable_shared_from_this<DockerEventStream>
         if (!filters_.empty()) r.target += "&filters=" + url_encode(filters_);
         splitter_ = JsonLineSplitter();  // a partial line of a dropped stream is garbage
         r.on_body = [this](std::string_view chunk) { on_chunk(chunk); };
-        HttpResult result = co_await client_->multi_->perform(std::move(r));
+        HttpResult result = co_await client_->perform(std::move(r));
         if (stopped_) break;
         if (result.code == CURLE_OK && result.status == 200) {
           problem = "stream ended by the engine";

@@ -1,8 +1,9 @@
 // DockerClient: the Runtime adapter for a local Docker Engine, over its unix
 // socket, on the caller's executor. Plain calls (a request, an answer: create,
-// start, wait, logs, remove, inspect, ...) go through UnixHttp (unix_http.hpp),
-// a keep-alive connection pool; the transfers that stream (the event feed,
-// export, import) through CurlMulti (curl_multi.hpp). Request/response mapping
+// start, wait, logs, remove, inspect, ...) and the event feed go through
+// UnixHttp (unix_http.hpp), a keep-alive connection pool; the transfers that
+// stream with backpressure or from a file (export, import) through CurlMulti
+// (curl_multi.hpp). Request/response mapping
 // is docker_protocol.hpp. The API version is negotiated
 // on the first call (GET /_ping, floor 1.41) and every later path is prefixed
 // with /v<version>.

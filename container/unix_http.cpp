@@ -231,8 +231,15 @@ awaitable<UnixHttp::Outcome> UnixHttp::exchange(Connection& c, const std::string
     sink.resize(base + room);
     parser.get().body().data = sink.data() + base;
     parser.get().body().size = room;
-    std::tie(o.ec, std::ignore) =
-        co_await http::async_read(c.socket, c.buffer, parser, net::as_tuple(use_awaitable));
+    // A collected answer reads until the body buffer is full; a streamed one
+    // hands over what arrived (an event feed's chunk must not wait for 16 KiB).
+    if (streaming) {
+      std::tie(o.ec, std::ignore) =
+          co_await http::async_read_some(c.socket, c.buffer, parser, net::as_tuple(use_awaitable));
+    } else {
+      std::tie(o.ec, std::ignore) =
+          co_await http::async_read(c.socket, c.buffer, parser, net::as_tuple(use_awaitable));
+    }
     if (o.ec == http::error::need_buffer) o.ec = {};
     std::size_t got = room - parser.get().body().size;
     sink.resize(base + got);

@@ -1,7 +1,8 @@
 // Plain HTTP/1.1 requests over a unix socket, on Asio and Beast's parser, with
 // a pool of keep-alive connections: the engine calls of every job (create,
-// start, wait, logs, remove, inspect) go through here. CurlMulti keeps the
-// transfers that stream (the event feed, export, import, a body from a file):
+// start, wait, logs, remove, inspect) and the event feed go through here.
+// CurlMulti keeps the transfers that stream with backpressure or from a file
+// (export, import, a body from a file):
 // curl's multi machinery cost about a third of the router's user CPU per job
 // (bench/RESULTS.md, profile), most of it bookkeeping a request/response on a
 // local socket does not need.

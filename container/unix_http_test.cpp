@@ -206,6 +206,39 @@ TEST_CASE("unix http: a chunked answer streams to on_body, an error body is kept
   });
 }
 
+TEST_CASE("unix http: a streamed chunk reaches on_body while the answer is still open",
+          "[container][unix_http]") {
+  wt::run_coro([]() -> awaitable<void> {
+    // The event feed: one small chunk, then nothing until the next event.
+    // The peer ends the answer only once on_body has had the chunk (or after 3 s).
+    auto seen = std::make_shared<bool>(false);
+    auto seen_while_open = std::make_shared<bool>(false);
+    Peer peer(co_await net::this_coro::executor,
+              [seen, seen_while_open](Peer&, unix_socket& s, int) -> awaitable<void> {
+                std::string pending;
+                co_await read_request(s, pending);
+                co_await write_all(s, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+                co_await write_all(s, "6\r\nevent\n\r\n");
+                for (int i = 0; i < 300 && !*seen; ++i) co_await sleep_for(10ms);
+                *seen_while_open = *seen;
+                co_await write_all(s, "0\r\n\r\n");
+                co_await read_request(s, pending);
+              });
+    auto client = peer.client({});
+    std::string streamed;
+    HttpRequest r = get("/events");
+    r.on_body = [&](std::string_view chunk) {
+      streamed.append(chunk);
+      *seen = true;
+    };
+    HttpResult got = co_await client->perform(r);
+    CHECK(got.code == CURLE_OK);
+    CHECK(streamed == "event\n");
+    CHECK(*seen_while_open);
+    peer.stop();
+  });
+}
+
 TEST_CASE("unix http: an idle connection the engine closed is replaced once, transparently",
           "[container][unix_http]") {
   wt::run_coro([]() -> awaitable<void> {

@@ -96,9 +96,10 @@ local function wake_waiters(key, n)
   if redis.call('LLEN', wl) == 0 then redis.call('SREM', P .. 'ckwaiting', key) end
 end
 -- The job no longer runs (finished, retried later, handed back, cancelled):
--- its key goes to the next waiter.
-local function release_key(id)
-  local key = redis.call('HGET', jk(id), 'ckey')
+-- its key goes to the next waiter. `key`: the record's `ckey` when the caller
+-- read it already (false/nil: read here).
+local function release_key(id, key)
+  if key == nil then key = redis.call('HGET', jk(id), 'ckey') end
   if not key or key == '' then return end
   redis.call('HSET', jk(id), 'ckey', '')
   redis.call('ZREM', ck(key), id)
@@ -387,26 +388,34 @@ local function stored(k)
   local f = redis.call('HMGET', k, 'state', 'finished_at', 'exit_code', 'error')
   return {'ok', f[1], f[2] or '', f[3] or '', f[4] or ''}
 end
+-- Per job: one HMGET (the lease and the key held), one HSET, the event, the
+-- expiry; the indexes and acks are deferred (one command per key per batch).
 local function finish(id, entry, consumer, queue, result, code, err, snap_err, tail)
   local k = jk(id)
-  local f, refused = held(id, entry, consumer, queue)
+  local f, refused = held(id, entry, consumer, queue, 'ckey')
   if not f then return refused end
-  if tail ~= '' then redis.call('HSET', k, 'log_tail', tail) end
   local event = result
   if result == 'cancelled' then event = 'cancel' end
   local to = next_state(f[1], event)
   if not to then
     -- Cancelled while running: the router's report only releases the entry.
     if TERMINAL[f[1]] then
+      if tail ~= '' then redis.call('HSET', k, 'log_tail', tail) end
       ack(queue, entry)
-      release_key(id)
+      release_key(id, f[4])
       if snap_err ~= '' then redis.call('HSET', k, 'snapshot_error', snap_err) end
       return stored(k)
     end
+    if tail ~= '' then redis.call('HSET', k, 'log_tail', tail) end
     return {'illegal', f[1]}
   end
-  redis.call('HSET', k, 'state', to, 'finished_at', NOW_S, 'exit_code', code, 'error', err,
-             'snapshot_error', snap_err)
+  if tail ~= '' then
+    redis.call('HSET', k, 'state', to, 'finished_at', NOW_S, 'exit_code', code, 'error', err,
+               'snapshot_error', snap_err, 'log_tail', tail)
+  else
+    redis.call('HSET', k, 'state', to, 'finished_at', NOW_S, 'exit_code', code, 'error', err,
+               'snapshot_error', snap_err)
+  end
   move_state(id, f[1], to)
   local ev = {type = 'job.' .. to, job = id}
   if code ~= '' then ev.exit_code = tonumber(code) end
@@ -415,7 +424,7 @@ local function finish(id, entry, consumer, queue, result, code, err, snap_err, t
   emit(ev)
   ack(queue, entry)
   retire(id, to)
-  release_key(id)
+  release_key(id, f[4])
   return {'ok', to, NOW_S, code, err}
 end
 local out = {}

@@ -75,8 +75,10 @@ inline std::int64_t unix_ns_now() {
       .count();
 }
 
-// CPU time (user + system, ms) of a process from /proc/<pid>/stat.
-inline double process_cpu_ms(pid_t pid) {
+// CPU time (user + system, ms) of a process from /proc/<pid>/stat: the
+// kernel's tick-sampled utime + stime (10 ms ticks), whole process, exited
+// threads included.
+inline double process_stat_cpu_ms(pid_t pid) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
   std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   const auto close = all.rfind(')');
@@ -89,6 +91,30 @@ inline double process_cpu_ms(pid_t pid) {
   if (f.size() < 13) return 0;
   const double ticks = std::stod(f[11]) + std::stod(f[12]);
   return ticks * 1000.0 / static_cast<double>(::sysconf(_SC_CLK_TCK));
+}
+
+// CPU time (ms) of a process, to the nanosecond: the sum over its live
+// threads of /proc/<pid>/task/<tid>/schedstat's first field (time on a CPU,
+// ns, counted by the scheduler, not sampled at ticks). A figure of a few ms
+// per job over 60 jobs is then exact instead of +-1 tick in 15. Falls back to
+// process_stat_cpu_ms where schedstat is missing (a kernel without
+// CONFIG_SCHED_INFO). Threads that exited between two readings are not
+// counted: the router's only thread is its event loop.
+inline double process_cpu_ms(pid_t pid) {
+  const fs::path tasks = "/proc/" + std::to_string(pid) + "/task";
+  std::error_code ec;
+  double ns = 0;
+  bool any = false;
+  for (const auto& task : fs::directory_iterator(tasks, ec)) {
+    std::ifstream in(task.path() / "schedstat");
+    double on_cpu = 0;
+    if (in >> on_cpu) {
+      ns += on_cpu;
+      any = true;
+    }
+  }
+  if (!any) return process_stat_cpu_ms(pid);
+  return ns / 1e6;
 }
 
 // A "VmHWM:" style field of /proc/<pid>/status, in kB.

@@ -36,8 +36,8 @@
 //       redis_ceiling_jobs_per_s = 1000 / redis_cpu_ms_per_job: the jobs/s at
 //       which Redis alone would use one whole core, if its CPU per job stayed.
 //   redis_idle_cpu_ms_per_s  Redis CPU per second of the idle phase.
-//   routers_cpu_ms_per_job  utime + stime of all router processes
-//       (/proc/<pid>/stat) over the saturated phase, / jobs: what the fleet
+//   routers_cpu_ms_per_job  on-CPU time (schedstat) of all router processes
+//       (/proc/<pid>/task/*/schedstat) over the saturated phase, / jobs: what the fleet
 //       itself costs this machine's cores per job.
 //   redis_top_commands_per_job  INFO commandstats of the saturated phase
 //       (after CONFIG RESETSTAT): the 8 costliest commands, calls and Redis

@@ -21,7 +21,7 @@
 // A long job's command: sh -c 'trap "exit 0" TERM; sleep CAP & wait', CAP a
 // safety bound (the containers end by themselves if the bench dies).
 //
-// Figures (router = the router process, /proc/<pid>/stat utime+stime):
+// Figures (router = the router process, its on-CPU time from /proc/<pid>/task/*/schedstat):
 //   cpu_ms_per_job  router CPU from just before the first enqueue until every
 //                   job is terminal / jobs run in a container (RUNNING + DRAIN);
 //                   includes holding the load for the ramp and steady phases
@@ -292,7 +292,7 @@ awaitable<void> measure(container::DockerClient& d, RouterChild& router, queue::
        "event; steady: steady_s with running containers up and queued jobs waiting (after 2 s "
        "settle); then the last queued-drain_jobs queued jobs are cancelled (queue op, never "
        "dispatched), the long containers get SIGTERM (exit 0) and the router completes them and "
-       "runs the drain_jobs `true` jobs. cpu = router utime+stime (/proc); cpu_ms_per_job = "
+       "runs the drain_jobs `true` jobs. cpu = router on-CPU time (schedstat); cpu_ms_per_job = "
        "router cpu first enqueue .. all terminal / jobs_run (running + drain_jobs), incl. the "
        "steady window; _excl_steady without it; steady_cpu_ms_per_s = idle cost with the load "
        "held; router_vmhwm_kb = VmHWM at the end; peak_running from engine start/die events; "

@@ -21,7 +21,7 @@
 //   ws_job_ms_p50   started_at..finished_at of one job record (started_at is
 //              recorded after the container start, so this misses create+start;
 //              the records have ms resolution).
-//   router_cpu_ms_per_job  utime+stime of the router process over the phase
+//   router_cpu_ms_per_job  on-CPU time of the router process (schedstat, ns) over the phase
 //              (after the warm-up job) / JOBS.
 //   router_vmhwm_kb  peak RSS of the router process at the end of the phase.
 #include "bench/bench_support.hpp"
@@ -208,7 +208,8 @@ int main(int argc, char** argv) {
              "coroutines create/start/wait/remove; ratio = raw_s / warmstart_s; "
              "overhead_ms_per_job = (warmstart_s - raw_s) * P / (jobs * rounds); "
              "ws_job_ms = started_at..finished_at (ms records, after container start); "
-             "raw_job_ms = create..remove; router_cpu = utime+stime of the router process "
+             "raw_job_ms = create..remove; router_cpu = on-CPU time (schedstat) of the router "
+             "process "
              "over the phase / jobs (mean of rounds)"}};
         std::printf("%s\n", line.dump().c_str());
         std::fflush(stdout);

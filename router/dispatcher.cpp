@@ -250,6 +250,10 @@ void Dispatcher::on_cancel(const std::string& job_id, const char* how) {
 void Dispatcher::on_lease_report(const queue::LeaseReport& report) {
   for (const auto& id : report.lost) {
     if (auto job = find(id)) {
+      // Its result (or hand-back) went to the queue and acked the entry: the
+      // lease ended there, between the renewal's snapshot of jobs_ and now.
+      // A lease lost before that shows in the script's own answer.
+      if (job->run.lease_returned()) continue;
       log::warn("lease lost: another router owns the job now", {{"job", id}});
       job->run.note_lease_lost();
       job->signal();

@@ -102,6 +102,10 @@ void JobRun::note_lease_lost() {
 Action JobRun::next(Action action) {
   if (action.kind != in_flight_) retries_ = 0;
   in_flight_ = action.kind;
+  if (action.kind == Kind::record || action.kind == Kind::hand_back ||
+      action.kind == Kind::wait_build) {
+    lease_returned_ = true;
+  }
   current_ = action;
   if (!trace_.empty()) trace_ += ' ';
   trace_ += to_string(action.kind);

@@ -152,6 +152,11 @@ class JobRun {
   // This run took the build of its key's first snapshot (single-flight).
   bool builder() const { return builder_; }
   bool finished() const { return in_flight_ == Action::Kind::done; }
+  // The run has given the job back to the queue (record, hand_back or
+  // wait_build sent, in flight or done): that script acks the stream entry,
+  // so the lease ends with it, and a renewal that finds it gone says nothing
+  // about another router.
+  bool lease_returned() const { return lease_returned_; }
   // The result once known (collect, or a failure before the container ran).
   const std::optional<queue::JobResult>& result() const { return result_; }
   const std::string& trace() const { return trace_; }
@@ -193,8 +198,9 @@ class JobRun {
   bool cancel_ = false;
   bool timed_out_ = false;
   bool lease_lost_ = false;
-  bool retryable_ = false;  // the result's failure may be retried
-  bool builder_ = false;    // builds the key's first snapshot: end_build when done
+  bool lease_returned_ = false;  // record / hand_back / wait_build was sent
+  bool retryable_ = false;       // the result's failure may be retried
+  bool builder_ = false;         // builds the key's first snapshot: end_build when done
   bool build_ended_ = false;
   bool committed_ = false;       // the commit made the key's new snapshot
   bool keep_container_ = false;  // handed back: the created container stays for the next claim

@@ -325,6 +325,32 @@ TEST_CASE("a lost lease stops and removes the container and records nothing", "[
         "claim create(base) start mark wait exit collect(0) record(succeeded)->lost remove done");
 }
 
+// Which steps hold the lease: lease_returned() as each action is performed.
+std::string lease_trace(RunSpec spec, Script script) {
+  JobRun run(std::move(spec));
+  std::string out;
+  Action action = run.begin(StartMode::fresh);
+  for (int steps = 0; action.kind != Kind::done; ++steps) {
+    REQUIRE(steps < 100);
+    out += std::string(to_string(action.kind)) + (run.lease_returned() ? "-" : "+") + " ";
+    action = run.resume(script.answer(run, action));
+  }
+  return out + (run.lease_returned() ? "done-" : "done+");
+}
+
+TEST_CASE("the lease is the run's until its result, hand-back or build wait goes to the queue",
+          "[unit][job_run]") {
+  // The renewal ignores a "lost" for a run that returned the job: its own
+  // script acked the entry (Dispatcher::on_lease_report).
+  CHECK(lease_trace(job(), Script{}) ==
+        "create+ start+ mark+ wait+ collect+ record- remove- done-");
+  CHECK(lease_trace(job(), Script{}.on(Kind::start, fault(Fault::engine_down))) ==
+        "create+ start+ hand-back- done-");
+  Script lost;
+  lost.during_wait = [](JobRun& run) { run.note_lease_lost(); };
+  CHECK(lease_trace(job(), lost) == "create+ start+ mark+ wait+ stop+ remove+ done+");
+}
+
 TEST_CASE("a failed commit is recorded on the job, which keeps its success", "[unit][job_run]") {
   auto r = drive(job("k"), Script{}.on(Kind::commit, fault(Fault::other, "disk full")));
   CHECK(r.trace ==

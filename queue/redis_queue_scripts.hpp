@@ -398,24 +398,23 @@ local function finish(id, entry, consumer, queue, result, code, err, snap_err, t
   if result == 'cancelled' then event = 'cancel' end
   local to = next_state(f[1], event)
   if not to then
+    if tail ~= '' then redis.call('HSET', k, 'log_tail', tail) end
     -- Cancelled while running: the router's report only releases the entry.
     if TERMINAL[f[1]] then
-      if tail ~= '' then redis.call('HSET', k, 'log_tail', tail) end
       ack(queue, entry)
       release_key(id, f[4])
       if snap_err ~= '' then redis.call('HSET', k, 'snapshot_error', snap_err) end
       return stored(k)
     end
-    if tail ~= '' then redis.call('HSET', k, 'log_tail', tail) end
     return {'illegal', f[1]}
   end
+  local fields = {'state', to, 'finished_at', NOW_S, 'exit_code', code, 'error', err,
+                  'snapshot_error', snap_err}
   if tail ~= '' then
-    redis.call('HSET', k, 'state', to, 'finished_at', NOW_S, 'exit_code', code, 'error', err,
-               'snapshot_error', snap_err, 'log_tail', tail)
-  else
-    redis.call('HSET', k, 'state', to, 'finished_at', NOW_S, 'exit_code', code, 'error', err,
-               'snapshot_error', snap_err)
+    fields[#fields + 1] = 'log_tail'
+    fields[#fields + 1] = tail
   end
+  redis.call('HSET', k, unpack(fields))
   move_state(id, f[1], to)
   local ev = {type = 'job.' .. to, job = id}
   if code ~= '' then ev.exit_code = tonumber(code) end

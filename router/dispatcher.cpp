@@ -54,6 +54,7 @@ RouterStats Dispatcher::stats() const {
   s.running = capacity_.held();
   static_cast<ExecutorStats&>(s) = executor_.stats();
   s.orphans_removed = orphans_removed_;
+  s.leases_lost = leases_lost_;
   s.draining = draining_;
   s.engine_up = engine_up_;
   return s;
@@ -255,6 +256,7 @@ void Dispatcher::on_lease_report(const queue::LeaseReport& report) {
       // A lease lost before that shows in the script's own answer.
       if (job->run.lease_returned()) continue;
       log::warn("lease lost: another router owns the job now", {{"job", id}});
+      ++leases_lost_;
       job->run.note_lease_lost();
       job->signal();
     }

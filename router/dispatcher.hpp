@@ -54,6 +54,7 @@ class HostIdentityConflict : public std::runtime_error {
 struct RouterStats : ExecutorStats {
   int running = 0;  // jobs holding a slot
   std::uint64_t orphans_removed = 0;
+  std::uint64_t leases_lost = 0;  // renewals that found another router owning a running job
   bool draining = false;
   bool engine_up = true;  // false from a call that got no answer until a ping answers
 };
@@ -136,6 +137,7 @@ class Dispatcher : public std::enable_shared_from_this<Dispatcher> {
   bool engine_up_ = true;
   bool probing_ = false;
   std::uint64_t orphans_removed_ = 0;
+  std::uint64_t leases_lost_ = 0;
   container::EventSubscriptionPtr engine_events_;
   std::unique_ptr<queue::CancelSubscription> cancels_;
 };

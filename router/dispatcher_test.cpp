@@ -398,6 +398,27 @@ TEST_CASE("dispatcher: a lost lease stops and removes the container and records 
   auto rec = h.queue->record(id);
   CHECK(rec->state == JobState::running);  // r2's now; r1 recorded nothing
   CHECK(rec->router_id == "r2");
+  CHECK(h.routers[0]->stats().leases_lost == 1);
+}
+
+TEST_CASE("dispatcher: renewals while a recorded job's container is removed report no lost lease",
+          "[unit][dispatcher]") {
+  // The job's result acks its entry; its container's remove then takes a
+  // while, and every renewal in that window finds the entry gone. That is the
+  // run's own doing, not another router's (load_bench: 200 removes queued at
+  // the engine once the containers are killed).
+  Harness h;
+  h.config.reconcile_interval = 50ms;  // renewals every 50 ms
+  auto router = h.start();
+  h.engine->set_exit_plan([](const container::ContainerSpec&) {
+    return std::optional<container::ExitPlan>(container::ExitPlan{0, 30ms, false, ""});
+  });
+  h.engine->slow_next(MemoryRuntime::Op::remove_container, 600ms);
+  auto id = h.enqueue({"true"});
+  REQUIRE(h.until([&] { return h.finished(id); }));
+  REQUIRE(h.until([&] { return h.engine->containers().empty(); }, 5s));
+  CHECK(h.state(id) == JobState::succeeded);
+  CHECK(router->stats().leases_lost == 0);
 }
 
 TEST_CASE("dispatcher: concurrency, log_tail_bytes and the image allowlist apply",

@@ -527,10 +527,13 @@ Action JobRun::after_wait_build(const Input& in) {
     case queue::BuildWait::builder_gone:
       // It ended between the lookup and the wait: its snapshot may be there
       // now, or the build is free to take. Look again (bounded: then cold).
+      // The queue changed nothing: the lease is the run's again.
+      lease_returned_ = false;
       trace_ += "->gone";
       if (++builder_looks_ < 3) return next(Action{Kind::choose_image});
       return create_on(spec_.image, false);
     case queue::BuildWait::over:
+      lease_returned_ = false;  // nothing changed: it runs cold on its lease
       trace_ += "->over";
       return create_on(spec_.image, false);
   }

@@ -155,7 +155,8 @@ class JobRun {
   // The run has given the job back to the queue (record, hand_back or
   // wait_build sent, in flight or done): that script acks the stream entry,
   // so the lease ends with it, and a renewal that finds it gone says nothing
-  // about another router.
+  // about another router. A build wait that answered over or builder_gone
+  // changed nothing: the lease is the run's again.
   bool lease_returned() const { return lease_returned_; }
   // The result once known (collect, or a failure before the container ran).
   const std::optional<queue::JobResult>& result() const { return result_; }

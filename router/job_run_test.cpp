@@ -349,6 +349,15 @@ TEST_CASE("the lease is the run's until its result, hand-back or build wait goes
   Script lost;
   lost.during_wait = [](JobRun& run) { run.note_lease_lost(); };
   CHECK(lease_trace(job(), lost) == "create+ start+ mark+ wait+ stop+ remove+ done+");
+  // A build wait hands the job back; one that changed nothing (over, or the
+  // builder gone) leaves it the run's, so a lost lease while it then runs is heard.
+  auto waits = [](queue::BuildWait answer) {
+    return Script{}.on(Kind::choose_image, built_by("j0")).on(Kind::wait_build, build_wait(answer));
+  };
+  CHECK(lease_trace(coalescing(), waits(queue::BuildWait::waiting)) == "choose+ wait-build- done-");
+  CHECK(lease_trace(coalescing(), waits(queue::BuildWait::over)) ==
+        "choose+ wait-build- create+ start+ mark+ wait+ collect+ free-slot+ commit+ "
+        "record- remove- done-");
 }
 
 TEST_CASE("a failed commit is recorded on the job, which keeps its success", "[unit][job_run]") {

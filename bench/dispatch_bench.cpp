@@ -23,6 +23,11 @@
 //       engine's create jitter.
 //   enqueue_to_started_ms  client clock before enqueue -> started_at of the
 //       record (ms resolution; after create + start).
+//   enqueue_call_ms  the enqueue call alone (client side): the producer's
+//       part of router_share (the router wakes while its answer travels back).
+//   redis_idle_rtt_ms / redis_busy_rtt_ms  a PING round trip after the same
+//       50 ms idle, and the next one back to back: what each hop of a
+//       dispatch costs on this host when it starts from idle.
 #include "bench/bench_support.hpp"
 #include "router/launch.hpp"
 
@@ -185,6 +190,7 @@ int main(int argc, char** argv) {
       std::vector<double> to_started;
       std::vector<double> router_share;    // enqueue -> create request at the engine
       std::vector<double> router_derived;  // enqueue_to_create - p50(raw_create)
+      std::vector<double> enqueue_call;    // the enqueue call alone (client side)
       int failed = 0;
       for (int i = 0; i < jobs; ++i) {
         pause.expires_after(50ms);  // the router settles back into its blocking claim
@@ -194,6 +200,7 @@ int main(int argc, char** argv) {
         s.cmd = {"true"};
         const std::int64_t t0 = unix_ns_now();
         co_await q.enqueue(std::move(s));
+        enqueue_call.push_back(static_cast<double>(unix_ns_now() - t0) / 1e6);
         std::vector<std::string> ids = {"d-" + std::to_string(i)};
         auto recs = co_await wait_all(q, std::move(ids), 5ms, Duration(60s));
         if (recs.at(0).state != queue::JobState::succeeded) ++failed;
@@ -207,6 +214,22 @@ int main(int argc, char** argv) {
         router_share.push_back(static_cast<double>(*arrived - t0) / 1e6);
         if (recs.at(0).started_at)
           to_started.push_back(static_cast<double>(*recs.at(0).started_at - t0 / 1000000));
+      }
+      // The floor under these figures on this host: every hop of a dispatch
+      // starts from idle. A Redis round trip (PING) after the same 50 ms pause,
+      // and right after it, back to back.
+      std::vector<double> idle_rtt;
+      std::vector<double> busy_rtt;
+      for (int i = 0; i < 40; ++i) {
+        pause.expires_after(50ms);
+        co_await pause.async_wait(use_awaitable);
+        for (int k = 0; k < 2; ++k) {
+          std::vector<std::string> ping = {"PING"};
+          const std::int64_t t = unix_ns_now();
+          co_await q.client()->command(std::move(ping));
+          auto& into = k == 0 ? idle_rtt : busy_rtt;
+          into.push_back(static_cast<double>(unix_ns_now() - t) / 1e6);
+        }
       }
       sub->stop();
       co_await delete_prefix(*q.client(), router.key_prefix());
@@ -223,6 +246,10 @@ int main(int argc, char** argv) {
               {"router_share_ms_p50", percentile(router_share, 50)},
               {"router_share_ms_p99", percentile(router_share, 99)},
               {"router_share_ms_max", percentile(router_share, 100)},
+              {"enqueue_call_ms_p50", percentile(enqueue_call, 50)},
+              {"enqueue_call_ms_p99", percentile(enqueue_call, 99)},
+              {"redis_idle_rtt_ms_p50", percentile(idle_rtt, 50)},
+              {"redis_busy_rtt_ms_p50", percentile(busy_rtt, 50)},
               {"router_dispatch_ms_p50", percentile(router_derived, 50)},
               {"router_dispatch_ms_p99", percentile(router_derived, 99)},
               {"target_ms_p50", 1},
@@ -238,6 +265,10 @@ int main(int argc, char** argv) {
                "enqueue_to_create: client clock before enqueue .. engine 'create' event of "
                "the job's container (includes the engine's create work); raw_create: client "
                "clock before DockerClient::create_container .. its create event; "
+               "enqueue_call: the enqueue round trip alone, client side (part of "
+               "router_share; the router wakes while its answer travels back); "
+               "redis_idle_rtt: one PING round trip after the same 50 ms idle (each hop of a "
+               "dispatch starts from idle), redis_busy_rtt: the next one, back to back; "
                "router_dispatch = enqueue_to_create - p50(raw_create) (the older estimate); "
                "enqueue_to_started: "
                ".. record started_at (ms, after start); sequential jobs, 50 ms idle between"}};

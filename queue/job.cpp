@@ -238,6 +238,8 @@ JobRecord JobRecord::from_hash(
   r.waiting_for_snapshot = get("buildwait");
   r.host = get("host");
   r.affinity_host = get("affhost");
+  r.snapshot_seen = get("snapseen");
+  r.snapshot_build_ms = to_int(get("snapbuild_ms")).value_or(0);
   const std::string spec = get("spec");
   if (!spec.empty()) {
     // Written by the queue after validation; unreadable means corrupted or

@@ -94,6 +94,10 @@ struct JobRecord {
   std::string waiting_for_snapshot;    // scheduled: waits for this key's builder (single-flight)
   std::string host;                    // host identity of the router that ran it (last attempt)
   std::string affinity_host;           // routed at enqueue to the host holding its snapshot
+  // Kept for a router that re-attaches the run (RunInfo::snapshot_seen); not
+  // in to_json().
+  std::string snapshot_seen;           // the registered image its lookup saw ("" none)
+  std::int64_t snapshot_build_ms = 0;  // build time of the snapshot it started from
 
   // "hit" (ran on its affinity host), "miss" (ran elsewhere), "" (no affinity, or not started).
   std::string affinity() const;

@@ -742,6 +742,8 @@ std::optional<ClaimedJob> MemoryQueue::claim_job(Job& job, const std::string& co
     r.from_snapshot = r.snapshot_fallback = false;
     r.started_at.reset();
     r.due_at.reset();
+    r.snapshot_seen.clear();
+    r.snapshot_build_ms = 0;
   }
   Pending& p = pending_[entry.seq];
   p.entry = entry;
@@ -903,6 +905,10 @@ JobState MemoryQueue::do_mark_running(const LeaseHandle& lease, const RunInfo& i
   r.container_id = info.container_id;
   r.router_id = info.router_id.empty() ? lease.consumer : info.router_id;
   r.host = info.host_id;
+  if (info.snapshot_seen) {
+    r.snapshot_seen = *info.snapshot_seen;
+    r.snapshot_build_ms = info.snapshot_build_ms;
+  }
   r.started_at = now_ms();
   nlohmann::json started = {{"type", "job.started"},
                             {"job", r.id},

@@ -106,6 +106,12 @@ struct RunInfo {
   std::string container_id;
   std::string router_id;
   std::string host_id;  // the router's host identity (JobRecord::host)
+  // Jobs with a snapshot key: the image the lookup saw registered for it (""
+  // none) and the build time the snapshot started from holds. A router that
+  // re-attaches the job after a restart commits against the former and adds
+  // the latter (JobRecord::snapshot_seen). nullopt: no snapshot key, nothing kept.
+  std::optional<std::string> snapshot_seen;
+  std::int64_t snapshot_build_ms = 0;
 };
 
 struct JobResult {

@@ -684,6 +684,31 @@ inline awaitable<void> single_flight_builds(Harness& h) {
   CHECK(took == "c");
 }
 
+// What a run's snapshot lookup saw is kept with the run, for a router that
+// re-attaches it after a restart; the next attempt starts without it.
+inline awaitable<void> snapshot_lookup_kept_with_the_run(Harness& h) {
+  Queue& q = h.queue;
+  co_await enqueue(q, "s", "", 2);
+  auto first = co_await q.claim("r", 1, 0ms);
+  REQUIRE(first.size() == 1);
+  RunInfo info = run_info("c-s", "r");
+  info.snapshot_seen = "sha256:seen";
+  info.snapshot_build_ms = 1234;
+  co_await q.mark_running(first[0].lease, std::move(info));
+  auto held = co_await q.held_by("r");
+  REQUIRE(held.size() == 1);
+  CHECK(held[0].record.snapshot_seen == "sha256:seen");
+  CHECK(held[0].record.snapshot_build_ms == 1234);
+  co_await q.fail_attempt(first[0].lease, "exit 1", true);
+  auto second = co_await q.claim("r", 1, 0ms);
+  REQUIRE(second.size() == 1);
+  co_await mark_running(q, second[0].lease, "c-s2", "r");  // no snapshot key this time
+  auto rec = co_await q.get("s");
+  REQUIRE(rec);
+  CHECK(rec->snapshot_seen.empty());
+  CHECK(rec->snapshot_build_ms == 0);
+}
+
 inline std::vector<std::pair<std::string, Scenario>> scenarios() {
   return {
       {"enqueue is idempotent by id and spec", enqueue_is_idempotent_by_id_and_spec},
@@ -700,6 +725,7 @@ inline std::vector<std::pair<std::string, Scenario>> scenarios() {
       {"key: a late renewal takes the hold back", concurrency_key_late_renewal_takes_the_hold_back},
       {"hand_back keeps the attempt", hand_back_keeps_the_attempt},
       {"retry, then attempts exhausted", retry_then_attempts_exhausted},
+      {"a run's snapshot lookup is kept with it", snapshot_lookup_kept_with_the_run},
       {"cancel of a running job is reported by renew", cancel_of_running_job_is_reported_by_renew},
       {"cancel of queued and scheduled jobs", cancel_of_queued_and_scheduled_jobs},
       {"an expired lease is reclaimed", expired_lease_is_reclaimed},

@@ -689,9 +689,12 @@ awaitable<std::vector<ClaimedJob>> RedisQueue::reclaim_expired(std::string consu
 }
 
 awaitable<JobState> RedisQueue::mark_running(const LeaseHandle& lease, RunInfo info) {
+  std::string build_ms;  // '' when the job has no snapshot key: nothing kept
+  if (info.snapshot_seen) build_ms = std::to_string(info.snapshot_build_ms);
   auto args_5 = make_args(lease.job_id, lease.entry_id, lease.consumer, info.image,
                           info.from_snapshot ? "1" : "0", info.snapshot_fallback ? "1" : "0",
-                          info.container_id, info.router_id, info.host_id);
+                          info.container_id, info.router_id, info.host_id,
+                          info.snapshot_seen.value_or(""), build_ms);
   Reply r = co_await run_script(script(scripts::kMarkRunning), std::move(args_5));
   expect_ok(r, lease, "mark_running");
   const std::string& state = r.as_array().at(1).as_string();

@@ -288,7 +288,7 @@ for i = 12, #ARGV, 6 do
                    'consumer', consumer, 'router_id', consumer, 'on', '', 'image', '',
                    'container_id', '',
                    'exit_code', '', 'from_snapshot', '0', 'snapshot_fallback', '0',
-                   'started_at', '', 'due_at', '')
+                   'started_at', '', 'due_at', '', 'snapseen', '', 'snapbuild_ms', '')
       end
       move_state(id, indexed, to_claim)
       out[#out + 1] = {entry, 'claimed', id, to_claim, attempts, created, f[7] or ''}
@@ -350,8 +350,10 @@ end
 return {lost, cancelled}
 )lua";
 
-// ARGV[9..17]: id, entry, consumer, image, from_snapshot, snapshot_fallback,
-// container id, router id, host id. Returns {'ok', state} (running, or cancelled when a
+// ARGV[9..19]: id, entry, consumer, image, from_snapshot, snapshot_fallback,
+// container id, router id, host id, the snapshot image the lookup saw and the
+// build ms it started from (both '' for a job without a snapshot key: not
+// written). Returns {'ok', state} (running, or cancelled when a
 // cancel won the race) | {'lost'} | {'illegal', state}.
 inline constexpr const char* kMarkRunning = R"lua(
 local id, entry, consumer = ARGV[9], ARGV[10], ARGV[11]
@@ -362,9 +364,15 @@ if f[1] == 'cancelled' then return {'ok', 'cancelled'} end
 local to = next_state(f[1], 'started')
 if not to then return {'illegal', f[1]} end
 local router = ARGV[16] ~= '' and ARGV[16] or consumer
-redis.call('HSET', k, 'state', to, 'image', ARGV[12], 'from_snapshot', ARGV[13],
-           'snapshot_fallback', ARGV[14], 'container_id', ARGV[15], 'router_id', router,
-           'started_at', NOW_S, 'host', ARGV[17])
+local run = {'state', to, 'image', ARGV[12], 'from_snapshot', ARGV[13], 'snapshot_fallback',
+             ARGV[14], 'container_id', ARGV[15], 'router_id', router, 'started_at', NOW_S,
+             'host', ARGV[17]}
+if ARGV[19] ~= '' then
+  -- A job with a snapshot key: what a re-attaching router commits against.
+  local n = #run
+  run[n + 1], run[n + 2], run[n + 3], run[n + 4] = 'snapseen', ARGV[18], 'snapbuild_ms', ARGV[19]
+end
+redis.call('HSET', k, unpack(run))
 move_state(id, f[1], to)
 local g = redis.call('HMGET', k, 'attempts', 'affhost')
 local ev = {type = 'job.started', job = id, image = ARGV[12], from_snapshot = ARGV[13] == '1',

@@ -305,6 +305,10 @@ void Dispatcher::admit(queue::ClaimedJob claimed, StartMode mode, std::string co
   job->container_id = std::move(container_id);
   if (mode != StartMode::fresh) {
     const auto& rec = job->claimed.record;
+    // What the run's lookup saw (kept by mark_running): its commit replaces
+    // that generation, not "no entry", and adds to its build time.
+    job->snapshot_image_id = rec.snapshot_seen;
+    job->snapshot_build_ms = rec.snapshot_build_ms;
     if (rec.started_at) {
       const auto ends_ms = *rec.started_at + job->run.spec().timeout_s * 1000;
       job->deadline =

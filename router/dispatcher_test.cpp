@@ -366,6 +366,41 @@ TEST_CASE(
   CHECK(stats.dispatched == 4);
 }
 
+TEST_CASE("dispatcher: a run re-attached after a restart commits over the snapshot it started from",
+          "[unit][dispatcher]") {
+  Harness h;
+  auto router = h.start();
+  auto with_key = [](queue::JobSpec& s) { s.snapshot = queue::SnapshotSpec{"repo/main"}; };
+  h.engine->set_auto_exit(0, 10ms);
+  auto cold = h.enqueue({"build"}, with_key);
+  REQUIRE(h.until([&] { return h.finished(cold); }));
+  const auto first = h.cache->entry("repo/main");
+  REQUIRE(first);
+  REQUIRE(first->build_ms > 0);
+
+  // A warm job runs when its router stops without a word; a new one re-attaches it.
+  h.engine->clear_auto_exit();
+  auto warm = h.enqueue({"test"}, with_key);
+  REQUIRE(h.until([&] { return h.state(warm) == JobState::running; }));
+  REQUIRE(h.queue->record(warm)->from_snapshot);
+  router->stop_now();
+  h.io.run_for(100ms);
+  h.start();
+  h.io.run_for(200ms);
+  h.engine->exit(h.queue->record(warm)->container_id, 0);
+  REQUIRE(h.until([&] { return h.finished(warm); }));
+  CHECK(h.state(warm) == JobState::succeeded);
+
+  // Its commit replaced the generation it started from (it used to expect no
+  // entry at all and lose the race), holding both runs' time.
+  const auto second = h.cache->entry("repo/main");
+  REQUIRE(second);
+  CHECK(second->generation == first->generation + 1);
+  CHECK(second->source_job == warm);
+  CHECK(second->build_ms > first->build_ms);
+  CHECK(h.queue->record(warm)->snapshot_error.empty());
+}
+
 TEST_CASE("dispatcher: orphan containers are swept periodically, not only at start",
           "[unit][dispatcher]") {
   Harness h;

@@ -200,6 +200,12 @@ awaitable<Input> JobExecutor::start(ActiveJob& job) {
 awaitable<Input> JobExecutor::mark_running(ActiveJob& job) {
   queue::RunInfo info{job.run.image(),  job.run.from_snapshot(), job.run.snapshot_fallback(),
                       job.container_id, config_.router_id,       host_id()};
+  if (!job.run.spec().snapshot_key.empty()) {
+    // Kept with the run: a router that re-attaches it after a restart commits
+    // against what this lookup saw (Dispatcher::admit).
+    info.snapshot_seen = job.snapshot_image_id;
+    info.snapshot_build_ms = job.snapshot_build_ms;
+  }
   auto op = ports_.queue->mark_running(job.claimed.lease, info);
   auto marked = co_await attempt(std::move(op));
   if (!marked) co_return marked.input();
@@ -286,10 +292,12 @@ awaitable<Input> JobExecutor::commit(ActiveJob& job) {
   req.key = job.run.spec().snapshot_key;
   req.base_image = config_.base_image;
   req.expected_image_id = job.snapshot_image_id;
-  // This run's time plus what the snapshot it started from already held.
+  // This run's time plus what the snapshot it started from already held
+  // (snapshot_build_ms is 0 unless the run started from one; a re-attached
+  // run has it from its record).
   const std::int64_t started = job.claimed.record.started_at.value_or(0);
   req.build_ms = (started > 0 ? std::max<std::int64_t>(0, unix_ms_now() - started) : 0) +
-                 (job.run.from_snapshot() ? job.snapshot_build_ms : 0);
+                 job.snapshot_build_ms;
   auto op = ports_.snapshots->commit(req);
   auto done = co_await attempt(std::move(op));
   if (!done) co_return done.input();

@@ -45,6 +45,14 @@ awaitable<CommitResult> MemoryCache::commit(CommitRequest request) {
     ++metrics_.commit_failures;
     co_return result;
   }
+  // The registry's compare-and-set: only over the image the job saw ("" none).
+  auto current = entries_.find(request.key);
+  const std::string current_id = current != entries_.end() ? current->second.image_id : "";
+  if (request.expected_image_id && *request.expected_image_id != current_id) {
+    result.status = CommitResult::Status::lost_race;
+    ++metrics_.commit_races_lost;
+    co_return result;
+  }
   const std::int64_t generation =
       entries_.count(request.key) != 0 ? entries_[request.key].generation + 1 : 1;
   const std::string repo = "snapshot-" + request.key;

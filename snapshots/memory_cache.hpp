@@ -1,7 +1,9 @@
 // MemoryCache: the in-memory test double of the snapshots::Cache port, for
 // router unit tests. Entries live in a map; a commit creates the snapshot
 // image in the given engine (a container::MemoryRuntime in tests) so a later
-// job can really be created from it. Failures are scripted.
+// job can really be created from it. Like the registry, a commit whose
+// expected_image_id is not the registered image loses the race. Failures are
+// scripted.
 #pragma once
 #include "container/runtime.hpp"
 #include "snapshots/cache.hpp"

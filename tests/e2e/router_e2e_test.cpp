@@ -259,6 +259,46 @@ TEST_CASE("router: kill -9 with 6 jobs running, restart: each finishes once in i
   first.reset();  // its cleanup finds nothing left
 }
 
+TEST_CASE(
+    "router: kill -9 during a warm job, restart: its commit replaces the generation it ran on",
+    "[e2e][router][snapshots]") {
+  RouterProcessOptions options;
+  auto first = std::make_unique<RouterProcess>(options);
+  SnapshotImageCleanup cleanup_first{*first};
+  const std::string key = unique_name("reattach");
+  const std::string cold =
+      cli_enqueue(*first, {"--snapshot-key", key, "--", "sh", "-c", "echo 1 > /work/gen"});
+  expect_succeeded(*first, cold);
+  const std::string warm =
+      cli_enqueue(*first, {"--snapshot-key", key, "--", "sh", "-c", "sleep 4; echo 2 > /work/gen"});
+  REQUIRE(eventually([&] { return cli_status(*first, warm)["state"] == "running"; },
+                     std::chrono::seconds(60)));
+  CHECK(cli_status(*first, warm)["from_snapshot"] == true);
+
+  ::kill(first->pid(), SIGKILL);
+  while (first->alive()) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  options.id = first->router_id();
+  options.key_prefix = first->key_prefix();
+  RouterProcess second(options);
+  SnapshotImageCleanup cleanup_second{second};
+  expect_succeeded(second, warm);
+  auto rec = cli_status(second, warm);
+  INFO(rec.dump());
+  CHECK(rec["attempts"] == 1);
+  CHECK(rec["snapshot_error"].is_null());
+
+  // The re-attached run committed over generation 1 (not against "no entry",
+  // which lost the race and kept the old snapshot), and the next job sees it.
+  auto listed = run_cli(second, {"snapshots", "list", "--json"}).json();
+  INFO(listed.dump());
+  REQUIRE(listed.size() == 1);
+  CHECK(listed[0]["generation"] == 2);
+  CHECK(listed[0]["source_job"] == warm);
+  const std::string next = cli_enqueue(
+      second, {"--snapshot-key", key, "--", "sh", "-c", "test \"$(cat /work/gen)\" = 2"});
+  expect_succeeded(second, next);
+}
+
 TEST_CASE("router: the exit code and an OOM kill reach the record from the engine's events",
           "[e2e][router]") {
   RouterProcess router;

@@ -271,7 +271,9 @@ TEST_CASE(
   expect_succeeded(*first, cold);
   const std::string warm =
       cli_enqueue(*first, {"--snapshot-key", key, "--", "sh", "-c", "sleep 4; echo 2 > /work/gen"});
-  REQUIRE(eventually([&] { return cli_status(*first, warm)["state"] == "running"; },
+  // Started (mark-running wrote its container), not only claimed: the restart
+  // must re-attach a running container, not run the job again.
+  REQUIRE(eventually([&] { return cli_status(*first, warm)["started_at"].is_string(); },
                      std::chrono::seconds(60)));
   CHECK(cli_status(*first, warm)["from_snapshot"] == true);
 
@@ -286,6 +288,7 @@ TEST_CASE(
   INFO(rec.dump());
   CHECK(rec["attempts"] == 1);
   CHECK(rec["snapshot_error"].is_null());
+  CHECK(second.log().find("\"run\":\"reattach ") != std::string::npos);
 
   // The re-attached run committed over generation 1 (not against "no entry",
   // which lost the race and kept the old snapshot), and the next job sees it.

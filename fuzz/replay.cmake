@@ -21,7 +21,8 @@ configure_file(${WARMSTART_FUZZED_DATA_PROVIDER_DIR}/fuzzer/FuzzedDataProvider.h
 set(fuzz_dir ${PROJECT_SOURCE_DIR}/fuzz)
 add_library(warmstart_fuzz_replay_main OBJECT ${fuzz_dir}/replay_main.cpp)
 target_link_libraries(warmstart_fuzz_replay_main PRIVATE warmstart_warnings)
-foreach(target job_spec webhook engine_replies job_record http_routing)
+include(${fuzz_dir}/targets.cmake)
+foreach(target IN LISTS WARMSTART_FUZZ_TARGETS)
   add_executable(fuzz_replay_${target} ${fuzz_dir}/${target}_fuzz.cpp)
   set_target_properties(fuzz_replay_${target} PROPERTIES RUNTIME_OUTPUT_DIRECTORY
                                                          ${CMAKE_BINARY_DIR}/fuzz)

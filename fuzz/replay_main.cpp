@@ -10,7 +10,6 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
-#include <string>
 #include <vector>
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size);
@@ -41,11 +40,11 @@ int main(int argc, char** argv) {
     return 2;
   }
   for (const auto& path : inputs) {
+    // Its own buffer of exactly `size` bytes, as under libFuzzer.
     std::ifstream in(path, std::ios::binary);
-    const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    std::fprintf(stderr, "replay: %s (%zu bytes)\n", path.c_str(), bytes.size());
-    // A fresh copy: the target sees exactly `size` bytes, as under libFuzzer.
-    const std::vector<std::uint8_t> data(bytes.begin(), bytes.end());
+    const std::vector<std::uint8_t> data((std::istreambuf_iterator<char>(in)),
+                                         std::istreambuf_iterator<char>());
+    std::fprintf(stderr, "replay: %s (%zu bytes)\n", path.c_str(), data.size());
     LLVMFuzzerTestOneInput(data.data(), data.size());
   }
   std::printf("replayed %zu inputs\n", inputs.size());

@@ -369,8 +369,7 @@ local run = {'state', to, 'image', ARGV[12], 'from_snapshot', ARGV[13], 'snapsho
              'host', ARGV[17]}
 if ARGV[19] ~= '' then
   -- A job with a snapshot key: what a re-attaching router commits against.
-  local n = #run
-  run[n + 1], run[n + 2], run[n + 3], run[n + 4] = 'snapseen', ARGV[18], 'snapbuild_ms', ARGV[19]
+  for _, v in ipairs({'snapseen', ARGV[18], 'snapbuild_ms', ARGV[19]}) do run[#run + 1] = v end
 end
 redis.call('HSET', k, unpack(run))
 move_state(id, f[1], to)

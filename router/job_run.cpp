@@ -102,10 +102,14 @@ void JobRun::note_lease_lost() {
 Action JobRun::next(Action action) {
   if (action.kind != in_flight_) retries_ = 0;
   in_flight_ = action.kind;
-  if (action.kind == Kind::record || action.kind == Kind::hand_back ||
-      action.kind == Kind::wait_build) {
-    lease_returned_ = true;
-  }
+  // Returned once record, hand_back or wait_build is sent, and only while the
+  // run winds up after it: a build wait that answered over or builder_gone
+  // goes on working under its lease.
+  const bool returns = action.kind == Kind::record || action.kind == Kind::hand_back ||
+                       action.kind == Kind::wait_build;
+  const bool winds_up =
+      action.kind == Kind::end_build || action.kind == Kind::remove || action.kind == Kind::done;
+  lease_returned_ = returns || (lease_returned_ && winds_up);
   current_ = action;
   if (!trace_.empty()) trace_ += ' ';
   trace_ += to_string(action.kind);
@@ -527,13 +531,10 @@ Action JobRun::after_wait_build(const Input& in) {
     case queue::BuildWait::builder_gone:
       // It ended between the lookup and the wait: its snapshot may be there
       // now, or the build is free to take. Look again (bounded: then cold).
-      // The queue changed nothing: the lease is the run's again.
-      lease_returned_ = false;
       trace_ += "->gone";
       if (++builder_looks_ < 3) return next(Action{Kind::choose_image});
       return create_on(spec_.image, false);
     case queue::BuildWait::over:
-      lease_returned_ = false;  // nothing changed: it runs cold on its lease
       trace_ += "->over";
       return create_on(spec_.image, false);
   }

@@ -17,6 +17,7 @@ struct MemoryQueue::Entry {
   std::string job_id;                  // empty for a raw entry until it is read
   bool raw = false;                    // XADDed by another producer
   std::optional<std::string> payload;  // raw: the "job" field (nullopt: none)
+  int attempt = 0;                     // the attempt its claim would run (0: raw, none)
 };
 
 // An entry delivered to a consumer and not acknowledged: the lease.
@@ -326,7 +327,7 @@ awaitable<EnqueueResult> MemoryQueue::enqueue(JobSpec spec) {
 }
 
 awaitable<std::vector<ClaimedJob>> MemoryQueue::claim(std::string consumer, std::size_t max_jobs,
-                                                      Duration block) {
+                                                      Duration block, EntryObserver seen) {
   co_await begin(Op::claim);
   const Clock::time_point until = Clock::now() + block;
   for (;;) {
@@ -339,7 +340,7 @@ awaitable<std::vector<ClaimedJob>> MemoryQueue::claim(std::string consumer, std:
         wait = std::min(wait, std::max(Duration(1), Duration(*due - now_ms())));
       }
     }
-    ClaimRound round = claim_round(consumer, max_jobs);
+    ClaimRound round = claim_round(consumer, max_jobs, seen);
     // Entries that were all parked or skipped do not end the wait.
     if (!round.jobs.empty() || Clock::now() >= until) {
       end(Op::claim);
@@ -646,8 +647,8 @@ EnqueueResult MemoryQueue::do_enqueue(JobSpec spec) {
   return EnqueueResult{std::move(out), true};
 }
 
-MemoryQueue::ClaimRound MemoryQueue::claim_round(const std::string& consumer,
-                                                 std::size_t max_jobs) {
+MemoryQueue::ClaimRound MemoryQueue::claim_round(const std::string& consumer, std::size_t max_jobs,
+                                                 const EntryObserver& seen) {
   ClaimRound round;
   // Like XREADGROUP COUNT n over several streams: up to n entries from each.
   for (const auto& queue : streams_of(consumer)) {
@@ -656,6 +657,12 @@ MemoryQueue::ClaimRound MemoryQueue::claim_round(const std::string& consumer,
       Entry entry = std::move(entries.front());
       entries.pop_front();
       round.read_any = true;
+      // As RedisQueue: a valid entry of the shared stream that names its attempt.
+      const Job* known = entry.raw ? nullptr : find(entry.job_id);
+      if (seen && known != nullptr && entry.attempt > 0 &&
+          entry.queue.find('@') == std::string::npos) {
+        seen(EntrySeen{known->record.id, entry.attempt, known->record.spec});
+      }
       if (auto job = process_entry(consumer, std::move(entry), false)) {
         round.jobs.push_back(std::move(*job));
       }
@@ -1164,6 +1171,7 @@ std::string MemoryQueue::add_entry(const std::string& queue, const std::string& 
   e.queue = queue;
   e.job_id = job_id;
   e.payload = std::move(raw);
+  if (const Job* job = find(job_id)) e.attempt = job->record.attempts + 1;
   std::string id = e.id;
   undelivered_[queue].push_back(std::move(e));
   wake_claimers();  // XADD ends a blocked XREADGROUP

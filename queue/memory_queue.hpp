@@ -109,8 +109,9 @@ class MemoryQueue final : public Queue {
   ~MemoryQueue() override;
 
   awaitable<EnqueueResult> enqueue(JobSpec spec) override;
+  using Queue::claim;
   awaitable<std::vector<ClaimedJob>> claim(std::string consumer, std::size_t max_jobs,
-                                           Duration block) override;
+                                           Duration block, EntryObserver seen) override;
   awaitable<LeaseReport> renew_leases(std::string consumer,
                                       std::vector<LeaseHandle> leases) override;
   awaitable<std::vector<ClaimedJob>> held_by(std::string consumer) override;
@@ -198,7 +199,8 @@ class MemoryQueue final : public Queue {
 
   // The scripts, synchronously.
   EnqueueResult do_enqueue(JobSpec spec);
-  ClaimRound claim_round(const std::string& consumer, std::size_t max_jobs);
+  ClaimRound claim_round(const std::string& consumer, std::size_t max_jobs,
+                         const EntryObserver& seen);
   std::vector<ClaimedJob> do_reclaim(const std::string& consumer, std::size_t max_jobs);
   std::optional<ClaimedJob> process_entry(const std::string& consumer, Entry entry, bool reclaim);
   std::optional<ClaimedJob> claim_job(Job& job, const std::string& consumer, const Entry& entry);

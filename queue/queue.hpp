@@ -93,6 +93,19 @@ struct ClaimedJob {
   LeaseHandle lease;
 };
 
+// A job entry claim() read, before its claim is decided: what a router may
+// start preparing while the claim's round trip runs (router/speculation.hpp).
+// Seen only for valid entries on a queue's shared stream that name the attempt
+// their claim would run (every entry the queue writes does; a raw entry
+// another producer XADDed does not). The claim may still skip the entry
+// (cancelled, parked, a stale copy) or run another attempt.
+struct EntrySeen {
+  const std::string& job_id;
+  int attempt = 0;
+  const JobSpec& spec;
+};
+using EntryObserver = std::function<void(const EntrySeen&)>;
+
 struct EnqueueResult {
   JobRecord record;
   bool created = false;  // false: the id existed, `record` is the existing job
@@ -195,8 +208,14 @@ class Queue {
   // Up to `max_jobs` jobs for `consumer`, waiting up to `block` when none is
   // ready (0: do not wait). Raw malformed stream entries end `failed` with a
   // reason and are acknowledged; cancelled jobs are acknowledged and skipped.
+  // `seen`, when set, is called for each entry read (EntrySeen) before its
+  // claim is sent; it must not suspend.
   virtual awaitable<std::vector<ClaimedJob>> claim(std::string consumer, std::size_t max_jobs,
-                                                   Duration block) = 0;
+                                                   Duration block, EntryObserver seen) = 0;
+  awaitable<std::vector<ClaimedJob>> claim(std::string consumer, std::size_t max_jobs,
+                                           Duration block) {
+    return claim(std::move(consumer), max_jobs, block, EntryObserver{});
+  }
   // Resets the idle time of held jobs (and of their concurrency keys), and
   // reports in the same round trip the leases lost and the jobs cancelled.
   virtual awaitable<LeaseReport> renew_leases(std::string consumer,

@@ -363,6 +363,47 @@ inline awaitable<void> retry_then_attempts_exhausted(Harness& h) {
   CHECK(types_f == std::vector<std::string>{"job.queued", "job.retry_scheduled", "job.failed"});
 }
 
+// claim() shows every entry it reads before claiming it, with the attempt its
+// claim runs: after enqueue, a retry, a hand-back, and a concurrency key's wake-up.
+inline awaitable<void> claim_shows_entries_and_their_attempt(Harness& h) {
+  Queue& q = h.queue;
+  using Seen = std::vector<std::pair<std::string, int>>;
+  Seen seen;
+  EntryObserver note = [&seen](const EntrySeen& e) {
+    CHECK(e.spec.id == e.job_id);
+    seen.emplace_back(e.job_id, e.attempt);
+  };
+  co_await enqueue(q, "s", "", 2);
+  co_await enqueue(q, "k1", "k");
+  co_await enqueue(q, "k2", "k");
+  auto first = co_await q.claim("r", 10, 0ms, note);
+  CHECK(seen == Seen{{"s", 1}, {"k1", 1}, {"k2", 1}});  // k2 is read, then parked
+  REQUIRE(ids(first) == std::vector<std::string>{"k1", "s"});
+  CHECK(by_id(first, "s").lease.attempt == 1);
+
+  seen.clear();
+  co_await q.fail_attempt(by_id(first, "s").lease, "exit 1", true);
+  auto retried = co_await q.claim("r", 10, 0ms, note);
+  CHECK(seen == Seen{{"s", 2}});
+  REQUIRE(retried.size() == 1);
+  CHECK(retried[0].lease.attempt == 2);
+
+  seen.clear();
+  co_await q.hand_back(retried[0].lease, "engine unreachable", 0ms);
+  co_await q.promote_due();
+  auto handed = co_await q.claim("r", 10, 0ms, note);
+  CHECK(seen == Seen{{"s", 2}});  // a hand-back does not spend the attempt
+  REQUIRE(handed.size() == 1);
+  CHECK(handed[0].lease.attempt == 2);
+
+  seen.clear();
+  co_await finish(q, by_id(first, "k1").lease, JobState::succeeded, 0);
+  auto woken = co_await q.claim("r", 10, 0ms, note);
+  CHECK(seen == Seen{{"k2", 1}});
+  REQUIRE(ids(woken) == std::vector<std::string>{"k2"});
+  CHECK(woken[0].lease.attempt == 1);
+}
+
 // renew_leases reports a cancel in the same round trip: a lost cancel
 // message costs one renewal period.
 inline awaitable<void> cancel_of_running_job_is_reported_by_renew(Harness& h) {
@@ -725,6 +766,7 @@ inline std::vector<std::pair<std::string, Scenario>> scenarios() {
       {"key: a late renewal takes the hold back", concurrency_key_late_renewal_takes_the_hold_back},
       {"hand_back keeps the attempt", hand_back_keeps_the_attempt},
       {"retry, then attempts exhausted", retry_then_attempts_exhausted},
+      {"claim shows entries and their attempt", claim_shows_entries_and_their_attempt},
       {"a run's snapshot lookup is kept with it", snapshot_lookup_kept_with_the_run},
       {"cancel of a running job is reported by renew", cancel_of_running_job_is_reported_by_renew},
       {"cancel of queued and scheduled jobs", cancel_of_queued_and_scheduled_jobs},

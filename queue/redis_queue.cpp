@@ -370,7 +370,8 @@ awaitable<EnqueueResult> RedisQueue::enqueue(JobSpec spec) {
 }
 
 awaitable<std::vector<ClaimedJob>> RedisQueue::process_entries(const std::string& consumer,
-                                                               const Reply& streams, bool reclaim) {
+                                                               const Reply& streams, bool reclaim,
+                                                               const EntryObserver& seen) {
   // streams: [[stream key, [[entry id, [field, value, ...]], ...]], ...]
   std::vector<std::string> args = make_args(consumer, reclaim ? "1" : "0", options_.max_reclaims);
   const std::string stream_prefix = options_.key_prefix + "stream:";
@@ -393,10 +394,12 @@ awaitable<std::vector<ClaimedJob>> RedisQueue::process_entries(const std::string
       const auto& parts = entry.as_array();
       const std::string& entry_id = parts.at(0).as_string();
       const std::string* payload = nullptr;
+      const std::string* attempt = nullptr;  // the attempt its claim would run
       if (parts.size() > 1 && parts[1].is_array()) {
         const auto& fields = parts[1].elements;
         for (std::size_t i = 0; i + 1 < fields.size(); i += 2) {
           if (fields[i].str == "job") payload = &fields[i + 1].str;
+          if (fields[i].str == "attempt") attempt = &fields[i + 1].str;
         }
       }
       std::string mode = "bad";
@@ -432,6 +435,10 @@ awaitable<std::vector<ClaimedJob>> RedisQueue::process_entries(const std::string
       std::string concurrency_key;
       if (auto it = specs.find(entries); mode == "ok" && it != specs.end()) {
         concurrency_key = it->second.concurrency_key;
+        const auto n = attempt != nullptr ? to_int(*attempt) : std::nullopt;
+        if (seen && n && *n > 0 && stream_name == queue) {
+          seen(EntrySeen{id, static_cast<int>(*n), it->second});
+        }
       }
       args.push_back(stream_name);
       args.push_back(entry_id);
@@ -493,7 +500,7 @@ awaitable<std::vector<ClaimedJob>> RedisQueue::process_entries(const std::string
 }
 
 awaitable<std::vector<ClaimedJob>> RedisQueue::claim(std::string consumer, std::size_t max_jobs,
-                                                     Duration block) {
+                                                     Duration block, EntryObserver seen) {
   co_await ensure_groups();
   const Clock::time_point until = Clock::now() + block;
   for (;;) {
@@ -547,7 +554,7 @@ awaitable<std::vector<ClaimedJob>> RedisQueue::claim(std::string consumer, std::
       co_await ensure_groups();
     }
     if (!streams.is_nil()) {
-      auto jobs = co_await process_entries(consumer, streams, false);
+      auto jobs = co_await process_entries(consumer, streams, false, seen);
       // Entries that were all rejected or skipped do not end the wait.
       if (!jobs.empty() || Clock::now() >= until) co_return jobs;
     } else if (Clock::now() >= until) {

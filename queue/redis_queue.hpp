@@ -52,8 +52,9 @@ class RedisQueue final : public Queue {
   ~RedisQueue() override;
 
   awaitable<EnqueueResult> enqueue(JobSpec spec) override;
+  using Queue::claim;
   awaitable<std::vector<ClaimedJob>> claim(std::string consumer, std::size_t max_jobs,
-                                           Duration block) override;
+                                           Duration block, EntryObserver seen) override;
   awaitable<LeaseReport> renew_leases(std::string consumer,
                                       std::vector<LeaseHandle> leases) override;
   awaitable<std::vector<ClaimedJob>> held_by(std::string consumer) override;
@@ -122,7 +123,8 @@ class RedisQueue final : public Queue {
   // (`<queue>@<host>`, once a heartbeat named the host).
   std::vector<std::string> streams_of(const std::string& consumer) const;
   awaitable<std::vector<ClaimedJob>> process_entries(const std::string& consumer,
-                                                     const redis::Reply& streams, bool reclaim);
+                                                     const redis::Reply& streams, bool reclaim,
+                                                     const EntryObserver& seen = {});
   // WAIT replicas_ack replicas_timeout after a write the caller is told of.
   awaitable<void> await_replicas(std::string what);
   awaitable<redis::Reply> run_script(const std::string& script, std::vector<std::string> args);

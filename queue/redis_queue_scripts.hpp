@@ -85,10 +85,11 @@ local function wake_waiters(key, n)
   while n > 0 do
     local wid = redis.call('LPOP', wl)
     if not wid then break end
-    local f = redis.call('HMGET', jk(wid), 'state', 'queue', 'spec', 'parked')
+    local f = redis.call('HMGET', jk(wid), 'state', 'queue', 'spec', 'parked', 'attempts')
     if f[1] == 'queued' and f[4] == key then
       hold_key(wid, key)
-      local entry = redis.call('XADD', P .. 'stream:' .. f[2], '*', 'job', f[3])
+      local entry = redis.call('XADD', P .. 'stream:' .. f[2], '*', 'job', f[3], 'attempt',
+                               (tonumber(f[5]) or 0) + 1)
       redis.call('HSET', jk(wid), 'entry', entry, 'parked', '')
       n = n - 1
     end
@@ -109,7 +110,9 @@ end
 -- Puts job `id` onto its queue's stream, or onto `host`'s own stream when a
 -- router of that host is live (snapshot affinity: it waits there until
 -- promote_due's affinity wait ends). Returns the host it went to ('' none).
-local function to_stream(id, queue, spec, host)
+-- `attempts`: the record's; the entry names the attempt its claim will run
+-- (attempts + 1), so a router can prepare the container while it claims.
+local function to_stream(id, queue, spec, host, attempts)
   local on = queue
   if host ~= '' and redis.call('EXISTS', P .. 'hostlive:' .. host) == 1 then
     on = queue .. '@' .. host
@@ -119,7 +122,8 @@ local function to_stream(id, queue, spec, host)
   else
     host = ''
   end
-  local entry = redis.call('XADD', P .. 'stream:' .. on, '*', 'job', spec)
+  local entry = redis.call('XADD', P .. 'stream:' .. on, '*', 'job', spec, 'attempt',
+                           (tonumber(attempts) or 0) + 1)
   redis.call('HSET', jk(id), 'entry', entry)
   if host ~= '' then redis.call('HSET', jk(id), 'on', on, 'affhost', host) end
   return host
@@ -184,7 +188,7 @@ if redis.call('EXISTS', k) == 1 then
 end
 local host = ''
 if akey ~= '' then host = redis.call('HGET', P .. 'affinity', akey) or '' end
-host = to_stream(id, queue, spec, host)
+host = to_stream(id, queue, spec, host, 0)
 redis.call('HSET', k, 'id', id, 'state', 'queued', 'attempts', 0, 'max_attempts', max,
            'queue', queue, 'created_at', NOW_S, 'spec', spec, 'spec_hash', hash)
 move_state(id, nil, 'queued')
@@ -504,10 +508,10 @@ local n = 0
 for _, id in ipairs(ids) do
   redis.call('ZREM', P .. 'scheduled', id)
   local k = jk(id)
-  local f = redis.call('HMGET', k, 'state', 'queue', 'spec')
+  local f = redis.call('HMGET', k, 'state', 'queue', 'spec', 'attempts')
   local to = f[1] and next_state(f[1], 'retry_due')
   if to then
-    to_stream(id, f[2], f[3], '')
+    to_stream(id, f[2], f[3], '', f[4])
     redis.call('HSET', k, 'state', to, 'due_at', '', 'buildwait', '')
     move_state(id, f[1], to)
     n = n + 1
@@ -527,10 +531,12 @@ for _, h in ipairs(redis.call('SMEMBERS', P .. 'affhosts')) do
   if live then upto = '(' .. (NOW - WAIT) end
   for _, id in ipairs(redis.call('ZRANGEBYSCORE', z, '-inf', upto, 'LIMIT', 0, LIMIT)) do
     redis.call('ZREM', z, id)
-    local f = redis.call('HMGET', jk(id), 'state', 'queue', 'spec', 'entry', 'on', 'parked')
+    local f = redis.call('HMGET', jk(id), 'state', 'queue', 'spec', 'entry', 'on', 'parked',
+                         'attempts')
     if f[1] == 'queued' and f[5] and f[5] ~= '' and (f[6] or '') == '' then
       redis.call('XDEL', P .. 'stream:' .. f[5], f[4])
-      local entry = redis.call('XADD', P .. 'stream:' .. f[2], '*', 'job', f[3])
+      local entry = redis.call('XADD', P .. 'stream:' .. f[2], '*', 'job', f[3], 'attempt',
+                               (tonumber(f[7]) or 0) + 1)
       redis.call('HSET', jk(id), 'entry', entry, 'on', '')
       emit({type = 'job.affinity_released', job = id, host = h,
             reason = live and 'waited' or 'host lost'})
@@ -687,11 +693,11 @@ if redis.call('HGET', jk(id), 'building') == key then redis.call('HSET', jk(id),
 local w = P .. 'buildwait:' .. key
 local n = 0
 for _, wid in ipairs(redis.call('SMEMBERS', w)) do
-  local f = redis.call('HMGET', jk(wid), 'state', 'queue', 'spec', 'buildwait')
+  local f = redis.call('HMGET', jk(wid), 'state', 'queue', 'spec', 'buildwait', 'attempts')
   local to = f[1] and next_state(f[1], 'retry_due')
   if f[1] == 'scheduled' and f[4] == key and to then
     redis.call('ZREM', P .. 'scheduled', wid)
-    to_stream(wid, f[2], f[3], host)
+    to_stream(wid, f[2], f[3], host, f[5])
     redis.call('HSET', jk(wid), 'state', to, 'due_at', '', 'buildwait', '')
     move_state(wid, f[1], to)
     n = n + 1

@@ -55,6 +55,11 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                      "1 while the container engine answers, 0 while claiming is paused");
   jobs_handed_back_ = counter("warmstart_jobs_handed_back_total",
                               "Jobs given back unspent because the engine did not answer");
+  claim_creates_ = counter("warmstart_claim_creates_total",
+                           "Containers created while their job's claim was on its way");
+  claim_creates_unused_ =
+      counter("warmstart_claim_creates_unused_total",
+              "Containers created during a claim that no run took (removed unstarted)");
   snapshot_coalesced_ = counter(
       "warmstart_snapshot_coalesced_total",
       "Waits of a job for another job's build of its snapshot key, instead of a cold start");

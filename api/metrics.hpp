@@ -43,6 +43,10 @@ class Metrics {
   prometheus::Gauge& running_containers() { return *running_containers_; }
   prometheus::Gauge& engine_up() { return *engine_up_; }
   prometheus::Counter& jobs_handed_back() { return *jobs_handed_back_; }
+  // Creates sent while the claim ran (router/precreate.hpp), and those removed
+  // unused (the claim skipped the entry, or the run asked for another container).
+  prometheus::Counter& claim_creates() { return *claim_creates_; }
+  prometheus::Counter& claim_creates_unused() { return *claim_creates_unused_; }
   // Waits for another job's cold start of the same snapshot key (single-flight).
   prometheus::Counter& snapshot_coalesced() { return *snapshot_coalesced_; }
   // Containers started: from a snapshot (warm), the base image (cold), or the
@@ -88,6 +92,8 @@ class Metrics {
   prometheus::Gauge* running_containers_;
   prometheus::Gauge* engine_up_;
   prometheus::Counter* jobs_handed_back_;
+  prometheus::Counter* claim_creates_;
+  prometheus::Counter* claim_creates_unused_;
   prometheus::Counter* snapshot_coalesced_;
   prometheus::Counter* snapshot_hits_;
   prometheus::Counter* snapshot_misses_;

@@ -115,6 +115,8 @@ awaitable<void> publish_metrics(std::shared_ptr<queue::Queue> queue,
   snapshots::CacheMetrics last;
   std::uint64_t last_fallbacks = 0;
   std::uint64_t last_handed_back = 0;
+  std::uint64_t last_claim_creates = 0;
+  std::uint64_t last_claim_creates_unused = 0;
   std::uint64_t last_coalesced = 0;
   std::uint64_t last_affinity_hits = 0;
   std::uint64_t last_affinity_misses = 0;
@@ -151,6 +153,8 @@ awaitable<void> publish_metrics(std::shared_ptr<queue::Queue> queue,
     metrics.engine_up().Set(stats.engine_up ? 1 : 0);
     advance(metrics.snapshot_fallbacks(), stats.snapshot_fallbacks, last_fallbacks);
     advance(metrics.jobs_handed_back(), stats.handed_back, last_handed_back);
+    advance(metrics.claim_creates(), stats.precreated, last_claim_creates);
+    advance(metrics.claim_creates_unused(), stats.precreated_unused, last_claim_creates_unused);
     advance(metrics.snapshot_coalesced(), stats.coalesced, last_coalesced);
     advance(metrics.affinity(true), stats.affinity_hits, last_affinity_hits);
     advance(metrics.affinity(false), stats.affinity_misses, last_affinity_misses);

@@ -59,12 +59,14 @@ struct Resources {
   std::int64_t nano_cpus = 0;          // 1.5 CPUs = 1'500'000'000
   std::int64_t pids_limit = 0;         // 0 = engine default
   std::int64_t memory_swap_bytes = 0;  // memory + swap; = memory_bytes: no swap; 0 = default
+  bool operator==(const Resources&) const = default;
 };
 
 // HostConfig.LogConfig: where the engine keeps the container's output.
 struct LogConfig {
   std::string type;                            // "" = the engine's default driver
   std::map<std::string, std::string> options;  // json-file: "max-size", "max-file"
+  bool operator==(const LogConfig&) const = default;
 };
 
 // HostConfig.Ulimits entry, e.g. {"nofile", 1024, 1024}.
@@ -72,6 +74,7 @@ struct Ulimit {
   std::string name;
   std::int64_t soft = 0;
   std::int64_t hard = 0;
+  bool operator==(const Ulimit&) const = default;
 };
 
 struct ContainerSpec {
@@ -88,6 +91,7 @@ struct ContainerSpec {
   std::string working_dir;  // empty = image default
   LogConfig log;            // empty type = engine default (unbounded json-file)
   std::vector<Ulimit> ulimits;
+  bool operator==(const ContainerSpec&) const = default;
 };
 
 struct ContainerState {

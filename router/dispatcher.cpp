@@ -292,17 +292,20 @@ RunSpec Dispatcher::run_spec(const queue::ClaimedJob& claimed) const {
   return r;
 }
 
-void Dispatcher::admit(queue::ClaimedJob claimed, StartMode mode, std::string container_id) {
+void Dispatcher::admit(queue::ClaimedJob claimed, StartMode mode, std::string container_id,
+                       PrecreatedPtr precreated) {
   const std::string id = claimed.record.id;
   if (jobs_.count(id) != 0) {
     // The same job delivered twice (claim plus reclaim, or a recovery step plus a
     // claim): one container per job on this router, never a second.
     log::warn("job already active on this router; duplicate delivery ignored", {{"job", id}});
+    discard(std::move(precreated), "the job is already active here");
     return;
   }
   RunSpec spec = run_spec(claimed);
   auto job = std::make_shared<ActiveJob>(io_, std::move(claimed), std::move(spec));
   job->container_id = std::move(container_id);
+  job->precreated = std::move(precreated);
   if (mode != StartMode::fresh) {
     const auto& rec = job->claimed.record;
     // What the run's lookup saw (kept by mark_running): its commit replaces
@@ -326,6 +329,8 @@ void Dispatcher::admit(queue::ClaimedJob claimed, StartMode mode, std::string co
 }
 
 void Dispatcher::release(const ActiveJobPtr& job) {
+  // A run that ended before its create (cancelled, refused) leaves it unused.
+  discard(std::exchange(job->precreated, nullptr), "the run ended without creating");
   capacity_.release_slot(job->id());
   auto it = jobs_.find(job->id());
   if (it != jobs_.end() && it->second == job) jobs_.erase(it);

@@ -102,7 +102,13 @@ class Dispatcher : public std::enable_shared_from_this<Dispatcher> {
   void spawn(awaitable<void> loop, const char* name);
   ExecutorHooks hooks();
 
-  void admit(queue::ClaimedJob claimed, StartMode mode, std::string container_id = "");
+  void admit(queue::ClaimedJob claimed, StartMode mode, std::string container_id = "",
+             PrecreatedPtr precreated = nullptr);
+  // Claim-time creates (precreate.hpp): sends the create of an entry the
+  // claim read into `out` (at most `room`), and removes one no run took.
+  void precreate(const queue::EntrySeen& entry, int room,
+                 std::map<std::string, PrecreatedPtr>& out);
+  void discard(PrecreatedPtr unused, const char* why);
   RunSpec run_spec(const queue::ClaimedJob& claimed) const;
   void release(const ActiveJobPtr& job);
   ActiveJobPtr find(const std::string& job_id) const;

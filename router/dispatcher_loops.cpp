@@ -7,6 +7,7 @@
 #include "router/wait_signal.hpp"
 
 #include <algorithm>
+#include <utility>
 
 namespace warmstart::router {
 
@@ -41,10 +42,15 @@ awaitable<void> Dispatcher::claim_loop() {
       continue;
     }
     // The queue reads every configured stream in one XREADGROUP; jobs whose
-    // concurrency key is busy never come back from it (queue.hpp).
-    auto op = deps_.queue->claim(consumer_, static_cast<std::size_t>(want), 1s);
+    // concurrency key is busy never come back from it (queue.hpp). The
+    // containers of the jobs read are created while their claim runs
+    // (precreate.hpp): by job id, what each claim should confirm.
+    std::map<std::string, PrecreatedPtr> precreated;
+    auto seen = [&](const queue::EntrySeen& e) { precreate(e, want, precreated); };
+    auto op = deps_.queue->claim(consumer_, static_cast<std::size_t>(want), 1s, seen);
     auto claimed = co_await attempt(std::move(op));
     if (!claimed) {
+      for (auto& [id, p] : precreated) discard(std::move(p), "the claim failed");
       log::warn("claim failed", {{"error", claimed.error}, {"retry_in_ms", backoff.count()}});
       co_await sleep_for(backoff);
       backoff = std::min<Duration>(backoff * 2, 5s);
@@ -52,16 +58,51 @@ awaitable<void> Dispatcher::claim_loop() {
     }
     backoff = 100ms;
     for (auto& c : *claimed.value) {
+      PrecreatedPtr pre;
+      if (auto it = precreated.find(c.record.id);
+          it != precreated.end() && it->second->attempt() == c.lease.attempt) {
+        pre = std::move(it->second);
+        precreated.erase(it);
+      }
       if (!may_claim()) {
         // Claimed while a drain began or the engine went away: the lease
         // expires and another router (or the next start) takes it.
         log::info("claimed while not dispatching; left for its lease to expire",
                   {{"job", c.record.id}});
+        if (pre) discard(std::move(pre), "claimed while not dispatching");
         continue;
       }
-      admit(std::move(c), StartMode::fresh);
+      admit(std::move(c), StartMode::fresh, "", std::move(pre));
     }
+    for (auto& [id, p] : precreated) discard(std::move(p), "the claim did not run it");
   }
+}
+
+void Dispatcher::precreate(const queue::EntrySeen& entry, int room,
+                           std::map<std::string, PrecreatedPtr>& out) {
+  // Never more than the claim may take, nor a second one for a job.
+  if (std::cmp_greater_equal(out.size(), room) || out.count(entry.job_id) != 0 ||
+      jobs_.count(entry.job_id) != 0 || !may_claim()) {
+    return;
+  }
+  if (!entry.spec.concurrency_key.empty()) return;  // may be parked: not worth a container
+  // The spec a claim of this entry gives the run (RunSpec from the record).
+  queue::ClaimedJob as_claimed;
+  as_claimed.record.id = entry.job_id;
+  as_claimed.record.state = JobState::running;
+  as_claimed.record.spec = entry.spec;
+  as_claimed.lease.attempt = entry.attempt;
+  auto p = executor_.precreate(io_, run_spec(as_claimed), entry.spec);
+  if (!p) return;
+  out.emplace(entry.job_id, p);
+  net::co_spawn(io_, executor_.send_create(std::move(p)),
+                [self = shared_from_this()](std::exception_ptr) {});
+}
+
+void Dispatcher::discard(PrecreatedPtr unused, const char* why) {
+  if (!unused) return;
+  net::co_spawn(io_, executor_.discard(std::move(unused), why),
+                [self = shared_from_this()](std::exception_ptr) {});
 }
 
 // --- leases ------------------------------------------------------------------

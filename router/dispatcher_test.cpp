@@ -171,6 +171,45 @@ TEST_CASE("dispatcher: a hung engine call is an outage, not the job's failure",
   CHECK(router->stats().handed_back == 1);
 }
 
+TEST_CASE("dispatcher: a fresh job's container is created while its claim runs, once",
+          "[unit][dispatcher]") {
+  Harness h;
+  auto router = h.start();
+  h.engine->set_auto_exit(0, 10ms);
+  auto plain = h.enqueue({"true"});
+  // A job whose start begins with a snapshot lookup is not created early.
+  auto keyed = h.enqueue({"true"}, [](queue::JobSpec& s) {
+    s.snapshot = queue::SnapshotSpec{};
+    s.snapshot->key = "k";
+  });
+  REQUIRE(h.until([&] { return h.finished(plain) && h.finished(keyed); }));
+  CHECK(h.state(plain) == JobState::succeeded);
+  CHECK(h.state(keyed) == JobState::succeeded);
+  CHECK(h.engine->calls(MemoryRuntime::Op::create_container) == 2);
+  CHECK(router->stats().precreated == 1);
+  CHECK(router->stats().precreated_unused == 0);
+}
+
+TEST_CASE("dispatcher: a container created during a claim that failed is removed unstarted",
+          "[unit][dispatcher]") {
+  Harness h;
+  h.config.lease_timeout = 500ms;
+  auto router = h.start();
+  h.engine->set_auto_exit(0, 10ms);
+  // The claim ran but its answer was lost: the entry is this router's, unconfirmed.
+  h.queue->fail_next(MemoryQueue::Op::claim, MemoryQueue::connection_error(), 1,
+                     MemoryQueue::FaultPoint::after);
+  auto id = h.enqueue({"true"});
+  REQUIRE(h.until([&] { return router->stats().precreated_unused == 1; }));
+  REQUIRE(h.until([&] { return h.engine->containers().empty(); }));
+  CHECK(h.engine->calls(MemoryRuntime::Op::start_container) == 0);
+  // The lease runs out, the job is reclaimed and runs in a container of its own.
+  REQUIRE(h.until([&] { return h.finished(id); }));
+  CHECK(h.state(id) == JobState::succeeded);
+  CHECK(h.engine->calls(MemoryRuntime::Op::start_container) == 1);
+  CHECK(router->stats().precreated == 1);
+}
+
 TEST_CASE(
     "dispatcher: Redis errors at mark_running and at the result are ridden out, one "
     "container",

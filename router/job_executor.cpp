@@ -5,6 +5,8 @@
 #include "router/launch.hpp"
 #include "router/outcome.hpp"
 
+#include <utility>
+
 namespace warmstart::router {
 
 using Kind = Action::Kind;
@@ -116,15 +118,15 @@ awaitable<Input> JobExecutor::choose_image(ActiveJob& job) {
   co_return in;
 }
 
-awaitable<Input> JobExecutor::create(const ActiveJobPtr& job, const Action& action) {
-  const RunSpec& run = job->run.spec();
-  const queue::JobSpec& spec = job->spec();
+container::ContainerSpec JobExecutor::container_spec(const RunSpec& run, const queue::JobSpec& spec,
+                                                     const std::string& image,
+                                                     bool from_snapshot) const {
   LaunchRequest req;
   req.router_id = config_.router_id;
   req.job_id = run.job_id;
   req.attempt = run.attempt;
-  req.image = action.image;
-  req.from_snapshot = action.from_snapshot;
+  req.image = image;
+  req.from_snapshot = from_snapshot;
   req.snapshot_key = run.snapshot_key;
   req.commit_on_success = run.commit;
   req.cmd = spec.cmd;
@@ -134,15 +136,69 @@ awaitable<Input> JobExecutor::create(const ActiveJobPtr& job, const Action& acti
   req.resources.pids_limit = spec.resources.pids;
   req.network_mode = config_.network_mode;
   req.caps = config_.container_caps;
+  return make_container_spec(req);
+}
+
+PrecreatedPtr JobExecutor::precreate(const net::any_io_executor& ex, const RunSpec& run,
+                                     const queue::JobSpec& spec) const {
+  // JobRun::begin(fresh) goes straight to create_on(run.image) only then.
+  if (!run.refused.empty() || !run.snapshot_key.empty() || run.cancelled) return nullptr;
+  return std::make_shared<Precreated>(ex, run.attempt, container_spec(run, spec, run.image, false));
+}
+
+awaitable<void> JobExecutor::send_create(PrecreatedPtr p) {
+  ++stats_.precreated;
   auto pass = co_await engine_start_pass();
+  std::string id;
+  std::exception_ptr error;
+  try {
+    auto op = ports_.runtime->create_container(p->spec());
+    id = co_await std::move(op);
+  } catch (...) {
+    error = std::current_exception();
+  }
+  p->answer(std::move(id), std::move(error));
+}
+
+awaitable<void> JobExecutor::discard(PrecreatedPtr unused, std::string why) {
+  ++stats_.precreated_unused;
+  std::string id;
+  try {
+    auto answer = unused->result();
+    id = co_await std::move(answer);
+  } catch (...) {
+    co_return;  // nothing was created (or not by us: a 409)
+  }
+  // Not forced: it was never started here, and a running one is not ours to stop.
+  auto op = ports_.runtime->remove_container(id, false);
+  auto removed = co_await attempt(std::move(op));
+  log::info("container created during a claim removed unused", {{"container", id},
+                                                                {"name", unused->spec().name},
+                                                                {"reason", why},
+                                                                {"error", removed.error}});
+}
+
+awaitable<Input> JobExecutor::create(const ActiveJobPtr& job, const Action& action) {
+  const RunSpec& run = job->run.spec();
+  container::ContainerSpec spec =
+      container_spec(run, job->spec(), action.image, action.from_snapshot);
+  PrecreatedPtr pre = std::exchange(job->precreated, nullptr);
+  if (pre && (pre->attempt() != run.attempt || !(pre->spec() == spec))) {
+    // Removed first: the same attempt has the same name.
+    co_await discard(std::move(pre), "the run asked for another container");
+    pre = nullptr;
+  }
+  // A precreated container went through the gate when it was sent.
+  AsyncGate::Pass pass;
+  if (!pre) pass = co_await engine_start_pass();
   const auto t0 = Clock::now();
   // Awaitables are built in their own statement: g++ 12 may destroy
   // temporaries of a co_await expression twice (docs/queue.md).
-  auto op = ports_.runtime->create_container(make_container_spec(req));
+  auto op = pre ? pre->result() : ports_.runtime->create_container(std::move(spec));
   auto created = co_await attempt(std::move(op));
   pass.reset();
   if (!created) co_return created.input();
-  if (observers_.create_latency) observers_.create_latency(seconds_since(t0));
+  if (observers_.create_latency && !pre) observers_.create_latency(seconds_since(t0));
   job->container_id = *created.value;
   if (hooks_.container_known) hooks_.container_known(job);
   co_return Input::ok();

@@ -14,6 +14,7 @@
 #include "queue/queue.hpp"
 #include "router/config.hpp"
 #include "router/job_run.hpp"
+#include "router/precreate.hpp"
 #include "snapshots/cache.hpp"
 
 #include <nlohmann/json.hpp>
@@ -43,6 +44,8 @@ struct ActiveJob {
   // before it. With an exit code, collect needs no inspect.
   std::optional<int> exit_code_seen;
   bool oom_seen = false;
+  // Created while the claim was on its way (precreate.hpp); taken by create.
+  PrecreatedPtr precreated;
 
   const std::string& id() const { return claimed.record.id; }
   const queue::JobSpec& spec() const { return claimed.record.spec; }
@@ -77,6 +80,10 @@ struct ExecutorStats {
   // Sum over warm starts of the build_ms of the snapshot started from: the
   // run time those starts did not repeat.
   std::uint64_t time_saved_ms = 0;
+  // Creates sent while the claim ran (precreate.hpp), and those no run took
+  // (removed unstarted).
+  std::uint64_t precreated = 0;
+  std::uint64_t precreated_unused = 0;
 };
 
 // Observers the HTTP layer can hook to record latencies (seconds).
@@ -105,6 +112,16 @@ class JobExecutor {
   // container is then left for the next start to re-attach).
   awaitable<void> execute(ActiveJobPtr job, StartMode mode);
 
+  // The create a fresh start of `run` would send first, when that needs no
+  // lookup (no snapshot key, an allowed image, not cancelled); nullptr when the
+  // start begins with something else. send_create() sends it; the caller hands
+  // it to the run its claim confirms (ActiveJob::precreated) or to discard().
+  PrecreatedPtr precreate(const net::any_io_executor& ex, const RunSpec& run,
+                          const queue::JobSpec& spec) const;
+  awaitable<void> send_create(PrecreatedPtr p);
+  // Removes a precreated container no run took, once its create answered.
+  awaitable<void> discard(PrecreatedPtr unused, std::string why);
+
   const ExecutorStats& stats() const { return stats_; }
   RouterObservers& observers() { return observers_; }
 
@@ -127,6 +144,9 @@ class JobExecutor {
   awaitable<Input> end_build(ActiveJob& job, const Action& action);
   awaitable<Input> remove(ActiveJob& job);
   void log_end(const ActiveJob& job) const;
+  // What create asks the engine for, for `run` on `image`.
+  container::ContainerSpec container_spec(const RunSpec& run, const queue::JobSpec& spec,
+                                          const std::string& image, bool from_snapshot) const;
   std::string host_id() const { return hooks_.host_id ? hooks_.host_id() : std::string(); }
   // Snapshot affinity hints (best effort: a failure is logged, the job goes on).
   awaitable<void> hint_affinity(const std::string& key, bool holds);

@@ -215,6 +215,18 @@ TEST_CASE("router: 30 jobs at concurrency 4 never exceed 4 containers and all su
   auto succeeded = run_cli(router, {"jobs", "--state", "succeeded", "--json"}).json();
   CHECK(succeeded.size() == 30);
   CHECK(run_cli(router, {"jobs", "--state", "failed", "--json"}).json().empty());
+  // Every container was created while its job's claim ran, and each was used
+  // (the peak above counts them from their create on).
+  std::string metrics;
+  const bool counted = eventually(
+      [&] {
+        metrics = router.call(boost::beast::http::verb::get, "/metrics").body;
+        return metrics.find("warmstart_claim_creates_total 30\n") != std::string::npos;
+      },
+      std::chrono::seconds(10));
+  INFO(metrics);
+  CHECK(counted);
+  CHECK(metrics.find("warmstart_claim_creates_unused_total 0\n") != std::string::npos);
 }
 
 TEST_CASE("router: kill -9 with 6 jobs running, restart: each finishes once in its container",

@@ -175,6 +175,8 @@ TEST_CASE("dispatcher: a fresh job's container is created while its claim runs, 
           "[unit][dispatcher]") {
   Harness h;
   auto router = h.start();
+  int creates_timed = 0;  // warmstart_container_create_seconds
+  router->observers().create_latency = [&](double) { ++creates_timed; };
   h.engine->set_auto_exit(0, 10ms);
   auto plain = h.enqueue({"true"});
   // A job whose start begins with a snapshot lookup is not created early.
@@ -188,6 +190,7 @@ TEST_CASE("dispatcher: a fresh job's container is created while its claim runs, 
   CHECK(h.engine->calls(MemoryRuntime::Op::create_container) == 2);
   CHECK(router->stats().precreated == 1);
   CHECK(router->stats().precreated_unused == 0);
+  CHECK(creates_timed == 2);
 }
 
 TEST_CASE("dispatcher: a container created during a claim that failed is removed unstarted",

@@ -152,8 +152,10 @@ awaitable<void> JobExecutor::send_create(PrecreatedPtr p) {
   std::string id;
   std::exception_ptr error;
   try {
+    const auto t0 = Clock::now();
     auto op = ports_.runtime->create_container(p->spec());
     id = co_await std::move(op);
+    if (observers_.create_latency) observers_.create_latency(seconds_since(t0));
   } catch (...) {
     error = std::current_exception();
   }
@@ -198,6 +200,7 @@ awaitable<Input> JobExecutor::create(const ActiveJobPtr& job, const Action& acti
   auto created = co_await attempt(std::move(op));
   pass.reset();
   if (!created) co_return created.input();
+  // A precreated one's latency was observed when it answered (send_create).
   if (observers_.create_latency && !pre) observers_.create_latency(seconds_since(t0));
   job->container_id = *created.value;
   if (hooks_.container_known) hooks_.container_known(job);

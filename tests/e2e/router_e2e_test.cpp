@@ -38,6 +38,19 @@ void remove_image(const std::string& ref) {
   });
 }
 
+// The router's /metrics once it shows `line` (published every 2 s), or as it
+// was after 10 s; `found` tells which.
+std::string metrics_showing(RouterProcess& router, const std::string& line, bool& found) {
+  std::string metrics;
+  found = eventually(
+      [&] {
+        metrics = router.call(boost::beast::http::verb::get, "/metrics").body;
+        return metrics.find(line) != std::string::npos;
+      },
+      std::chrono::seconds(10));
+  return metrics;
+}
+
 }  // namespace
 
 TEST_CASE("router: cold, warm, stale-snapshot fallback, warm again", "[e2e][router]") {
@@ -105,13 +118,9 @@ TEST_CASE("router: cold, warm, stale-snapshot fallback, warm again", "[e2e][rout
   CHECK(run_cli(router, {"logs", fourth}).out.find("rebuilt") != std::string::npos);
 
   // The starts by kind and the time warm starts saved reach /metrics (every 2 s).
-  std::string metrics;
-  const bool counted = eventually(
-      [&] {
-        metrics = router.call(boost::beast::http::verb::get, "/metrics").body;
-        return metrics.find("warmstart_job_starts_total{start=\"warm\"} 2") != std::string::npos;
-      },
-      std::chrono::seconds(10));
+  bool counted = false;
+  const std::string metrics =
+      metrics_showing(router, "warmstart_job_starts_total{start=\"warm\"} 2", counted);
   INFO(metrics);
   CHECK(counted);
   CHECK(metrics.find("warmstart_job_starts_total{start=\"cold\"} 1") != std::string::npos);
@@ -217,13 +226,9 @@ TEST_CASE("router: 30 jobs at concurrency 4 never exceed 4 containers and all su
   CHECK(run_cli(router, {"jobs", "--state", "failed", "--json"}).json().empty());
   // Every container was created while its job's claim ran, and each was used
   // (the peak above counts them from their create on).
-  std::string metrics;
-  const bool counted = eventually(
-      [&] {
-        metrics = router.call(boost::beast::http::verb::get, "/metrics").body;
-        return metrics.find("warmstart_claim_creates_total 30\n") != std::string::npos;
-      },
-      std::chrono::seconds(10));
+  bool counted = false;
+  const std::string metrics =
+      metrics_showing(router, "warmstart_claim_creates_total 30\n", counted);
   INFO(metrics);
   CHECK(counted);
   CHECK(metrics.find("warmstart_claim_creates_unused_total 0\n") != std::string::npos);

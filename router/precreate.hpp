@@ -10,8 +10,9 @@
 // it (JobExecutor::create). Otherwise (the claim skipped or parked the entry,
 // or the run asked for something else) it is removed once its create answers,
 // without force, so a container something else started stays. A router that
-// dies in between leaves a created container of a queued job: its next claim
-// meets it (409) and adopts it, or the orphan sweep removes it.
+// dies in between leaves a created, never-started container: recovery removes
+// it when the claim had gone through (and requeues the job), else keeps it for
+// the queued job's next claim to adopt (409), as docs/router.md says.
 #pragma once
 #include "common/net.hpp"
 #include "container/runtime.hpp"

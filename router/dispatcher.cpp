@@ -267,11 +267,11 @@ void Dispatcher::on_lease_report(const queue::LeaseReport& report) {
 
 // --- one job ---------------------------------------------------------------
 
-RunSpec Dispatcher::run_spec(const queue::ClaimedJob& claimed) const {
-  const queue::JobSpec& spec = claimed.record.spec;
+RunSpec Dispatcher::run_spec(const std::string& job_id, int attempt, const queue::JobSpec& spec,
+                             bool cancelled) const {
   RunSpec r;
-  r.job_id = claimed.record.id;
-  r.attempt = claimed.lease.attempt;
+  r.job_id = job_id;
+  r.attempt = attempt;
   r.max_attempts = spec.max_attempts;
   std::string refused;
   if (auto image = policy_.resolve(spec.image, &refused)) {
@@ -288,7 +288,7 @@ RunSpec Dispatcher::run_spec(const queue::ClaimedJob& claimed) const {
     r.prewarm = spec.snapshot->prewarm;
   }
   r.timeout_s = effective_timeout_s(spec, config_);
-  r.cancelled = claimed.record.state == JobState::cancelled;
+  r.cancelled = cancelled;
   return r;
 }
 
@@ -302,7 +302,8 @@ void Dispatcher::admit(queue::ClaimedJob claimed, StartMode mode, std::string co
     discard(std::move(precreated), "the job is already active here");
     return;
   }
-  RunSpec spec = run_spec(claimed);
+  RunSpec spec = run_spec(id, claimed.lease.attempt, claimed.record.spec,
+                          claimed.record.state == JobState::cancelled);
   auto job = std::make_shared<ActiveJob>(io_, std::move(claimed), std::move(spec));
   job->container_id = std::move(container_id);
   job->precreated = std::move(precreated);

@@ -109,7 +109,9 @@ class Dispatcher : public std::enable_shared_from_this<Dispatcher> {
   void precreate(const queue::EntrySeen& entry, int room,
                  std::map<std::string, PrecreatedPtr>& out);
   void discard(PrecreatedPtr unused, const char* why);
-  RunSpec run_spec(const queue::ClaimedJob& claimed) const;
+  // What a run of this job's claimed attempt does (image policy, snapshot, timeout).
+  RunSpec run_spec(const std::string& job_id, int attempt, const queue::JobSpec& spec,
+                   bool cancelled) const;
   void release(const ActiveJobPtr& job);
   ActiveJobPtr find(const std::string& job_id) const;
   void on_engine_event(const container::Event& event);

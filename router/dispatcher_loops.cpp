@@ -86,13 +86,9 @@ void Dispatcher::precreate(const queue::EntrySeen& entry, int room,
     return;
   }
   if (!entry.spec.concurrency_key.empty()) return;  // may be parked: not worth a container
-  // The spec a claim of this entry gives the run (RunSpec from the record).
-  queue::ClaimedJob as_claimed;
-  as_claimed.record.id = entry.job_id;
-  as_claimed.record.state = JobState::running;
-  as_claimed.record.spec = entry.spec;
-  as_claimed.lease.attempt = entry.attempt;
-  auto p = executor_.precreate(io_, run_spec(as_claimed), entry.spec);
+  // The spec a claim of this entry gives the run (a claimed job is not cancelled).
+  auto p = executor_.precreate(io_, run_spec(entry.job_id, entry.attempt, entry.spec, false),
+                               entry.spec);
   if (!p) return;
   out.emplace(entry.job_id, p);
   net::co_spawn(io_, executor_.send_create(std::move(p)),

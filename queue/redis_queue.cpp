@@ -503,14 +503,23 @@ awaitable<std::vector<ClaimedJob>> RedisQueue::claim(std::string consumer, std::
                                                      Duration block, EntryObserver seen) {
   co_await ensure_groups();
   const Clock::time_point until = Clock::now() + block;
+  // An idle router's claims follow each other, each waiting out its window.
+  // A promotion due inside the next window would split its read in two (a
+  // round trip more per window, for ever, since the two stay out of phase):
+  // such a claim promotes at its start instead, at most one window early.
+  bool promote_now = waited_out_ && promote_at_ < until;
+  waited_out_ = false;
   for (;;) {
-    Duration wait = std::chrono::duration_cast<Duration>(until - Clock::now());
+    // Rounded up: a read that timed out has reached `until` (rounded down,
+    // it could end a fraction of a millisecond early and cost another read).
+    Duration wait = std::chrono::ceil<Duration>(until - Clock::now());
     if (wait.count() < 0) wait = Duration(0);
     // Promoting is a script round trip: before every claim it was one per job.
     // Now at most every promote_every (the bound on how late another router's
     // retry or an expired affinity wait is picked up, like the 1 s claim
     // block before), and on time for what the last answer said is due.
-    if (options_.promote_on_claim && Clock::now() >= promote_at_) {
+    if (options_.promote_on_claim && (promote_now || Clock::now() >= promote_at_)) {
+      promote_now = false;
       auto promote_args = make_args(1000, options_.affinity_wait.count());
       Reply p = co_await run_script(script(scripts::kPromote), std::move(promote_args));
       auto next_due = to_int(p.as_array().at(1).as_string()).value_or(-1);
@@ -522,8 +531,7 @@ awaitable<std::vector<ClaimedJob>> RedisQueue::claim(std::string consumer, std::
     // Wake up when the next promotion is due, to promote and read it.
     if (options_.promote_on_claim && wait.count() > 0) {
       wait = std::min(
-          wait,
-          std::max(Duration(1), std::chrono::duration_cast<Duration>(promote_at_ - Clock::now())));
+          wait, std::max(Duration(1), std::chrono::ceil<Duration>(promote_at_ - Clock::now())));
     }
     std::vector<std::string> cmd = make_args("XREADGROUP", "GROUP", options_.group, consumer,
                                              "COUNT", std::max<std::size_t>(max_jobs, 1));
@@ -558,6 +566,7 @@ awaitable<std::vector<ClaimedJob>> RedisQueue::claim(std::string consumer, std::
       // Entries that were all rejected or skipped do not end the wait.
       if (!jobs.empty() || Clock::now() >= until) co_return jobs;
     } else if (Clock::now() >= until) {
+      waited_out_ = block > Duration::zero();
       co_return std::vector<ClaimedJob>{};
     }
   }

@@ -34,6 +34,7 @@ struct RedisQueueOptions {
   bool promote_on_claim = true;                     // claim() first runs promote_due(),
   Duration promote_every = 1s;         // at most this often, or sooner when its last answer
                                        // named something due or this queue scheduled a retry
+                                       // (an idle claim: up to one block window early)
   std::size_t finish_batch_max = 128;  // finish() calls per script (group commit)
   Duration affinity_wait = 5s;         // promote_due(): a job routed to its snapshot's host
                                        // waits this long on that host's stream
@@ -137,6 +138,8 @@ class RedisQueue final : public Queue {
   bool groups_ready_ = false;
   // When claim() next runs promote_due() (time_point{}: on the next claim).
   Clock::time_point promote_at_{};
+  // The last claim blocked and waited out its whole window, with nothing read.
+  bool waited_out_ = false;
   std::map<std::string, std::string> reclaim_cursor_;  // stream -> XAUTOCLAIM cursor
   std::map<std::string, std::string> host_of_;         // consumer -> host id (its heartbeat)
   std::set<std::string> grouped_;                      // host streams whose group exists

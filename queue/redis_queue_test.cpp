@@ -319,14 +319,17 @@ TEST_CASE(
     auto ex = co_await net::this_coro::executor;
     RedisQueue q(ex, o);
     RedisQueue other(ex, o);
-    CHECK((co_await q.claim("r", 1, 0ms)).empty());  // q promoted: next one in 1.5 s
+    // (Out of CHECK: g++ 12 evaluates a co_await inside it three times.)
+    auto first = co_await q.claim("r", 1, 0ms);  // q promoted: next one in 1.5 s
+    CHECK(first.empty());
     co_await other.enqueue(job("theirs", 2));
     auto theirs = co_await claim_n(other, "o", 1);
     REQUIRE(theirs.size() == 1);
     co_await other.fail_attempt(theirs[0].lease, "exit 1", true);  // due at once
     const auto scheduled_at = Clock::now();
     // q does not promote yet: a claim is one round trip, not two.
-    CHECK((co_await q.claim("r", 1, 0ms)).empty());
+    auto not_yet = co_await q.claim("r", 1, 0ms);
+    CHECK(not_yet.empty());
     // A blocked claim wakes up for its next promotion and gets the retry.
     auto late = co_await q.claim("r", 1, 5s);
     const auto waited = Clock::now() - scheduled_at;
@@ -343,6 +346,46 @@ TEST_CASE(
     auto again = co_await q.claim("r", 1, 0ms);
     REQUIRE(contract::ids(again) == std::vector<std::string>{"mine"});
     CHECK(again[0].record.attempts == 2);
+  });
+}
+
+namespace {
+// Calls of `command` (lower case) this Redis has served so far.
+awaitable<long> command_calls(RedisQueue& q, const std::string& command) {
+  redis::Reply info = co_await q.client()->command(make_args("INFO", "commandstats"));
+  const std::string key = "cmdstat_" + command + ":calls=";
+  const auto at = info.as_string().find(key);
+  co_return at == std::string::npos ? 0 : std::stol(info.as_string().substr(at + key.size()));
+}
+}  // namespace
+
+TEST_CASE("an idle claim loop makes one read and one promote per window", "[queue]") {
+  const std::string prefix = unique_prefix();
+  KeyCleanup cleanup{testing::redis_url(), prefix};
+  run_coro([&]() -> awaitable<void> {
+    auto o = options_for(testing::redis_url(), prefix);
+    o.promote_every = 300ms;
+    RedisQueue q(co_await net::this_coro::executor, o);
+    auto none = co_await q.claim("r", 1, 0ms);  // promoted: the next one is due in 300 ms
+    CHECK(none.empty());
+    co_await sleep_for(150ms);  // claims out of phase with promoting
+    // This one's read is split by the promotion due inside its window ...
+    none = co_await q.claim("r", 1, 300ms);
+    CHECK(none.empty());
+    // ... the ones after it, each following one that waited out its block,
+    // promote at their start instead: one read each, for ever.
+    const long reads = co_await command_calls(q, "xreadgroup");
+    const long scripts = co_await command_calls(q, "evalsha");
+    const auto t0 = Clock::now();
+    for (int i = 0; i < 3; ++i) {
+      none = co_await q.claim("r", 1, 300ms);
+      CHECK(none.empty());
+    }
+    CHECK(Clock::now() - t0 >= 900ms);  // each waited out its whole block
+    const long reads_after = co_await command_calls(q, "xreadgroup");
+    const long scripts_after = co_await command_calls(q, "evalsha");
+    CHECK(reads_after - reads == 3);
+    CHECK(scripts_after - scripts == 3);
   });
 }
 

@@ -206,8 +206,10 @@ class Queue {
   virtual awaitable<EnqueueResult> enqueue(JobSpec spec) = 0;
 
   // Up to `max_jobs` jobs for `consumer`, waiting up to `block` when none is
-  // ready (0: do not wait). Raw malformed stream entries end `failed` with a
-  // reason and are acknowledged; cancelled jobs are acknowledged and skipped.
+  // ready (0: do not wait). Due retries are promoted first (promote_due();
+  // RedisQueue at most every promote_every). Raw malformed stream entries end
+  // `failed` with a reason and are acknowledged; cancelled jobs are
+  // acknowledged and skipped.
   // `seen`, when set, is called for each entry read (EntrySeen) before its
   // claim is sent; it must not suspend.
   virtual awaitable<std::vector<ClaimedJob>> claim(std::string consumer, std::size_t max_jobs,

@@ -47,6 +47,7 @@ awaitable<void> Dispatcher::claim_loop() {
     // (precreate.hpp): by job id, what each claim should confirm.
     std::map<std::string, PrecreatedPtr> precreated;
     auto seen = [&](const queue::EntrySeen& e) { precreate(e, want, precreated); };
+    ++claims_sent_;
     auto op = deps_.queue->claim(consumer_, static_cast<std::size_t>(want), 1s, seen);
     auto claimed = co_await attempt(std::move(op));
     if (!claimed) {
@@ -65,11 +66,13 @@ awaitable<void> Dispatcher::claim_loop() {
         precreated.erase(it);
       }
       if (!may_claim()) {
-        // Claimed while a drain began or the engine went away: the lease
-        // expires and another router (or the next start) takes it.
-        log::info("claimed while not dispatching; left for its lease to expire",
-                  {{"job", c.record.id}});
+        // Claimed while a drain began or the engine went away: given back
+        // unspent at once, for another router (or this one once its engine is
+        // back), rather than held until its lease runs out. Should that fail,
+        // the lease running out is what frees it.
         if (pre) discard(std::move(pre), "claimed while not dispatching");
+        net::co_spawn(io_, executor_.give_back(c.lease, "claimed while not dispatching"),
+                      [self = shared_from_this()](std::exception_ptr, const auto&) {});
         continue;
       }
       admit(std::move(c), StartMode::fresh, "", std::move(pre));
@@ -137,9 +140,17 @@ awaitable<void> Dispatcher::housekeeping_loop() {
 }
 
 awaitable<void> Dispatcher::housekeeping_round() {
-  co_await deps_.queue->promote_due();
+  // A claim promotes due retries first (queue.hpp): the round promotes only
+  // when no claim ran since the last one (slots full, draining, engine down),
+  // so that their records still turn queued on time.
+  if (claims_sent_ == claims_at_housekeeping_) co_await deps_.queue->promote_due();
+  claims_at_housekeeping_ = claims_sent_;
   const int want = capacity_.free_slots();
-  if (may_claim() && want > 0) {
+  // An expired lease is one idle for lease_timeout: scanning for them more
+  // often than every third of it only costs round trips (3 a scan, an idle
+  // router's largest cost at reconcile_interval 1 s; bench/RESULTS.md).
+  if (may_claim() && want > 0 && Clock::now() >= next_reclaim_) {
+    next_reclaim_ = Clock::now() + std::max(config_.reconcile_interval, config_.lease_timeout / 3);
     auto reclaimed = co_await deps_.queue->reclaim_expired(consumer_, want);
     for (auto& c : reclaimed) {
       log::info("reclaimed a job whose router stopped heartbeating", {{"job", c.record.id}});

@@ -413,11 +413,16 @@ awaitable<Input> JobExecutor::record(ActiveJob& job, const Action& action) {
 }
 
 awaitable<Input> JobExecutor::hand_back(ActiveJob& job, const Action& action) {
-  log::warn("job handed back unspent", {{"job", job.id()}, {"reason", action.reason}});
-  auto op = ports_.queue->hand_back(job.claimed.lease, action.reason, hand_back_delay);
+  auto handed = co_await give_back(job.claimed.lease, action.reason);
+  co_return handed.input();
+}
+
+awaitable<Outcome<void>> JobExecutor::give_back(queue::LeaseHandle lease, std::string reason) {
+  log::warn("job handed back unspent", {{"job", lease.job_id}, {"reason", reason}});
+  auto op = ports_.queue->hand_back(lease, reason, hand_back_delay);
   auto handed = co_await attempt(std::move(op));
   if (handed) ++stats_.handed_back;
-  co_return handed.input();
+  co_return handed;
 }
 
 awaitable<Input> JobExecutor::wait_build(ActiveJob& job, const Action& action) {

@@ -14,6 +14,7 @@
 #include "queue/queue.hpp"
 #include "router/config.hpp"
 #include "router/job_run.hpp"
+#include "router/outcome.hpp"
 #include "router/precreate.hpp"
 #include "snapshots/cache.hpp"
 
@@ -121,6 +122,9 @@ class JobExecutor {
   awaitable<void> send_create(PrecreatedPtr p);
   // Removes a precreated container no run took, once its create answered.
   awaitable<void> discard(PrecreatedPtr unused, std::string why);
+  // Gives a claimed job that has not started back to the queue, unspent (its
+  // attempt given back, claimable again after a short delay).
+  awaitable<Outcome<void>> give_back(queue::LeaseHandle lease, std::string reason);
 
   const ExecutorStats& stats() const { return stats_; }
   RouterObservers& observers() { return observers_; }

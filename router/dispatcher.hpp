@@ -146,7 +146,10 @@ class Dispatcher : public std::enable_shared_from_this<Dispatcher> {
   bool probing_ = false;
   std::uint64_t orphans_removed_ = 0;
   std::uint64_t leases_lost_ = 0;
-  std::uint64_t claims_sent_ = 0;             // claim() calls: each promotes due retries first
+  // Claims promote due retries first, and a blocked one wakes up to promote
+  // (queue.hpp): housekeeping promotes only when none ran since its last round.
+  bool claim_in_flight_ = false;
+  std::uint64_t claims_sent_ = 0;
   std::uint64_t claims_at_housekeeping_ = 0;  // claims_sent_ at the last housekeeping round
   Clock::time_point next_reclaim_{};          // housekeeping's next reclaim_expired()
   container::EventSubscriptionPtr engine_events_;

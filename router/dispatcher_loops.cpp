@@ -48,8 +48,10 @@ awaitable<void> Dispatcher::claim_loop() {
     std::map<std::string, PrecreatedPtr> precreated;
     auto seen = [&](const queue::EntrySeen& e) { precreate(e, want, precreated); };
     ++claims_sent_;
+    claim_in_flight_ = true;
     auto op = deps_.queue->claim(consumer_, static_cast<std::size_t>(want), 1s, seen);
     auto claimed = co_await attempt(std::move(op));
+    claim_in_flight_ = false;
     if (!claimed) {
       for (auto& [id, p] : precreated) discard(std::move(p), "the claim failed");
       log::warn("claim failed", {{"error", claimed.error}, {"retry_in_ms", backoff.count()}});
@@ -140,10 +142,13 @@ awaitable<void> Dispatcher::housekeeping_loop() {
 }
 
 awaitable<void> Dispatcher::housekeeping_round() {
-  // A claim promotes due retries first (queue.hpp): the round promotes only
-  // when no claim ran since the last one (slots full, draining, engine down),
-  // so that their records still turn queued on time.
-  if (claims_sent_ == claims_at_housekeeping_) co_await deps_.queue->promote_due();
+  // A claim promotes due retries first, and a blocked one wakes up to do it
+  // (queue.hpp): the round promotes only when no claim is blocked or ran since
+  // the last round (slots full, draining, engine down), so that their records
+  // still turn queued on time.
+  if (!claim_in_flight_ && claims_sent_ == claims_at_housekeeping_) {
+    co_await deps_.queue->promote_due();
+  }
   claims_at_housekeeping_ = claims_sent_;
   const int want = capacity_.free_slots();
   // An expired lease is one idle for lease_timeout: scanning for them more

@@ -158,6 +158,30 @@ TEST_CASE("dispatcher: an engine outage hands jobs back unspent: claiming resume
   CHECK(h.count(h.queue->event_types(), "router.engine_up") == 1);
 }
 
+TEST_CASE(
+    "dispatcher: housekeeping leaves promoting to the claims and scans for expired leases "
+    "every third of a lease",
+    "[unit][dispatcher]") {
+  Harness h;  // reconcile_interval 50 ms, lease_timeout 3 s
+  using Op = MemoryQueue::Op;
+  auto router = h.start();
+  const auto promotes = h.queue->calls(Op::promote_due);
+  const auto scans = h.queue->calls(Op::reclaim_expired);
+  h.io.run_for(2100ms);  // ~40 rounds, the claim loop idle and blocked all along
+  CHECK(h.queue->calls(Op::promote_due) == promotes);
+  const auto scanned = h.queue->calls(Op::reclaim_expired) - scans;
+  CHECK(scanned >= 2);  // every max(50 ms, 3 s / 3)
+  CHECK(scanned <= 3);
+
+  // Slots full: no claim runs, so the rounds promote.
+  h.enqueue({"sleep", "60"});
+  h.enqueue({"sleep", "60"});
+  REQUIRE(h.until([&] { return h.running_containers() == 2; }));
+  const auto before = h.queue->calls(Op::promote_due);
+  h.io.run_for(500ms);
+  CHECK(h.queue->calls(Op::promote_due) - before >= 3);
+}
+
 TEST_CASE("dispatcher: a hung engine call is an outage, not the job's failure",
           "[unit][dispatcher]") {
   Harness h;

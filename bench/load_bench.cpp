@@ -37,6 +37,10 @@
 
 #include <nlohmann/json.hpp>
 
+#include <deque>
+#include <map>
+#include <sstream>
+
 using namespace warmstart;
 using namespace warmstart::bench;
 
@@ -327,6 +331,22 @@ awaitable<void> run_load(const BenchEnv& env, const Params& p, nlohmann::json& l
   std::vector<std::string> mine = {"warmstart.router=" + router.id()};
   auto left = co_await docker->list_containers(mine, true);
   const int containers_left = static_cast<int>(left.size());
+  if (failure) {
+    // What the engine held and what the router said, for the next look.
+    std::map<std::string, int> states;
+    for (const auto& c : left) ++states[c.state];
+    for (const auto& [state, n] : states) {
+      std::fprintf(stderr, "load_bench: %d containers %s at the failure\n", n, state.c_str());
+    }
+    std::istringstream lines(router.log());
+    std::deque<std::string> noted;
+    for (std::string l; std::getline(lines, l);) {
+      if (l.find("\"level\":\"info\"") != std::string::npos) continue;
+      noted.push_back(std::move(l));
+      if (noted.size() > 40) noted.pop_front();
+    }
+    for (const auto& l : noted) std::fprintf(stderr, "load_bench: router: %s\n", l.c_str());
+  }
   for (const auto& c : left) co_await docker->remove_container(c.id, true);
   co_await delete_prefix(*q.client(), router.key_prefix());
   auto scan_args =

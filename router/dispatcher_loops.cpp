@@ -74,7 +74,13 @@ awaitable<void> Dispatcher::claim_loop() {
         // the lease running out is what frees it.
         if (pre) discard(std::move(pre), "claimed while not dispatching");
         net::co_spawn(io_, executor_.give_back(c.lease, "claimed while not dispatching"),
-                      [self = shared_from_this()](std::exception_ptr, const auto&) {});
+                      [self = shared_from_this(), id = c.record.id](std::exception_ptr e,
+                                                                    const Outcome<void>& handed) {
+                        if (e || !handed) {
+                          log::warn("hand-back failed; the job's lease running out frees it",
+                                    {{"job", id}, {"error", e ? describe(e) : handed.error}});
+                        }
+                      });
         continue;
       }
       admit(std::move(c), StartMode::fresh, "", std::move(pre));

@@ -149,9 +149,8 @@ class Dispatcher : public std::enable_shared_from_this<Dispatcher> {
   // Claims promote due retries first, and a blocked one wakes up to promote
   // (queue.hpp): housekeeping promotes only when none ran since its last round.
   bool claim_in_flight_ = false;
-  std::uint64_t claims_sent_ = 0;
-  std::uint64_t claims_at_housekeeping_ = 0;  // claims_sent_ at the last housekeeping round
-  Clock::time_point next_reclaim_{};          // housekeeping's next reclaim_expired()
+  bool claimed_since_housekeeping_ = false;
+  Clock::time_point next_reclaim_{};  // housekeeping's next reclaim_expired()
   container::EventSubscriptionPtr engine_events_;
   std::unique_ptr<queue::CancelSubscription> cancels_;
 };

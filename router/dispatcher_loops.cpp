@@ -47,8 +47,7 @@ awaitable<void> Dispatcher::claim_loop() {
     // (precreate.hpp): by job id, what each claim should confirm.
     std::map<std::string, PrecreatedPtr> precreated;
     auto seen = [&](const queue::EntrySeen& e) { precreate(e, want, precreated); };
-    ++claims_sent_;
-    claim_in_flight_ = true;
+    claimed_since_housekeeping_ = claim_in_flight_ = true;
     auto op = deps_.queue->claim(consumer_, static_cast<std::size_t>(want), 1s, seen);
     auto claimed = co_await attempt(std::move(op));
     claim_in_flight_ = false;
@@ -152,10 +151,8 @@ awaitable<void> Dispatcher::housekeeping_round() {
   // (queue.hpp): the round promotes only when no claim is blocked or ran since
   // the last round (slots full, draining, engine down), so that their records
   // still turn queued on time.
-  if (!claim_in_flight_ && claims_sent_ == claims_at_housekeeping_) {
-    co_await deps_.queue->promote_due();
-  }
-  claims_at_housekeeping_ = claims_sent_;
+  if (!claim_in_flight_ && !claimed_since_housekeeping_) co_await deps_.queue->promote_due();
+  claimed_since_housekeeping_ = false;
   const int want = capacity_.free_slots();
   // An expired lease is one idle for lease_timeout: scanning for them more
   // often than every third of it only costs round trips (3 a scan, an idle

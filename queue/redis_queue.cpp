@@ -17,6 +17,10 @@ using redis::Reply;
 
 namespace {
 
+// XAUTOCLAIM calls per stream in one reclaim_expired round: together they look
+// at up to 100 pending entries per job wanted.
+constexpr int kReclaimScanCalls = 10;
+
 // Prelude + body, built once (thread-safe static init): the text, and so the
 // EVALSHA digest, is stable for the life of the process.
 const std::string& script(const char* body) {
@@ -671,35 +675,45 @@ awaitable<std::vector<ClaimedJob>> RedisQueue::reclaim_expired(std::string consu
       if (flags[i].is_nil()) to_scan.push_back(others[i].first);
     }
   }
+  const std::size_t want = std::max<std::size_t>(max_jobs, 1);
   for (const auto& q : to_scan) {
     std::string& cursor = reclaim_cursor_[q];
     if (cursor.empty()) cursor = "0-0";
-    Reply r;
-    auto autoclaim = client_->command(make_args("XAUTOCLAIM", stream_key(q), options_.group,
-                                                consumer, options_.lease_timeout.count(), cursor,
-                                                "COUNT", std::max<std::size_t>(max_jobs, 1)));
-    try {
-      r = co_await std::move(autoclaim);
-    } catch (const redis::ReplyError& e) {
-      if (std::string_view(e.what()).find("NOGROUP") == std::string_view::npos) throw;
-      groups_ready_ = false;
-      continue;
+    // XAUTOCLAIM ... COUNT n looks at no more than 10 n pending entries: one
+    // call from a router with a free slot or two would cross a fleet's long
+    // pending list ten entries a round. The scan goes on, a bounded number of
+    // calls a round, until it has what it wants or the cursor wraps.
+    std::size_t taken = 0;
+    for (int call = 0; call < kReclaimScanCalls && taken < want; ++call) {
+      Reply r;
+      auto autoclaim = client_->command(make_args("XAUTOCLAIM", stream_key(q), options_.group,
+                                                  consumer, options_.lease_timeout.count(), cursor,
+                                                  "COUNT", want - taken));
+      try {
+        r = co_await std::move(autoclaim);
+      } catch (const redis::ReplyError& e) {
+        if (std::string_view(e.what()).find("NOGROUP") == std::string_view::npos) throw;
+        groups_ready_ = false;
+        break;
+      }
+      const auto& parts = r.as_array();
+      // Continue the PEL scan where it stopped; "0-0" means it wrapped around.
+      cursor = parts.at(0).as_string();
+      taken += parts.at(1).as_array().size();
+      Reply streams;
+      streams.type = Reply::Type::array;
+      Reply stream;
+      stream.type = Reply::Type::array;
+      Reply key;
+      key.type = Reply::Type::string;
+      key.str = stream_key(q);
+      stream.elements.push_back(std::move(key));
+      stream.elements.push_back(parts.at(1));
+      streams.elements.push_back(std::move(stream));
+      auto jobs = co_await process_entries(consumer, streams, true);
+      for (auto& j : jobs) out.push_back(std::move(j));
+      if (cursor == "0-0") break;
     }
-    const auto& parts = r.as_array();
-    // Continue the PEL scan where it stopped; "0-0" means it wrapped around.
-    cursor = parts.at(0).as_string();
-    Reply streams;
-    streams.type = Reply::Type::array;
-    Reply stream;
-    stream.type = Reply::Type::array;
-    Reply key;
-    key.type = Reply::Type::string;
-    key.str = stream_key(q);
-    stream.elements.push_back(std::move(key));
-    stream.elements.push_back(parts.at(1));
-    streams.elements.push_back(std::move(stream));
-    auto jobs = co_await process_entries(consumer, streams, true);
-    for (auto& j : jobs) out.push_back(std::move(j));
   }
   co_return out;
 }

@@ -237,6 +237,40 @@ TEST_CASE("a renewed lease keeps a long job from being reclaimed", "[queue]") {
   });
 }
 
+TEST_CASE("one reclaim round finds an expired lease behind 40 live ones", "[queue]") {
+  // XAUTOCLAIM COUNT 1 looks at 10 pending entries: one call would stop at
+  // the 10th live lease and leave the expired one for four rounds more.
+  const std::string prefix = unique_prefix();
+  KeyCleanup cleanup{testing::redis_url(), prefix};
+  run_coro([&]() -> awaitable<void> {
+    auto ex = co_await net::this_coro::executor;
+    auto o = options_for(testing::redis_url(), prefix);
+    o.lease_timeout = 1s;
+    RedisQueue a(ex, o);
+    RedisQueue b(ex, o);
+    for (int i = 0; i < 41; ++i) co_await a.enqueue(job("j-" + std::to_string(100 + i)));
+    auto held = co_await claim_n(a, "router-a", 41);
+    REQUIRE(held.size() == 41);
+    // a renews all but the last entry of its pending list, which expires.
+    std::vector<LeaseHandle> live;
+    for (std::size_t i = 0; i + 1 < held.size(); ++i) live.push_back(held[i].lease);
+    const auto expired_at = Clock::now() + o.lease_timeout + 200ms;
+    while (Clock::now() < expired_at) {
+      auto report = co_await a.renew_leases("router-a", live);
+      CHECK(report.lost.empty());
+      co_await sleep_for(250ms);
+    }
+    auto renewed = co_await a.renew_leases("router-a", live);
+    CHECK(renewed.lost.empty());
+    auto got = co_await b.reclaim_expired("router-b", 1);
+    REQUIRE(contract::ids(got) == std::vector<std::string>{"j-140"});
+    CHECK(got[0].lease.consumer == "router-b");
+    // The live leases stay a's.
+    auto still = co_await a.renew_leases("router-a", live);
+    CHECK(still.lost.empty());
+  });
+}
+
 TEST_CASE("a consumer killed with SIGKILL has its job reclaimed within lease + 1 s", "[queue]") {
   const std::string prefix = unique_prefix();
   KeyCleanup cleanup{testing::redis_url(), prefix};

@@ -23,6 +23,10 @@
 //              the records have ms resolution).
 //   router_cpu_ms_per_job  on-CPU time of the router process (schedstat, ns) over the phase
 //              (after the warm-up job) / JOBS.
+//   raw_client_cpu_ms_per_job  on-CPU time of this bench process over a raw
+//              phase / JOBS: the same four engine calls per job, made by a
+//              minimal client of the same library (the floor the router's
+//              engine work is measured against; it does no Redis work).
 //   router_vmhwm_kb  peak RSS of the router process at the end of the phase.
 #include "bench/bench_support.hpp"
 
@@ -37,6 +41,7 @@ namespace {
 struct RawResult {
   double wall_s = 0;
   std::vector<double> job_ms;
+  double cpu_ms_per_job = 0;  // this process's on-CPU time: the raw client's
 };
 
 awaitable<RawResult> run_raw(container::DockerClient& docker, const BenchEnv& env, int jobs,
@@ -47,6 +52,7 @@ awaitable<RawResult> run_raw(container::DockerClient& docker, const BenchEnv& en
   int active = parallelism;
   std::exception_ptr failure;
   net::steady_timer done(ex, Clock::time_point::max());
+  const double cpu0 = process_cpu_ms(::getpid());
   const auto start = Clock::now();
   for (int w = 0; w < parallelism; ++w) {
     net::co_spawn(
@@ -76,6 +82,7 @@ awaitable<RawResult> run_raw(container::DockerClient& docker, const BenchEnv& en
   }
   co_await done.async_wait(net::as_tuple(use_awaitable));
   out.wall_s = std::chrono::duration<double>(Clock::now() - start).count();
+  out.cpu_ms_per_job = (process_cpu_ms(::getpid()) - cpu0) / jobs;
   if (failure) std::rethrow_exception(failure);
   co_return out;
 }
@@ -124,6 +131,10 @@ awaitable<WsResult> run_warmstart(const BenchEnv& env, int jobs, int parallelism
   co_return out;
 }
 
+double mean(const std::vector<double>& v) {
+  return v.empty() ? 0 : std::accumulate(v.begin(), v.end(), 0.0) / static_cast<double>(v.size());
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -153,6 +164,7 @@ int main(int argc, char** argv) {
         WsResult ws;
         std::vector<double> round_ratios;
         std::vector<double> round_cpu_ms;
+        std::vector<double> round_raw_cpu_ms;
         for (int r = 0; r < rounds; ++r) {
           // One untimed raw container first: the engine's caches are warm for both.
           co_await run_raw(*docker, env, 1, 1);
@@ -167,8 +179,9 @@ int main(int argc, char** argv) {
           ws.vmhwm_kb = std::max(ws.vmhwm_kb, ws_round.vmhwm_kb);
           ws.vmrss_kb = ws_round.vmrss_kb;
           round_cpu_ms.push_back(ws_round.cpu_ms_per_job);
+          round_raw_cpu_ms.push_back(raw_round.cpu_ms_per_job);
         }
-        ws.cpu_ms_per_job = std::accumulate(round_cpu_ms.begin(), round_cpu_ms.end(), 0.0) / rounds;
+        ws.cpu_ms_per_job = mean(round_cpu_ms);
         const int total = jobs * rounds;
         const double raw_tput = total / raw.wall_s;
         const double ws_tput = ws.wall_s > 0 ? total / ws.wall_s : 0;
@@ -197,6 +210,11 @@ int main(int argc, char** argv) {
              *std::min_element(round_cpu_ms.begin(), round_cpu_ms.end())},
             {"router_cpu_ms_per_job_max",
              *std::max_element(round_cpu_ms.begin(), round_cpu_ms.end())},
+            {"raw_client_cpu_ms_per_job", mean(round_raw_cpu_ms)},
+            {"raw_client_cpu_ms_per_job_min",
+             *std::min_element(round_raw_cpu_ms.begin(), round_raw_cpu_ms.end())},
+            {"raw_client_cpu_ms_per_job_max",
+             *std::max_element(round_raw_cpu_ms.begin(), round_raw_cpu_ms.end())},
             {"router_vmhwm_kb", ws.vmhwm_kb},
             {"router_vmrss_kb", ws.vmrss_kb},
             {"failed", ws.failed},
@@ -209,8 +227,9 @@ int main(int argc, char** argv) {
              "overhead_ms_per_job = (warmstart_s - raw_s) * P / (jobs * rounds); "
              "ws_job_ms = started_at..finished_at (ms records, after container start); "
              "raw_job_ms = create..remove; router_cpu = on-CPU time (schedstat) of the router "
-             "process "
-             "over the phase / jobs (mean of rounds)"}};
+             "process over the phase / jobs (mean of rounds); raw_client_cpu = on-CPU time of "
+             "this bench process over the raw phase / jobs (mean of rounds): the same engine "
+             "calls made by a minimal client of the same library"}};
         std::printf("%s\n", line.dump().c_str());
         std::fflush(stdout);
         if (ws.failed != 0) ok = false;

@@ -452,13 +452,17 @@ ImportOutcome parse_import_progress(std::string_view body) {
 }
 
 bool EventCursor::admit(const Event& event) {
-  if (event.time_nano < floor_) return false;
+  if (event.time_nano < since_) return false;
   std::string fingerprint = event.type + '\n' + event.action + '\n' + event.id;
   if (!delivered_.emplace(event.time_nano, std::move(fingerprint)).second) return false;
   newest_ = std::max(newest_, event.time_nano);
   floor_ = std::max(floor_, newest_ - window_);
-  // Only the window can be replayed; older fingerprints are dead weight.
-  delivered_.erase(delivered_.begin(), delivered_.lower_bound({floor_, std::string()}));
+  // A replay starts at most `window` before the newest event and comes in
+  // nearly time order: what it could repeat is remembered, with room for the
+  // engine's out-of-order publishing; older fingerprints are dead weight.
+  constexpr std::int64_t out_of_order_ns = 30'000'000'000;
+  delivered_.erase(delivered_.begin(),
+                   delivered_.lower_bound({floor_ - out_of_order_ns, std::string()}));
   return true;
 }
 

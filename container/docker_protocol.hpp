@@ -132,19 +132,24 @@ ImportOutcome parse_import_progress(std::string_view body);
 
 // Where an events subscription resumes, and which events it already delivered.
 // The engine replays buffered events with timeNano >= since; it publishes events
-// in nearly (not strictly) time order. So we resume `window` before the newest
-// event seen and drop what we delivered already: nothing twice, nothing missed
-// (as long as the engine still buffers it: its buffer holds 256 events).
+// in nearly (not strictly) time order: an event is stamped before it is
+// published, and on a loaded engine another one, stamped later, can go out
+// seconds before it. So we resume `window` before the newest event seen and
+// drop only what we delivered already: nothing twice, nothing missed (as long
+// as the engine still buffers it: its buffer holds 256 events).
 class EventCursor {
  public:
   explicit EventCursor(std::int64_t since_unix_nano, std::int64_t window_nano = 1'000'000'000)
-      : floor_(since_unix_nano), window_(window_nano) {}
-  // True when `event` was not delivered before and is not older than the window.
+      : since_(since_unix_nano), floor_(since_unix_nano), window_(window_nano) {}
+  // True when `event` was not delivered before (and is not older than the
+  // subscription). An event stamped long before the newest one is new: a
+  // replay starts at resume_since(), and what it repeats is remembered.
   bool admit(const Event& event);
   // `since` for the next (re)connect.
   std::int64_t resume_since() const { return floor_; }
 
  private:
+  std::int64_t since_;
   std::int64_t floor_;
   std::int64_t window_;
   std::int64_t newest_ = 0;

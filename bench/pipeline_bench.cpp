@@ -27,6 +27,9 @@
 //              phase / JOBS: the same four engine calls per job, made by a
 //              minimal client of the same library (the floor the router's
 //              engine work is measured against; it does no Redis work).
+//   router_wakeups_per_job, raw_client_wakeups_per_job  voluntary context
+//              switches of the process's main thread / JOBS: how often it
+//              blocked and was woken.
 //   router_vmhwm_kb  peak RSS of the router process at the end of the phase.
 #include "bench/bench_support.hpp"
 
@@ -41,7 +44,8 @@ namespace {
 struct RawResult {
   double wall_s = 0;
   std::vector<double> job_ms;
-  double cpu_ms_per_job = 0;  // this process's on-CPU time: the raw client's
+  double cpu_ms_per_job = 0;   // this process's on-CPU time: the raw client's
+  double wakeups_per_job = 0;  // this process's voluntary context switches
 };
 
 awaitable<RawResult> run_raw(container::DockerClient& docker, const BenchEnv& env, int jobs,
@@ -53,6 +57,7 @@ awaitable<RawResult> run_raw(container::DockerClient& docker, const BenchEnv& en
   std::exception_ptr failure;
   net::steady_timer done(ex, Clock::time_point::max());
   const double cpu0 = process_cpu_ms(::getpid());
+  const long switches0 = process_status_kb(::getpid(), "voluntary_ctxt_switches");
   const auto start = Clock::now();
   for (int w = 0; w < parallelism; ++w) {
     net::co_spawn(
@@ -83,6 +88,9 @@ awaitable<RawResult> run_raw(container::DockerClient& docker, const BenchEnv& en
   co_await done.async_wait(net::as_tuple(use_awaitable));
   out.wall_s = std::chrono::duration<double>(Clock::now() - start).count();
   out.cpu_ms_per_job = (process_cpu_ms(::getpid()) - cpu0) / jobs;
+  out.wakeups_per_job =
+      static_cast<double>(process_status_kb(::getpid(), "voluntary_ctxt_switches") - switches0) /
+      jobs;
   if (failure) std::rethrow_exception(failure);
   co_return out;
 }
@@ -91,6 +99,7 @@ struct WsResult {
   double wall_s = 0;
   std::vector<double> job_ms;
   double cpu_ms_per_job = 0;
+  double wakeups_per_job = 0;
   long vmhwm_kb = 0;
   long vmrss_kb = 0;
   int failed = 0;
@@ -103,6 +112,7 @@ awaitable<WsResult> run_warmstart(const BenchEnv& env, int jobs, int parallelism
   co_await wait_router_ready(q, router.id());
   WsResult out;
   const double cpu0 = process_cpu_ms(router.pid());
+  const long switches0 = process_status_kb(router.pid(), "voluntary_ctxt_switches");
   const std::int64_t t0 = unix_ms_now();
   std::vector<std::string> ids;
   for (int i = 0; i < jobs; ++i) {
@@ -114,6 +124,7 @@ awaitable<WsResult> run_warmstart(const BenchEnv& env, int jobs, int parallelism
   }
   auto recs = co_await wait_all(q, ids, 20ms, Duration(600s));
   const double cpu1 = process_cpu_ms(router.pid());
+  const long switches1 = process_status_kb(router.pid(), "voluntary_ctxt_switches");
   out.vmhwm_kb = process_status_kb(router.pid(), "VmHWM");
   out.vmrss_kb = process_status_kb(router.pid(), "VmRSS");
   std::int64_t last = t0;
@@ -125,6 +136,7 @@ awaitable<WsResult> run_warmstart(const BenchEnv& env, int jobs, int parallelism
   }
   out.wall_s = static_cast<double>(last - t0) / 1000.0;
   out.cpu_ms_per_job = (cpu1 - cpu0) / jobs;
+  out.wakeups_per_job = static_cast<double>(switches1 - switches0) / jobs;
   co_await delete_prefix(*q.client(), router.key_prefix());
   q.close();
   router.stop();
@@ -165,6 +177,8 @@ int main(int argc, char** argv) {
         std::vector<double> round_ratios;
         std::vector<double> round_cpu_ms;
         std::vector<double> round_raw_cpu_ms;
+        std::vector<double> round_wakeups;
+        std::vector<double> round_raw_wakeups;
         for (int r = 0; r < rounds; ++r) {
           // One untimed raw container first: the engine's caches are warm for both.
           co_await run_raw(*docker, env, 1, 1);
@@ -180,6 +194,8 @@ int main(int argc, char** argv) {
           ws.vmrss_kb = ws_round.vmrss_kb;
           round_cpu_ms.push_back(ws_round.cpu_ms_per_job);
           round_raw_cpu_ms.push_back(raw_round.cpu_ms_per_job);
+          round_wakeups.push_back(ws_round.wakeups_per_job);
+          round_raw_wakeups.push_back(raw_round.wakeups_per_job);
         }
         ws.cpu_ms_per_job = mean(round_cpu_ms);
         const int total = jobs * rounds;
@@ -215,6 +231,8 @@ int main(int argc, char** argv) {
              *std::min_element(round_raw_cpu_ms.begin(), round_raw_cpu_ms.end())},
             {"raw_client_cpu_ms_per_job_max",
              *std::max_element(round_raw_cpu_ms.begin(), round_raw_cpu_ms.end())},
+            {"router_wakeups_per_job", mean(round_wakeups)},
+            {"raw_client_wakeups_per_job", mean(round_raw_wakeups)},
             {"router_vmhwm_kb", ws.vmhwm_kb},
             {"router_vmrss_kb", ws.vmrss_kb},
             {"failed", ws.failed},
@@ -229,7 +247,9 @@ int main(int argc, char** argv) {
              "raw_job_ms = create..remove; router_cpu = on-CPU time (schedstat) of the router "
              "process over the phase / jobs (mean of rounds); raw_client_cpu = on-CPU time of "
              "this bench process over the raw phase / jobs (mean of rounds): the same engine "
-             "calls made by a minimal client of the same library"}};
+             "calls made by a minimal client of the same library; *_wakeups_per_job = "
+             "voluntary context switches (/proc/<pid>/status, main thread) / jobs, mean of "
+             "rounds: how often the process slept and was woken"}};
         std::printf("%s\n", line.dump().c_str());
         std::fflush(stdout);
         if (ws.failed != 0) ok = false;

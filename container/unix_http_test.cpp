@@ -213,17 +213,20 @@ TEST_CASE("unix http: a streamed chunk reaches on_body while the answer is still
     // The peer ends the answer only once on_body has had the chunk (or after 3 s).
     auto seen = std::make_shared<bool>(false);
     auto seen_while_open = std::make_shared<bool>(false);
-    Peer peer(co_await net::this_coro::executor,
-              [seen, seen_while_open](Peer&, unix_socket& s, int) -> awaitable<void> {
-                std::string pending;
-                co_await read_request(s, pending);
-                co_await write_all(s, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
-                co_await write_all(s, "6\r\nevent\n\r\n");
-                for (int i = 0; i < 300 && !*seen; ++i) co_await sleep_for(10ms);
-                *seen_while_open = *seen;
-                co_await write_all(s, "0\r\n\r\n");
-                co_await read_request(s, pending);
-              });
+    // The executor in its own statement: g++ 12 destroys the temporaries of a
+    // full-expression with a co_await twice, and this lambda's captures are
+    // shared_ptrs (ASan: heap-use-after-free of their control block).
+    auto ex = co_await net::this_coro::executor;
+    Peer peer(ex, [seen, seen_while_open](Peer&, unix_socket& s, int) -> awaitable<void> {
+      std::string pending;
+      co_await read_request(s, pending);
+      co_await write_all(s, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+      co_await write_all(s, "6\r\nevent\n\r\n");
+      for (int i = 0; i < 300 && !*seen; ++i) co_await sleep_for(10ms);
+      *seen_while_open = *seen;
+      co_await write_all(s, "0\r\n\r\n");
+      co_await read_request(s, pending);
+    });
     auto client = peer.client({});
     std::string streamed;
     HttpRequest r = get("/events");

@@ -21,6 +21,22 @@ namespace {
 // at up to 100 pending entries per job wanted.
 constexpr int kReclaimScanCalls = 10;
 
+// XAUTOCLAIM's entries in the shape of an XREADGROUP answer (what
+// process_entries reads): [[stream key, entries]].
+Reply as_read_reply(const std::string& stream_key, const Reply& entries) {
+  Reply key;
+  key.type = Reply::Type::string;
+  key.str = stream_key;
+  Reply stream;
+  stream.type = Reply::Type::array;
+  stream.elements.push_back(std::move(key));
+  stream.elements.push_back(entries);
+  Reply streams;
+  streams.type = Reply::Type::array;
+  streams.elements.push_back(std::move(stream));
+  return streams;
+}
+
 // Prelude + body, built once (thread-safe static init): the text, and so the
 // EVALSHA digest, is stable for the life of the process.
 const std::string& script(const char* body) {
@@ -683,12 +699,13 @@ awaitable<std::vector<ClaimedJob>> RedisQueue::reclaim_expired(std::string consu
     // call from a router with a free slot or two would cross a fleet's long
     // pending list ten entries a round. The scan goes on, a bounded number of
     // calls a round, until it has what it wants or the cursor wraps.
+    const std::string key = stream_key(q);
     std::size_t taken = 0;
     for (int call = 0; call < kReclaimScanCalls && taken < want; ++call) {
       Reply r;
-      auto autoclaim = client_->command(make_args("XAUTOCLAIM", stream_key(q), options_.group,
-                                                  consumer, options_.lease_timeout.count(), cursor,
-                                                  "COUNT", want - taken));
+      auto autoclaim = client_->command(make_args("XAUTOCLAIM", key, options_.group, consumer,
+                                                  options_.lease_timeout.count(), cursor, "COUNT",
+                                                  want - taken));
       try {
         r = co_await std::move(autoclaim);
       } catch (const redis::ReplyError& e) {
@@ -700,16 +717,7 @@ awaitable<std::vector<ClaimedJob>> RedisQueue::reclaim_expired(std::string consu
       // Continue the PEL scan where it stopped; "0-0" means it wrapped around.
       cursor = parts.at(0).as_string();
       taken += parts.at(1).as_array().size();
-      Reply streams;
-      streams.type = Reply::Type::array;
-      Reply stream;
-      stream.type = Reply::Type::array;
-      Reply key;
-      key.type = Reply::Type::string;
-      key.str = stream_key(q);
-      stream.elements.push_back(std::move(key));
-      stream.elements.push_back(parts.at(1));
-      streams.elements.push_back(std::move(stream));
+      const Reply streams = as_read_reply(key, parts.at(1));
       auto jobs = co_await process_entries(consumer, streams, true);
       for (auto& j : jobs) out.push_back(std::move(j));
       if (cursor == "0-0") break;

@@ -312,6 +312,12 @@ int run_router(const std::string& config_file, router::RouterConfig config) {
         io.stop();
       });
   io.run();
+  // A command still waiting on Redis (the claim loop's blocking read, a
+  // subscription) holds its coroutine in hiredis, outside the io_context, and
+  // the coroutine holds the client: closing the clients hands each one back to
+  // the io_context as failed, whose destructor then frees it.
+  queue->close();
+  redis->close();
   log::info("router exited", {{"router", config.router_id}, {"exit_code", code}});
   return code;
 }

@@ -47,7 +47,7 @@ const std::string& script(const char* body) {
           scripts::kFinish, scripts::kFailAttempt, scripts::kHandBack, scripts::kPromote,
           scripts::kCancel, scripts::kList, scripts::kCounts, scripts::kSetLogTail,
           scripts::kDropAffinity, scripts::kBeginBuild, scripts::kWaitForBuild, scripts::kEndBuild,
-          scripts::kBuilds}) {
+          scripts::kBuilds, scripts::kHeartbeat, scripts::kRouters}) {
       // The body's returns leave main(); the deferred writes go out after it.
       m.emplace(b, lua_transition_table() + scripts::kPrelude + "local function main()\n" + b +
                        "\nend\nlocal result = main()\nflush_deferred()\nreturn result\n");
@@ -226,53 +226,32 @@ awaitable<std::map<std::string, std::string>> RedisQueue::builds() {
   co_return out;
 }
 
-// One key per router with its own expiry (a hash field cannot expire on Redis
-// 7.0), and a set of ids to list them; ids whose key expired are pruned by the
-// reader.
+// One script each (kHeartbeat, kRouters): a heartbeat round is two round
+// trips, not five.
 awaitable<void> RedisQueue::heartbeat(RouterRecord record, Duration keep) {
   const auto keep_ms = std::max<std::int64_t>(
       1, std::chrono::duration_cast<std::chrono::milliseconds>(keep).count());
-  auto set = make_args("SET", router_key(record.id), to_json(record).dump(), "PX", keep_ms);
-  co_await client_->command(std::move(set));
-  auto add = make_args("SADD", routers_key(), record.id);
-  co_await client_->command(std::move(add));
-  // Snapshot affinity: the host is live (enqueue routes jobs to it) for one
-  // lease after each heartbeat, and not at all while its router drains.
-  if (!record.host_id.empty()) {
-    host_of_[record.id] = record.host_id;
-    std::vector<std::string> live =
-        record.draining ? make_args("DEL", host_live_key(record.host_id))
-                        : make_args("SET", host_live_key(record.host_id), record.id, "PX",
-                                    std::max<std::int64_t>(1, record.lease_ms));
-    co_await client_->command(std::move(live));
-  }
+  if (!record.host_id.empty()) host_of_[record.id] = record.host_id;
+  auto args = make_args(record.id, to_json(record).dump(), keep_ms, record.host_id,
+                        record.draining ? 1 : 0, std::max<std::int64_t>(1, record.lease_ms));
+  co_await run_script(script(scripts::kHeartbeat), std::move(args));
 }
 
 awaitable<std::vector<RouterRecord>> RedisQueue::routers() {
-  auto members = make_args("SMEMBERS", routers_key());
-  Reply ids_reply = co_await client_->command(std::move(members));
-  std::vector<std::string> ids;
-  for (const auto& id : ids_reply.as_array()) ids.push_back(id.str);
-  std::sort(ids.begin(), ids.end());
+  std::vector<std::string> no_args;
+  Reply r = co_await run_script(script(scripts::kRouters), std::move(no_args));
+  const auto& pairs = r.as_array();
+  std::vector<std::pair<std::string, std::string>> listed;
+  for (std::size_t i = 0; i + 1 < pairs.size(); i += 2) {
+    listed.emplace_back(pairs[i].as_string(), pairs[i + 1].as_string());
+  }
+  std::sort(listed.begin(), listed.end());
   std::vector<RouterRecord> out;
-  if (ids.empty()) co_return out;
-  std::vector<std::string> mget = make_args("MGET");
-  for (const auto& id : ids) mget.push_back(router_key(id));
-  Reply values = co_await client_->command(std::move(mget));
-  std::vector<std::string> gone = make_args("SREM", routers_key());
-  const auto& array = values.as_array();
-  for (std::size_t i = 0; i < ids.size() && i < array.size(); ++i) {
-    if (array[i].is_nil()) {
-      gone.push_back(ids[i]);
-      continue;
-    }
-    auto parsed = parse_bounded(array[i].as_string(), JsonLimits{64 * 1024, 4});
+  for (const auto& [id, value] : listed) {
+    auto parsed = parse_bounded(value, JsonLimits{64 * 1024, 4});
     auto record = parsed ? router_record_from_json(*parsed) : std::nullopt;
     if (record) out.push_back(std::move(*record));
   }
-  // A router that re-registered between MGET and SREM writes its id again
-  // with its next heartbeat.
-  if (gone.size() > 2) co_await client_->command(std::move(gone));
   co_return out;
 }
 

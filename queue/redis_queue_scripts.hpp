@@ -723,4 +723,40 @@ end
 return out
 )lua";
 
+// ARGV[9] router id, [10] its record (JSON), [11] how long the record is kept
+// (ms), [12] host id ('' for none), [13] '1' while the router drains, [14] its
+// lease (ms). One key per router with its own expiry (a hash field cannot
+// expire on Redis 7.0) and a set of ids to list them (kRouters prunes). The
+// host is live for snapshot affinity (enqueue routes jobs to it) for one lease
+// after each heartbeat, and not at all while its router drains.
+inline constexpr const char* kHeartbeat = R"lua(
+local id, host = ARGV[9], ARGV[12]
+redis.call('SET', P .. 'router:' .. id, ARGV[10], 'PX', ARGV[11])
+redis.call('SADD', P .. 'routers', id)
+if host ~= '' then
+  if ARGV[13] == '1' then
+    redis.call('DEL', P .. 'hostlive:' .. host)
+  else
+    redis.call('SET', P .. 'hostlive:' .. host, id, 'PX', ARGV[14])
+  end
+end
+return 1
+)lua";
+
+// Returns {id, record, ...} of every router whose record has not expired,
+// forgetting the ids of those that have.
+inline constexpr const char* kRouters = R"lua(
+local out = {}
+for _, id in ipairs(redis.call('SMEMBERS', P .. 'routers')) do
+  local record = redis.call('GET', P .. 'router:' .. id)
+  if record then
+    out[#out + 1] = id
+    out[#out + 1] = record
+  else
+    redis.call('SREM', P .. 'routers', id)
+  end
+end
+return out
+)lua";
+
 }  // namespace warmstart::queue::scripts

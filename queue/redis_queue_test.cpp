@@ -423,6 +423,48 @@ TEST_CASE("an idle claim loop makes one read and one promote per window", "[queu
   });
 }
 
+TEST_CASE("a heartbeat and a fleet read are one script each; expired routers are forgotten",
+          "[queue]") {
+  const std::string prefix = unique_prefix();
+  KeyCleanup cleanup{testing::redis_url(), prefix};
+  run_coro([&]() -> awaitable<void> {
+    RedisQueue q(co_await net::this_coro::executor, options_for(testing::redis_url(), prefix));
+    RouterRecord gone = contract::router_record("r-gone", 0);
+    co_await q.heartbeat(std::move(gone), 100ms);
+    auto listed = co_await q.routers();  // both scripts are loaded now: EVALSHA from here
+    const long calls = co_await command_calls(q, "evalsha");
+    RouterRecord mine = contract::router_record("r-mine", 1);
+    mine.lease_ms = 30'000;
+    co_await q.heartbeat(std::move(mine), 10s);
+    listed = co_await q.routers();
+    const long calls_after = co_await command_calls(q, "evalsha");
+    CHECK(calls_after - calls == 2);
+    REQUIRE(listed.size() == 2);
+    CHECK(listed[0].id == "r-gone");
+    // The host of a live router is live for its lease (snapshot affinity).
+    auto live_args = make_args("PTTL", q.host_live_key("host-r-mine"));
+    redis::Reply live = co_await q.client()->command(std::move(live_args));
+    CHECK(live.as_integer() > 20'000);
+
+    co_await sleep_for(200ms);
+    listed = co_await q.routers();
+    REQUIRE(listed.size() == 1);
+    CHECK(listed[0].id == "r-mine");
+    auto members_args = make_args("SMEMBERS", q.routers_key());
+    redis::Reply members = co_await q.client()->command(std::move(members_args));
+    REQUIRE(members.as_array().size() == 1);
+    CHECK(members.as_array()[0].as_string() == "r-mine");
+
+    // A draining router's host is not live.
+    RouterRecord draining = contract::router_record("r-mine", 1);
+    draining.draining = true;
+    co_await q.heartbeat(std::move(draining), 10s);
+    auto exists_args = make_args("EXISTS", q.host_live_key("host-r-mine"));
+    redis::Reply exists = co_await q.client()->command(std::move(exists_args));
+    CHECK(exists.as_integer() == 0);
+  });
+}
+
 TEST_CASE("a failed attempt is retried after the backoff and fails when attempts are spent",
           "[queue]") {
   const std::string prefix = unique_prefix();

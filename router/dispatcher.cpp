@@ -153,7 +153,13 @@ awaitable<void> Dispatcher::run() {
 
   while (!stopping_) co_await wait_signal(stopped_, 1s);
   if (engine_events_) engine_events_->stop();
-  log::info("router stopped", {{"router", config_.router_id}, {"jobs_left_running", jobs_.size()}});
+  // A run waiting on its container ends on the next turn, leaving it running;
+  // one in the middle of a step (a create, a result) finishes the step first.
+  const auto until = Clock::now() + 1s;
+  while (!jobs_.empty() && Clock::now() < until) co_await sleep_for(10ms);
+  log::info("router stopped", {{"router", config_.router_id},
+                               {"jobs_left_running", executor_.stats().left_running},
+                               {"jobs_in_flight", jobs_.size()}});
 }
 
 void Dispatcher::drain() {

@@ -451,6 +451,7 @@ TEST_CASE("dispatcher: a run re-attached after a restart commits over the snapsh
   REQUIRE(h.queue->record(warm)->from_snapshot);
   router->stop_now();
   h.io.run_for(100ms);
+  CHECK(router->stats().left_running == 1);
   h.start();
   h.io.run_for(200ms);
   h.engine->exit(h.queue->record(warm)->container_id, 0);

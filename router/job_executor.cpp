@@ -43,7 +43,10 @@ awaitable<void> JobExecutor::execute(ActiveJobPtr job, StartMode mode) {
   while (action.kind != Kind::done) {
     if (action.delay > Duration::zero()) co_await sleep_for(action.delay);
     std::optional<Input> in = co_await perform(job, action);
-    if (!in) co_return;  // stopping: the next start re-attaches
+    if (!in) {  // stopping: the next start re-attaches
+      ++stats_.left_running;
+      co_return;
+    }
     if (in->fault == Fault::engine_down && hooks_.engine_down) hooks_.engine_down(in->error);
     action = job->run.resume(*in);
   }

@@ -85,6 +85,9 @@ struct ExecutorStats {
   // (removed unstarted).
   std::uint64_t precreated = 0;
   std::uint64_t precreated_unused = 0;
+  // Runs that ended because the router stops, their containers left running
+  // for the next start to re-attach.
+  std::uint64_t left_running = 0;
 };
 
 // Observers the HTTP layer can hook to record latencies (seconds).

@@ -71,9 +71,17 @@ awaitable<RawResult> run_raw(container::DockerClient& docker, const BenchEnv& en
             spec.labels["warmstart.bench"] = "raw";
             const auto t0 = Clock::now();
             std::string id = co_await docker.create_container(std::move(spec));
-            co_await docker.start_container(id);
-            const int code = co_await docker.wait_container(id, Duration(60s));
-            co_await docker.remove_container(id, false);
+            int code = -1;
+            std::exception_ptr step_failed;
+            try {
+              co_await docker.start_container(id);
+              code = co_await docker.wait_container(id, Duration(60s));
+            } catch (...) {
+              step_failed = std::current_exception();
+            }
+            // A failed start or wait leaves no container behind (forced: it may run).
+            co_await docker.remove_container(id, step_failed != nullptr);
+            if (step_failed) std::rethrow_exception(step_failed);
             if (code != 0) throw std::runtime_error("raw container exited " + std::to_string(code));
             out.job_ms.push_back(
                 std::chrono::duration<double, std::milli>(Clock::now() - t0).count());

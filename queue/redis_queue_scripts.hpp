@@ -156,6 +156,21 @@ end
 -- Single-flight cold starts: `build:<key>` names the key's builder job
 -- (lease-backed), `buildwait:<key>` the jobs waiting for it, `builds` the keys.
 local function bk(key) return P .. 'build:' .. key end
+-- {member, value, ...} of the set `s` whose string key_of(member) still
+-- exists; the members whose key expired are taken out of the set.
+local function live_members(s, key_of)
+  local out = {}
+  for _, m in ipairs(redis.call('SMEMBERS', s)) do
+    local value = redis.call('GET', key_of(m))
+    if value then
+      out[#out + 1] = m
+      out[#out + 1] = value
+    else
+      redis.call('SREM', s, m)
+    end
+  end
+  return out
+end
 local function flush_deferred()
   for queue, entries in pairs(DEFER.ack) do
     local s = P .. 'stream:' .. queue
@@ -710,17 +725,7 @@ return n
 
 // Returns {key, builder, ...} of every key being built.
 inline constexpr const char* kBuilds = R"lua(
-local out = {}
-for _, key in ipairs(redis.call('SMEMBERS', P .. 'builds')) do
-  local holder = redis.call('GET', bk(key))
-  if holder then
-    out[#out + 1] = key
-    out[#out + 1] = holder
-  else
-    redis.call('SREM', P .. 'builds', key)
-  end
-end
-return out
+return live_members(P .. 'builds', bk)
 )lua";
 
 // ARGV[9] router id, [10] its record (JSON), [11] how long the record is kept
@@ -746,17 +751,7 @@ return 1
 // Returns {id, record, ...} of every router whose record has not expired,
 // forgetting the ids of those that have.
 inline constexpr const char* kRouters = R"lua(
-local out = {}
-for _, id in ipairs(redis.call('SMEMBERS', P .. 'routers')) do
-  local record = redis.call('GET', P .. 'router:' .. id)
-  if record then
-    out[#out + 1] = id
-    out[#out + 1] = record
-  else
-    redis.call('SREM', P .. 'routers', id)
-  end
-end
-return out
+return live_members(P .. 'routers', function(id) return P .. 'router:' .. id end)
 )lua";
 
 }  // namespace warmstart::queue::scripts

@@ -423,7 +423,7 @@ TEST_CASE("an idle claim loop makes one read and one promote per window", "[queu
   });
 }
 
-TEST_CASE("a heartbeat and a fleet read are one script each; expired routers are forgotten",
+TEST_CASE("a heartbeat and a fleet read are one script each and expired routers are forgotten",
           "[queue]") {
   const std::string prefix = unique_prefix();
   KeyCleanup cleanup{testing::redis_url(), prefix};

@@ -158,9 +158,6 @@ std::string RedisQueue::limits_key() const {
 std::string RedisQueue::routers_key() const {
   return options_.key_prefix + "routers";
 }
-std::string RedisQueue::router_key(const std::string& id) const {
-  return options_.key_prefix + "router:" + id;
-}
 std::string RedisQueue::affinity_key() const {
   return options_.key_prefix + "affinity";
 }

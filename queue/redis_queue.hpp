@@ -106,9 +106,8 @@ class RedisQueue final : public Queue {
   std::string events_key() const;
   std::string cancel_channel() const;
   std::string limits_key() const;
-  std::string routers_key() const;                      // set of router ids
-  std::string router_key(const std::string& id) const;  // one router's record (JSON)
-  std::string affinity_key() const;                     // hash snapshot key -> host id
+  std::string routers_key() const;   // set of router ids
+  std::string affinity_key() const;  // hash snapshot key -> host id
   std::string host_live_key(const std::string& host_id) const;
   const RedisQueueOptions& options() const { return options_; }
   // The command connection, for tools and tests that inspect keys.

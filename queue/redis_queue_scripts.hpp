@@ -156,6 +156,8 @@ end
 -- Single-flight cold starts: `build:<key>` names the key's builder job
 -- (lease-backed), `buildwait:<key>` the jobs waiting for it, `builds` the keys.
 local function bk(key) return P .. 'build:' .. key end
+-- Fleet: `router:<id>` is a router's record, `routers` the ids (docs/fleet.md).
+local function rk(id) return P .. 'router:' .. id end
 -- {member, value, ...} of the set `s` whose string key_of(member) still
 -- exists; the members whose key expired are taken out of the set.
 local function live_members(s, key_of)
@@ -736,7 +738,7 @@ return live_members(P .. 'builds', bk)
 // after each heartbeat, and not at all while its router drains.
 inline constexpr const char* kHeartbeat = R"lua(
 local id, host = ARGV[9], ARGV[12]
-redis.call('SET', P .. 'router:' .. id, ARGV[10], 'PX', ARGV[11])
+redis.call('SET', rk(id), ARGV[10], 'PX', ARGV[11])
 redis.call('SADD', P .. 'routers', id)
 if host ~= '' then
   if ARGV[13] == '1' then
@@ -751,7 +753,7 @@ return 1
 // Returns {id, record, ...} of every router whose record has not expired,
 // forgetting the ids of those that have.
 inline constexpr const char* kRouters = R"lua(
-return live_members(P .. 'routers', function(id) return P .. 'router:' .. id end)
+return live_members(P .. 'routers', rk)
 )lua";
 
 }  // namespace warmstart::queue::scripts

@@ -34,12 +34,19 @@ redis.call('SREM', KEYS[2], ARGV[1])
 return h
 )lua";
 
-// KEYS: entry hash. ARGV: image id, now ms.
-constexpr const char* kRecordUseScript = R"lua(
-if redis.call('HGET', KEYS[1], 'image_id') ~= ARGV[1] then return 0 end
-redis.call('HINCRBY', KEYS[1], 'uses', 1)
-redis.call('HSET', KEYS[1], 'last_used_ms', ARGV[2])
-return 1
+// KEYS: entry hash. ARGV: base image id, now ms. Returns the entry hash as
+// read, and counts a use of it when it names an image built on that base.
+constexpr const char* kLookupAndUseScript = R"lua(
+local h = redis.call('HGETALL', KEYS[1])
+local base, image
+for i = 1, #h, 2 do
+  if h[i] == 'base_image_id' then base = h[i + 1] elseif h[i] == 'image_id' then image = h[i + 1] end
+end
+if base == ARGV[1] and image and image ~= '' then
+  redis.call('HINCRBY', KEYS[1], 'uses', 1)
+  redis.call('HSET', KEYS[1], 'last_used_ms', ARGV[2])
+end
+return h
 )lua";
 
 std::int64_t to_int(const std::string& s) {
@@ -121,12 +128,13 @@ awaitable<std::optional<SnapshotEntry>> SnapshotRegistry::lookup(std::string key
   co_return entry_from_fields(flatten_reply(reply));
 }
 
-awaitable<bool> SnapshotRegistry::record_use(std::string key, std::string image_id,
-                                             std::int64_t now_ms) {
+awaitable<std::optional<SnapshotEntry>> SnapshotRegistry::lookup_and_use(std::string key,
+                                                                         std::string base_image_id,
+                                                                         std::int64_t now_ms) {
   std::vector<std::string> keys{entry_key(key)};
-  std::vector<std::string> args{std::move(image_id), std::to_string(now_ms)};
-  auto reply = co_await client_->eval(kRecordUseScript, std::move(keys), std::move(args));
-  co_return reply.as_integer() == 1;
+  std::vector<std::string> args{std::move(base_image_id), std::to_string(now_ms)};
+  auto reply = co_await client_->eval(kLookupAndUseScript, std::move(keys), std::move(args));
+  co_return entry_from_fields(flatten_reply(reply));
 }
 
 awaitable<std::int64_t> SnapshotRegistry::next_generation(std::string key) {

@@ -37,9 +37,11 @@ class SnapshotRegistry {
   const std::string& key_prefix() const { return options_.key_prefix; }
 
   awaitable<std::optional<SnapshotEntry>> lookup(std::string key);
-  // Counts a hit, only if `image_id` is still the registered image. Returns
-  // whether it was.
-  awaitable<bool> record_use(std::string key, std::string image_id, std::int64_t now_ms);
+  // lookup() and, in the same round trip (one script), a use counted at
+  // `now_ms` when the entry was built on `base_image_id`: the lookup of a job
+  // that will start from it. Returns the entry as it was before the count.
+  awaitable<std::optional<SnapshotEntry>> lookup_and_use(std::string key, std::string base_image_id,
+                                                         std::int64_t now_ms);
   // A fresh generation number for the next image of `key`.
   awaitable<std::int64_t> next_generation(std::string key);
   // Stores `entry` if the registered image of entry.key is `expected_image_id`

@@ -90,13 +90,23 @@ TEST_CASE("registry compare-and-set registration with lookup use and remove",
       REQUIRE(found.has_value());
       CHECK(*found == make_entry(key, "sha256:g2", 2));
 
-      auto awaited_4 = co_await reg.record_use(key, "sha256:g2", 99000);
-      CHECK(awaited_4);
-      auto awaited_5 = co_await reg.record_use(key, "sha256:g1", 99500);
-      CHECK_FALSE(awaited_5);  // stale generation
+      // A lookup for a job on the entry's base counts a use in the same
+      // script and returns the entry as it was; one on another base does not.
+      auto used = co_await reg.lookup_and_use(key, "sha256:base", 99000);
+      REQUIRE(used.has_value());
+      CHECK(*used == make_entry(key, "sha256:g2", 2));
+      auto other_base = co_await reg.lookup_and_use(key, "sha256:rebuilt-base", 99500);
+      REQUIRE(other_base.has_value());
+      CHECK(other_base->uses == 1);
       found = co_await reg.lookup(key);
       CHECK(found->uses == 1);
       CHECK(found->last_used_ms == 99000);
+      auto absent = co_await reg.lookup_and_use("no/such-key", "sha256:base", 99000);
+      CHECK_FALSE(absent.has_value());
+      // Nor does it write a hash for the key it did not find.
+      std::vector<std::string> exists{"EXISTS", prefix + "ENGINE-1:entry:no/such-key"};
+      auto awaited_4 = co_await client->command(std::move(exists));
+      CHECK(awaited_4.as_integer() == 0);
 
       // Removal guarded by the image id never drops a newer generation.
       auto awaited_6 = co_await reg.remove(key, "sha256:g1");

@@ -163,7 +163,12 @@ awaitable<Choice> SnapshotCache::choose_image(std::string key, std::string base_
   std::string registry_error;
   try {
     auto* reg = co_await ensure_registry();
-    entry = co_await reg->lookup(key);
+    // A hit is counted in the lookup's own round trip (the job starts from it).
+    if (reuse) {
+      entry = co_await reg->lookup_and_use(key, base.id, unix_ms_now());
+    } else {
+      entry = co_await reg->lookup(key);
+    }
   } catch (const redis::Error& e) {
     registry_error = e.what();
   }
@@ -184,12 +189,6 @@ awaitable<Choice> SnapshotCache::choose_image(std::string key, std::string base_
       ++counters_.hits;
       choice.image = entry->image;
       choice.observed_image_id = entry->image_id;
-      try {
-        co_await registry_->record_use(key, entry->image_id, unix_ms_now());
-      } catch (const redis::Error& e) {
-        // Only the LRU order suffers; the job starts warm all the same.
-        log::warn("snapshot use not recorded", fields("key", key, "error", e.what()));
-      }
       choice.entry = std::move(entry);
       break;
     case LookupOutcome::base_changed:

@@ -41,16 +41,6 @@ json wait_terminal(const RouterProcess& router, const std::string& id, Headers h
   return last;
 }
 
-json jobs_listed(const RouterProcess& router, const std::string& query = "", Headers headers = {}) {
-  HttpResult r = router.call(verb::get, "/v1/jobs" + query, "", headers);
-  REQUIRE(r.status == 200);
-  return r.json().at("jobs");
-}
-
-HttpResult post_job(const RouterProcess& router, const json& body, Headers headers = {}) {
-  return router.call(verb::post, "/v1/jobs", body.dump(), headers);
-}
-
 api::testing::Exposition scrape(const RouterProcess& router) {
   HttpResult r = router.call(verb::get, "/metrics");
   REQUIRE(r.status == 200);

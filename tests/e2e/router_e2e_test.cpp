@@ -51,13 +51,12 @@ std::string metrics_showing(RouterProcess& router, const std::string& line, bool
   return metrics;
 }
 
-// Posts a job over HTTP (a few ms), for tests that need jobs to queue up:
+// Posts a job running `cmd` over HTTP, for tests that need jobs to queue up:
 // on a loaded host one CLI run (a sanitized one above all) can outlast a
 // short job, so jobs enqueued with the CLI would arrive one at a time.
-std::string post_job(const RouterProcess& router, std::vector<std::string> cmd) {
+std::string post_cmd(const RouterProcess& router, std::vector<std::string> cmd) {
   const auto id = unique_name("j");
-  const json body = {{"id", id}, {"cmd", std::move(cmd)}};
-  auto created = router.call(boost::beast::http::verb::post, "/v1/jobs", body.dump());
+  auto created = post_job(router, {{"id", id}, {"cmd", std::move(cmd)}});
   INFO(created.body);
   REQUIRE(created.status == 201);
   return id;
@@ -200,7 +199,7 @@ TEST_CASE("router: 30 jobs at concurrency 4 never exceed 4 containers and all su
   RouterProcess router(options);
   std::vector<std::string> ids;
   for (int i = 0; i < 30; ++i) {
-    ids.push_back(post_job(router, {"sh", "-c", "sleep 0.3; echo job " + std::to_string(i)}));
+    ids.push_back(post_cmd(router, {"sh", "-c", "sleep 0.3; echo job " + std::to_string(i)}));
   }
   // Watch the engine while the jobs run: one batched list every 50 ms.
   std::atomic<bool> done{false};
@@ -251,7 +250,7 @@ TEST_CASE("router: kill -9 with 6 jobs running, restart: each finishes once in i
   options.concurrency = 6;
   auto first = std::make_unique<RouterProcess>(options);
   std::vector<std::string> ids;
-  for (int i = 0; i < 6; ++i) ids.push_back(post_job(*first, {"sleep", "5"}));
+  for (int i = 0; i < 6; ++i) ids.push_back(post_cmd(*first, {"sleep", "5"}));
 
   // Wait until all six run, and remember their containers. One HTTP listing a
   // round, not a CLI run per job: on a loaded host six CLI runs can outlast
@@ -259,10 +258,7 @@ TEST_CASE("router: kill -9 with 6 jobs running, restart: each finishes once in i
   std::map<std::string, std::string> container_of;
   const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);
   while (container_of.size() < ids.size() && std::chrono::steady_clock::now() < until) {
-    auto listed = first->call(boost::beast::http::verb::get, "/v1/jobs?state=running");
-    REQUIRE(listed.status == 200);
-    const auto running = listed.json();
-    for (const auto& rec : running.at("jobs")) {
+    for (const auto& rec : jobs_listed(*first, "?state=running")) {
       auto container = rec.find("container_id");
       if (container != rec.end() && container->is_string()) container_of[rec.at("id")] = *container;
     }

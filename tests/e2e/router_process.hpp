@@ -338,4 +338,19 @@ class RouterProcess {
   int exit_status_ = 0;
 };
 
+// GET /v1/jobs<query>: the listed records (a copy, not a view of a temporary).
+inline nlohmann::json jobs_listed(const RouterProcess& router, const std::string& query = "",
+                                  api::testing::Headers headers = {}) {
+  api::testing::HttpResult r =
+      router.call(boost::beast::http::verb::get, "/v1/jobs" + query, "", headers);
+  REQUIRE(r.status == 200);
+  return r.json().at("jobs");
+}
+
+// POST /v1/jobs: a few ms, where a CLI run can take a second on a loaded host.
+inline api::testing::HttpResult post_job(const RouterProcess& router, const nlohmann::json& body,
+                                         api::testing::Headers headers = {}) {
+  return router.call(boost::beast::http::verb::post, "/v1/jobs", body.dump(), headers);
+}
+
 }  // namespace warmstart::testing

@@ -151,3 +151,38 @@ TEST_CASE("release_unused keeps an image whose removal failed and removes it on 
     CHECK(again == 0);
   });
 }
+
+TEST_CASE("a lookup whose Redis is unreachable starts the job from the base, counted as a miss",
+          "[snapshots][redis]") {
+  run_fixture_test([](Fixture& f) -> awaitable<void> {
+    const std::string key = "repo-9/main";
+    auto committed = co_await f.commit_generation(key);
+    auto hit = co_await f.cache->choose_image(key, f.base);
+    CHECK(hit.outcome == LookupOutcome::hit);
+    CHECK(hit.image == committed.image);
+
+    // The same registry behind a Redis that refuses connections: the lookup
+    // (and the hit it would count) fails, and the job runs cold, not at all.
+    redis::ClientOptions down;
+    down.url = redis::Url::parse("redis://127.0.0.1:1/0");
+    down.connect_timeout = 500ms;
+    down.command_timeout = 500ms;
+    auto ex = co_await net::this_coro::executor;
+    SnapshotCacheOptions o;
+    o.registry.key_prefix = f.prefix;
+    o.work_dir = std::filesystem::path(testing::run_dir()) / "snapshots-work";
+    SnapshotCache cut_off(f.engine, redis::Client::create(ex, down), std::move(o));
+    auto choice = co_await cut_off.choose_image(key, f.base);
+    CHECK(choice.outcome == LookupOutcome::miss);
+    CHECK(choice.reason == "registry_error");
+    CHECK(choice.image == f.base);
+    CHECK_FALSE(choice.entry.has_value());
+    CHECK(cut_off.metrics().misses == 1);
+    CHECK(cut_off.metrics().hits == 0);
+
+    // Nothing was counted for it: the entry's uses are the one hit above.
+    auto entry = co_await f.cache->registry().lookup(key);
+    REQUIRE(entry.has_value());
+    CHECK(entry->uses == 1);
+  });
+}

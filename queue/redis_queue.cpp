@@ -8,6 +8,8 @@
 
 #include <algorithm>
 #include <charconv>
+#include <exception>
+#include <iterator>
 #include <unordered_map>
 
 namespace warmstart::queue {
@@ -21,20 +23,30 @@ namespace {
 // at up to 100 pending entries per job wanted.
 constexpr int kReclaimScanCalls = 10;
 
-// XAUTOCLAIM's entries in the shape of an XREADGROUP answer (what
-// process_entries reads): [[stream key, entries]].
-Reply as_read_reply(const std::string& stream_key, const Reply& entries) {
+Reply array_reply(std::vector<Reply> elements) {
+  Reply r;
+  r.type = Reply::Type::array;
+  r.elements = std::move(elements);
+  return r;
+}
+
+// One stream of an XREADGROUP answer: [stream key, entries].
+Reply stream_reply(const std::string& stream_key, Reply entries) {
   Reply key;
   key.type = Reply::Type::string;
   key.str = stream_key;
-  Reply stream;
-  stream.type = Reply::Type::array;
-  stream.elements.push_back(std::move(key));
-  stream.elements.push_back(entries);
-  Reply streams;
-  streams.type = Reply::Type::array;
-  streams.elements.push_back(std::move(stream));
-  return streams;
+  std::vector<Reply> parts;
+  parts.push_back(std::move(key));
+  parts.push_back(std::move(entries));
+  return array_reply(std::move(parts));
+}
+
+// XAUTOCLAIM's entries in the shape of an XREADGROUP answer (what
+// process_entries reads): [[stream key, entries]].
+Reply as_read_reply(const std::string& stream_key, const Reply& entries) {
+  std::vector<Reply> streams;
+  streams.push_back(stream_reply(stream_key, entries));
+  return array_reply(std::move(streams));
 }
 
 // Prelude + body, built once (thread-safe static init): the text, and so the
@@ -42,12 +54,13 @@ Reply as_read_reply(const std::string& stream_key, const Reply& entries) {
 const std::string& script(const char* body) {
   static const std::unordered_map<const char*, std::string> all = [] {
     std::unordered_map<const char*, std::string> m;
-    for (const char* b :
-         {scripts::kEnqueue, scripts::kClaim, scripts::kRenew, scripts::kMarkRunning,
-          scripts::kFinish, scripts::kFailAttempt, scripts::kHandBack, scripts::kPromote,
-          scripts::kCancel, scripts::kList, scripts::kCounts, scripts::kSetLogTail,
-          scripts::kDropAffinity, scripts::kBeginBuild, scripts::kWaitForBuild, scripts::kEndBuild,
-          scripts::kBuilds, scripts::kHeartbeat, scripts::kRouters}) {
+    for (const char* b : {scripts::kEnqueue,      scripts::kClaim,        scripts::kClaimNext,
+                          scripts::kRenew,        scripts::kMarkRunning,  scripts::kFinish,
+                          scripts::kFailAttempt,  scripts::kHandBack,     scripts::kPromote,
+                          scripts::kCancel,       scripts::kList,         scripts::kCounts,
+                          scripts::kSetLogTail,   scripts::kDropAffinity, scripts::kBeginBuild,
+                          scripts::kWaitForBuild, scripts::kEndBuild,     scripts::kBuilds,
+                          scripts::kHeartbeat,    scripts::kRouters}) {
       // The body's returns leave main(); the deferred writes go out after it.
       m.emplace(b, lua_transition_table() + scripts::kPrelude + "local function main()\n" + b +
                        "\nend\nlocal result = main()\nflush_deferred()\nreturn result\n");
@@ -72,6 +85,24 @@ JobRecord record_from_hash(const Reply& reply) {
     fields.emplace(items[i].as_string(), items[i + 1].as_string());
   }
   return JobRecord::from_hash(fields);
+}
+
+// A fresh claim's record from a claim script's item, whose job id is at
+// parts[at] (then state, attempts, created_at, affinity host), and the spec
+// the claimer holds; the rest of the record is empty run fields.
+ClaimedJob fresh_claim(const std::vector<Reply>& parts, std::size_t at, JobSpec spec,
+                       const std::string& consumer, const std::string& stream,
+                       const std::string& entry_id) {
+  ClaimedJob job;
+  job.record.id = parts.at(at).as_string();
+  job.record.state = parse_state(parts.at(at + 1).as_string()).value_or(JobState::running);
+  job.record.attempts = static_cast<int>(parts.at(at + 2).as_integer());
+  job.record.created_at = to_int(parts.at(at + 3).as_string()).value_or(0);
+  job.record.router_id = consumer;
+  job.record.affinity_host = parts.at(at + 4).as_string();
+  job.record.spec = std::move(spec);
+  job.lease = LeaseHandle{job.record.id, stream, entry_id, consumer, job.record.attempts};
+  return job;
 }
 
 // Throws for the {'lost'} | {'illegal', state} | {'missing'} replies.
@@ -344,8 +375,8 @@ awaitable<EnqueueResult> RedisQueue::enqueue(JobSpec spec) {
   std::int64_t before = unix_ms_now();
   std::string affinity;
   if (checked.snapshot && checked.snapshot->reuse) affinity = checked.snapshot->key;
-  auto args_2 =
-      make_args(checked.id, checked.queue, spec_json, checked.max_attempts, fingerprint, affinity);
+  auto args_2 = make_args(checked.id, checked.queue, spec_json, checked.max_attempts, fingerprint,
+                          affinity, checked.concurrency_key);
   Reply r = co_await run_script(script(scripts::kEnqueue), std::move(args_2));
   co_await await_replicas("enqueue of " + checked.id);
   EnqueueResult out;
@@ -367,9 +398,11 @@ awaitable<EnqueueResult> RedisQueue::enqueue(JobSpec spec) {
 
 awaitable<std::vector<ClaimedJob>> RedisQueue::process_entries(const std::string& consumer,
                                                                const Reply& streams, bool reclaim,
+                                                               std::size_t count,
                                                                const EntryObserver& seen) {
   // streams: [[stream key, [[entry id, [field, value, ...]], ...]], ...]
-  std::vector<std::string> args = make_args(consumer, reclaim ? "1" : "0", options_.max_reclaims);
+  std::vector<std::string> args =
+      make_args(consumer, reclaim ? "1" : "0", options_.max_reclaims, count);
   const std::string stream_prefix = options_.key_prefix + "stream:";
   ValidationOptions validation = options_.validation;
   validation.generate_id = false;
@@ -449,7 +482,8 @@ awaitable<std::vector<ClaimedJob>> RedisQueue::process_entries(const std::string
   std::vector<ClaimedJob> out;
   if (entries == 0) co_return out;
   Reply r = co_await run_script(script(scripts::kClaim), std::move(args));
-  const auto& items = r.as_array();
+  const auto& items = r.as_array().at(0).as_array();
+  if (count > 0) entries_wait_ = r.as_array().at(1).as_integer() != 0;
   if (items.size() != entries) {
     throw redis::ProtocolError("EVALSHA", "claim script answered " + std::to_string(items.size()) +
                                               " items for " + std::to_string(entries) + " entries");
@@ -459,27 +493,19 @@ awaitable<std::vector<ClaimedJob>> RedisQueue::process_entries(const std::string
     const std::string& entry_id = parts.at(0).as_string();
     const std::string& outcome = parts.at(1).as_string();
     const std::string& id = parts.at(2).as_string();
-    if (outcome == "claimed" || outcome == "reclaimed") {
-      ClaimedJob job;
-      if (outcome == "claimed") {
-        // {entry, 'claimed', id, state, attempts, created_at, affinity host}:
-        // the rest of a fresh claim's record is the spec sent and empty run fields.
-        auto it = specs.find(index);
-        if (it == specs.end()) {
-          throw redis::ProtocolError(
-              "EVALSHA", "claim script claimed entry " + entry_id + " that was not sent as valid");
-        }
-        job.record.id = id;
-        job.record.state = parse_state(parts.at(3).as_string()).value_or(JobState::running);
-        job.record.attempts = static_cast<int>(parts.at(4).as_integer());
-        job.record.created_at = to_int(parts.at(5).as_string()).value_or(0);
-        job.record.router_id = consumer;
-        if (parts.size() > 6) job.record.affinity_host = parts[6].as_string();
-        job.record.spec = std::move(it->second);
-      } else {
-        job.record = record_from_hash(parts.at(3));
-        log::info("job reclaimed after lease expiry", {{"job", id}, {"router", consumer}});
+    if (outcome == "claimed") {
+      // {entry, 'claimed', id, state, attempts, created_at, affinity host}.
+      auto it = specs.find(index);
+      if (it == specs.end()) {
+        throw redis::ProtocolError(
+            "EVALSHA", "claim script claimed entry " + entry_id + " that was not sent as valid");
       }
+      out.push_back(
+          fresh_claim(parts, 2, std::move(it->second), consumer, sent_streams[index], entry_id));
+    } else if (outcome == "reclaimed") {
+      ClaimedJob job;
+      job.record = record_from_hash(parts.at(3));
+      log::info("job reclaimed after lease expiry", {{"job", id}, {"router", consumer}});
       job.lease = LeaseHandle{id, sent_streams[index], entry_id, consumer, job.record.attempts};
       out.push_back(std::move(job));
     } else if (outcome == "parked") {
@@ -524,6 +550,30 @@ awaitable<std::vector<ClaimedJob>> RedisQueue::claim(std::string consumer, std::
         promote_at_ = std::min(promote_at_, Clock::now() + Duration(next_due - unix_ms_now()));
       }
     }
+    if (entries_wait_) {
+      // The last claim left entries waiting: read and claim in one round trip.
+      std::optional<std::vector<ClaimedJob>> jobs;
+      bool regroup = false;
+      auto next = claim_next(consumer, std::max<std::size_t>(max_jobs, 1), seen);
+      try {
+        jobs = co_await std::move(next);
+      } catch (const redis::ReplyError& e) {
+        // The group vanished (a Redis without persistence restarted).
+        if (std::string_view(e.what()).find("NOGROUP") == std::string_view::npos) throw;
+        regroup = true;
+      }
+      if (regroup) {
+        entries_wait_ = false;
+        groups_ready_ = false;
+        co_await ensure_groups();
+      } else if (jobs) {
+        ++one_trip_claims_;
+        // Entries that were all rejected or skipped do not end the wait.
+        if (!jobs->empty() || Clock::now() >= until) co_return std::move(*jobs);
+        continue;
+      }
+      // Nothing was waiting after all: the read below waits for it.
+    }
     // Wake up when the next promotion is due, to promote and read it.
     if (options_.promote_on_claim && wait.count() > 0) {
       wait = std::min(
@@ -558,7 +608,7 @@ awaitable<std::vector<ClaimedJob>> RedisQueue::claim(std::string consumer, std::
       co_await ensure_groups();
     }
     if (!streams.is_nil()) {
-      auto jobs = co_await process_entries(consumer, streams, false, seen);
+      auto jobs = co_await process_entries(consumer, streams, false, max_jobs, seen);
       // Entries that were all rejected or skipped do not end the wait.
       if (!jobs.empty() || Clock::now() >= until) co_return jobs;
     } else if (Clock::now() >= until) {
@@ -566,6 +616,89 @@ awaitable<std::vector<ClaimedJob>> RedisQueue::claim(std::string consumer, std::
       co_return std::vector<ClaimedJob>{};
     }
   }
+}
+
+awaitable<std::optional<std::vector<ClaimedJob>>> RedisQueue::claim_next(
+    const std::string& consumer, std::size_t count, const EntryObserver& seen) {
+  std::vector<std::string> args = make_args(consumer, count);
+  for (auto& q : streams_of(consumer)) args.push_back(std::move(q));
+  Reply r = co_await run_script(script(scripts::kClaimNext), std::move(args));
+  const auto& items = r.as_array().at(0).as_array();
+  entries_wait_ = r.as_array().at(1).as_integer() != 0;
+  if (items.empty()) co_return std::nullopt;
+  ValidationOptions validation = options_.validation;
+  validation.generate_id = false;
+  std::vector<ClaimedJob> out;
+  std::vector<LeaseHandle> refused;
+  std::vector<std::string> reasons;
+  Reply unchecked = array_reply({});  // XREADGROUP-shaped: [[stream key, entries], ...]
+  for (const Reply& item : items) {
+    const auto& parts = item.as_array();
+    const std::string& stream = parts.at(0).as_string();
+    const std::string& entry_id = parts.at(1).as_string();
+    const std::string& outcome = parts.at(2).as_string();
+    if (outcome == "claimed") {
+      // {stream, entry, 'claimed', id, state, attempts, created_at, affinity host, spec}:
+      // the spec was validated at enqueue; this router holds it to its own limits.
+      Validated v = validate_job_text(parts.at(8).as_string(), validation);
+      ClaimedJob job = fresh_claim(parts, 3, JobSpec{}, consumer, stream, entry_id);
+      if (!v.ok()) {
+        refused.push_back(job.lease);
+        reasons.push_back("invalid job: " + v.reason);
+        continue;
+      }
+      job.record.spec = std::move(*v.spec);
+      job.record.spec.queue = stream.substr(0, stream.find('@'));  // the stream it is on wins
+      out.push_back(std::move(job));
+    } else if (outcome == "parked") {
+      log::debug("job waits for its concurrency key",
+                 {{"job", parts.at(3).as_string()}, {"key", parts.at(4).as_string()}});
+    } else {
+      // {stream, entry, 'unchecked', fields}: items come stream by stream.
+      const std::string key = stream_key(stream);
+      auto& groups = unchecked.elements;
+      if (groups.empty() || groups.back().elements.at(0).str != key) {
+        groups.push_back(stream_reply(key, array_reply({})));
+      }
+      groups.back().elements.at(1).elements.push_back(array_reply({parts.at(1), parts.at(3)}));
+    }
+  }
+  if (refused.empty() && unchecked.elements.empty()) co_return out;
+  // The jobs claimed above are this router's now: a failure past this point
+  // must not leave them to a lease expiry.
+  const bool more = entries_wait_;
+  auto rest = settle_claim_next(consumer, std::move(refused), std::move(reasons),
+                                std::move(unchecked), count, seen);
+  std::exception_ptr failed;
+  std::string error;
+  try {
+    auto settled = co_await std::move(rest);
+    std::move(settled.begin(), settled.end(), std::back_inserter(out));
+  } catch (const std::exception& e) {
+    failed = std::current_exception();
+    error = e.what();
+  }
+  entries_wait_ = entries_wait_ || more;
+  if (failed && out.empty()) std::rethrow_exception(failed);
+  if (failed) {
+    // Unchecked entries stay pending: reclaimed once their lease runs out.
+    log::warn("claim: entries left to a later reclaim", {{"router", consumer}, {"error", error}});
+  }
+  co_return out;
+}
+
+awaitable<std::vector<ClaimedJob>> RedisQueue::settle_claim_next(const std::string& consumer,
+                                                                 std::vector<LeaseHandle> refused,
+                                                                 std::vector<std::string> reasons,
+                                                                 Reply unchecked, std::size_t count,
+                                                                 const EntryObserver& seen) {
+  for (std::size_t i = 0; i < refused.size(); ++i) {
+    log::warn("job rejected when claimed",
+              {{"job", refused[i].job_id}, {"router", consumer}, {"error", reasons[i]}});
+    co_await fail_attempt(refused[i], reasons[i], false);
+  }
+  if (unchecked.elements.empty()) co_return std::vector<ClaimedJob>{};
+  co_return co_await process_entries(consumer, unchecked, false, count, seen);
 }
 
 awaitable<LeaseReport> RedisQueue::renew_leases(std::string consumer,
@@ -694,7 +827,7 @@ awaitable<std::vector<ClaimedJob>> RedisQueue::reclaim_expired(std::string consu
       cursor = parts.at(0).as_string();
       taken += parts.at(1).as_array().size();
       const Reply streams = as_read_reply(key, parts.at(1));
-      auto jobs = co_await process_entries(consumer, streams, true);
+      auto jobs = co_await process_entries(consumer, streams, true, 0);
       for (auto& j : jobs) out.push_back(std::move(j));
       if (cursor == "0-0") break;
     }

@@ -9,8 +9,10 @@
 #include "queue/script_batcher.hpp"
 #include "queue/validation.hpp"
 
+#include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -114,6 +116,8 @@ class RedisQueue final : public Queue {
   const redis::ClientPtr& client() const { return client_; }
   // Group commit of finish() (script_batcher.hpp): batches sent, calls served.
   const ScriptBatcher& finish_batcher() const { return finish_batcher_; }
+  // Claims whose read and claim were one round trip (entries were waiting).
+  std::uint64_t one_trip_claims() const { return one_trip_claims_; }
 
  private:
   JsonLimits entry_limits() const;  // a raw stream entry's size and depth
@@ -122,9 +126,24 @@ class RedisQueue final : public Queue {
   // The streams `consumer` reads: each queue's, then its host's own
   // (`<queue>@<host>`, once a heartbeat named the host).
   std::vector<std::string> streams_of(const std::string& consumer) const;
+  // Validates the entries of an XREADGROUP-shaped reply and claims them
+  // (kClaim). `count`: the COUNT they were read with (0: reclaimed).
   awaitable<std::vector<ClaimedJob>> process_entries(const std::string& consumer,
                                                      const redis::Reply& streams, bool reclaim,
+                                                     std::size_t count,
                                                      const EntryObserver& seen = {});
+  // Read and claim in one script (kClaimNext), for when entries wait:
+  // nullopt when there was nothing to read.
+  awaitable<std::optional<std::vector<ClaimedJob>>> claim_next(const std::string& consumer,
+                                                               std::size_t count,
+                                                               const EntryObserver& seen);
+  // What claim_next's script could not claim by itself: specs this router's
+  // limits refuse (the attempt fails) and unchecked entries (process_entries).
+  awaitable<std::vector<ClaimedJob>> settle_claim_next(const std::string& consumer,
+                                                       std::vector<LeaseHandle> refused,
+                                                       std::vector<std::string> reasons,
+                                                       redis::Reply unchecked, std::size_t count,
+                                                       const EntryObserver& seen);
   // WAIT replicas_ack replicas_timeout after a write the caller is told of.
   awaitable<void> await_replicas(std::string what);
   awaitable<redis::Reply> run_script(const std::string& script, std::vector<std::string> args);
@@ -139,6 +158,13 @@ class RedisQueue final : public Queue {
   Clock::time_point promote_at_{};
   // The last claim blocked and waited out its whole window, with nothing read.
   bool waited_out_ = false;
+  // The last claim read a full COUNT and the stream held more (the scripts'
+  // `more`): the next claim reads and claims in one round trip (claim_next).
+  // One hint for every consumer of this queue object: a wrong hint costs a
+  // round trip, never a job.
+  bool entries_wait_ = false;
+  // Claims answered by claim_next's one round trip (tests, benchmarks).
+  std::uint64_t one_trip_claims_ = 0;
   std::map<std::string, std::string> reclaim_cursor_;  // stream -> XAUTOCLAIM cursor
   std::map<std::string, std::string> host_of_;         // consumer -> host id (its heartbeat)
   std::set<std::string> grouped_;                      // host streams whose group exists

@@ -78,6 +78,14 @@ local function hold_key(id, key)
   redis.call('ZADD', ck(key), NOW + LEASE_MS, id)
   redis.call('HSET', jk(id), 'ckey', key)
 end
+-- Appends job `id`'s entry to stream `on`: its spec, the attempt its claim
+-- will run (the record's attempts + 1: a router can prepare the container
+-- while it claims) and its id (a claim finds the record without parsing the
+-- spec: kClaimNext). Returns the entry id.
+local function add_entry(on, id, spec, attempts)
+  return redis.call('XADD', P .. 'stream:' .. on, '*', 'job', spec, 'attempt',
+                    (tonumber(attempts) or 0) + 1, 'id', id)
+end
 -- Wakes up to `n` waiters of `key`: each gets the key reserved (so no newer
 -- job overtakes it) and goes back onto its stream.
 local function wake_waiters(key, n)
@@ -88,8 +96,7 @@ local function wake_waiters(key, n)
     local f = redis.call('HMGET', jk(wid), 'state', 'queue', 'spec', 'parked', 'attempts')
     if f[1] == 'queued' and f[4] == key then
       hold_key(wid, key)
-      local entry = redis.call('XADD', P .. 'stream:' .. f[2], '*', 'job', f[3], 'attempt',
-                               (tonumber(f[5]) or 0) + 1)
+      local entry = add_entry(f[2], wid, f[3], f[5])
       redis.call('HSET', jk(wid), 'entry', entry, 'parked', '')
       n = n - 1
     end
@@ -107,11 +114,58 @@ local function release_key(id, key)
   local free = room(key)
   if free > 0 then wake_waiters(key, free) end
 end
+-- Takes the key for a job about to run, or parks the job behind the key's
+-- waiters (FIFO: a newcomer never overtakes them). True when it may run.
+local function admit(id, key, queue, entry)
+  if key == '' then return true end
+  if redis.call('ZSCORE', ck(key), id) then
+    hold_key(id, key)  -- reserved when it was woken, or held across a reclaim
+    return true
+  end
+  local free = room(key)
+  local wl = P .. 'ckwait:' .. key
+  if free > 0 and redis.call('LLEN', wl) == 0 then
+    hold_key(id, key)
+    return true
+  end
+  redis.call('RPUSH', wl, id)
+  redis.call('SADD', P .. 'ckwaiting', key)
+  -- Off every stream now: woken, it goes to its queue's shared stream.
+  redis.call('HSET', jk(id), 'parked', key, 'on', '')
+  ack(queue, entry)
+  if free > 0 then wake_waiters(key, free) end
+  return false
+end
+-- Claims queued job `id` from stream entry `entry` for `consumer`; `indexed`
+-- names the state index it is in (nil: none yet). A retry's previous run
+-- fields are cleared. Returns its new state and attempt count.
+local function take(id, entry, consumer, attempts, indexed)
+  local to = next_state('queued', 'claimed')
+  attempts = attempts + 1
+  if attempts == 1 then
+    redis.call('HSET', jk(id), 'state', to, 'attempts', attempts, 'entry', entry,
+               'consumer', consumer, 'router_id', consumer, 'on', '')
+  else
+    redis.call('HSET', jk(id), 'state', to, 'attempts', attempts, 'entry', entry,
+               'consumer', consumer, 'router_id', consumer, 'on', '', 'image', '',
+               'container_id', '',
+               'exit_code', '', 'from_snapshot', '0', 'snapshot_fallback', '0',
+               'started_at', '', 'due_at', '', 'snapseen', '', 'snapbuild_ms', '')
+  end
+  move_state(id, indexed, to)
+  return to, attempts
+end
+-- A claim's hint for the next one: true when stream `on` holds an entry
+-- after `last`, the last one a full read (COUNT entries) took from it. An
+-- entry another router holds counts too: the hint can be wrong, never unsafe.
+local function more_after(on, last)
+  local newest = redis.call('XREVRANGE', P .. 'stream:' .. on, '+', '-', 'COUNT', 1)[1]
+  return newest ~= nil and newest[1] ~= last
+end
 -- Puts job `id` onto its queue's stream, or onto `host`'s own stream when a
 -- router of that host is live (snapshot affinity: it waits there until
 -- promote_due's affinity wait ends). Returns the host it went to ('' none).
--- `attempts`: the record's; the entry names the attempt its claim will run
--- (attempts + 1), so a router can prepare the container while it claims.
+-- `attempts`: the record's (add_entry).
 local function to_stream(id, queue, spec, host, attempts)
   local on = queue
   if host ~= '' and redis.call('EXISTS', P .. 'hostlive:' .. host) == 1 then
@@ -122,8 +176,7 @@ local function to_stream(id, queue, spec, host, attempts)
   else
     host = ''
   end
-  local entry = redis.call('XADD', P .. 'stream:' .. on, '*', 'job', spec, 'attempt',
-                           (tonumber(attempts) or 0) + 1)
+  local entry = add_entry(on, id, spec, attempts)
   redis.call('HSET', jk(id), 'entry', entry)
   if host ~= '' then redis.call('HSET', jk(id), 'on', on, 'affhost', host) end
   return host
@@ -189,14 +242,16 @@ local function flush_deferred()
 end
 )lua";
 
-// ARGV[9..14]: id, queue, spec JSON, max_attempts, spec fingerprint, snapshot
-// key whose affinity routes the job ('' none: the job does not reuse one).
+// ARGV[9..15]: id, queue, spec JSON, max_attempts, spec fingerprint, snapshot
+// key whose affinity routes the job ('' none: the job does not reuse one),
+// the spec's concurrency key ('' none; kept as `ckspec` for kClaimNext).
 // A job whose key's snapshot is held by a live host goes to that host's own
 // stream `<queue>@<host>` (field `on`), noted in `affq:<host>` for
 // promote_due's wait. Returns 1 when created, {'conflict', stored fingerprint} when the id exists
 // with another spec, else the existing record (HGETALL).
 inline constexpr const char* kEnqueue = R"lua(
 local id, queue, spec, max, hash, akey = ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13], ARGV[14]
+local ckey = ARGV[15]
 local k = jk(id)
 if redis.call('EXISTS', k) == 1 then
   local stored = redis.call('HGET', k, 'spec_hash')
@@ -207,7 +262,7 @@ local host = ''
 if akey ~= '' then host = redis.call('HGET', P .. 'affinity', akey) or '' end
 host = to_stream(id, queue, spec, host, 0)
 redis.call('HSET', k, 'id', id, 'state', 'queued', 'attempts', 0, 'max_attempts', max,
-           'queue', queue, 'created_at', NOW_S, 'spec', spec, 'spec_hash', hash)
+           'queue', queue, 'created_at', NOW_S, 'spec', spec, 'spec_hash', hash, 'ckspec', ckey)
 move_state(id, nil, 'queued')
 redis.call('SADD', P .. 'queues', queue)
 if host ~= '' then
@@ -218,10 +273,13 @@ end
 return 1
 )lua";
 
-// ARGV[9] consumer, ARGV[10] '1' when reclaiming, ARGV[11] max reclaims, then
+// ARGV[9] consumer, ARGV[10] '1' when reclaiming, ARGV[11] max reclaims,
+// ARGV[12] the COUNT the entries were read with (0: reclaimed, no hint), then
 // per entry 6 values: stream ('<queue>' or a host's '<queue>@<host>'), entry
 // id, 'ok' | 'bad', job id, spec JSON | reason, concurrency key ('' none).
-// Returns per entry {entry, outcome, id, ...}:
+// Returns {items, more}: `more` is 1 when a stream read in full holds more
+// entries (more_after: the next claim reads with kClaimNext), and per entry
+// an item {entry, outcome, id, ...}:
 //   claimed:   {entry, 'claimed', id, state, attempts, created_at, affinity
 //              host} (the caller has the spec it sent: no record round trip
 //              on the hot path)
@@ -231,30 +289,10 @@ return 1
 //   parked:    {entry, 'parked', id, key} (waits off the stream for its key)
 inline constexpr const char* kClaim = R"lua(
 local consumer, reclaim, max_reclaims = ARGV[9], ARGV[10] == '1', tonumber(ARGV[11])
--- Takes the key for a job about to run, or parks the job behind the key's
--- waiters (FIFO: a newcomer never overtakes them). True when it may run.
-local function admit(id, key, queue, entry)
-  if key == '' then return true end
-  if redis.call('ZSCORE', ck(key), id) then
-    hold_key(id, key)  -- reserved when it was woken, or held across a reclaim
-    return true
-  end
-  local free = room(key)
-  local wl = P .. 'ckwait:' .. key
-  if free > 0 and redis.call('LLEN', wl) == 0 then
-    hold_key(id, key)
-    return true
-  end
-  redis.call('RPUSH', wl, id)
-  redis.call('SADD', P .. 'ckwaiting', key)
-  -- Off every stream now: woken, it goes to its queue's shared stream.
-  redis.call('HSET', jk(id), 'parked', key, 'on', '')
-  ack(queue, entry)
-  if free > 0 then wake_waiters(key, free) end
-  return false
-end
+local count = tonumber(ARGV[12])
 local out = {}
-for i = 12, #ARGV, 6 do
+local read = {}  -- stream -> {entries, last entry}
+for i = 13, #ARGV, 6 do
   local queue, entry, mode, id, data, key =
     ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
   -- `queue` names the stream (acks go there); a host stream's queue is its prefix.
@@ -285,7 +323,7 @@ for i = 12, #ARGV, 6 do
       -- straight to its claimed state in the index below).
       local spec = cjson.decode(data)
       redis.call('HSET', k, 'id', id, 'max_attempts', spec.max_attempts or 1, 'queue', real_queue,
-                 'created_at', NOW_S, 'spec', data)
+                 'created_at', NOW_S, 'spec', data, 'ckspec', key)
       if host_stream then redis.call('HSET', k, 'on', queue) end
       redis.call('SADD', P .. 'queues', real_queue)
       emit({type = 'job.queued', job = id, queue = real_queue})
@@ -299,20 +337,9 @@ for i = 12, #ARGV, 6 do
       end
       out[#out + 1] = {entry, 'parked', id, key}
     elseif state == 'queued' and to_claim and not stale then
-      attempts = attempts + 1
-      if attempts == 1 then
-        redis.call('HSET', k, 'state', to_claim, 'attempts', attempts, 'entry', entry,
-                   'consumer', consumer, 'router_id', consumer, 'on', '')
-      else
-        -- A retry: clear what the previous attempt recorded.
-        redis.call('HSET', k, 'state', to_claim, 'attempts', attempts, 'entry', entry,
-                   'consumer', consumer, 'router_id', consumer, 'on', '', 'image', '',
-                   'container_id', '',
-                   'exit_code', '', 'from_snapshot', '0', 'snapshot_fallback', '0',
-                   'started_at', '', 'due_at', '', 'snapseen', '', 'snapbuild_ms', '')
-      end
-      move_state(id, indexed, to_claim)
-      out[#out + 1] = {entry, 'claimed', id, to_claim, attempts, created, f[7] or ''}
+      local to
+      to, attempts = take(id, entry, consumer, attempts, indexed)
+      out[#out + 1] = {entry, 'claimed', id, to, attempts, created, f[7] or ''}
     elseif reclaim and f[2] == entry and next_state(state, 'reclaimed') then
       local n = redis.call('HINCRBY', k, 'reclaims', 1)
       if n > max_reclaims then
@@ -337,8 +364,69 @@ for i = 12, #ARGV, 6 do
       out[#out + 1] = {entry, 'skipped', id, state}
     end
   end
+  local r = read[queue] or {0}
+  r[1], r[2] = r[1] + 1, entry
+  read[queue] = r
 end
-return out
+local more = 0
+for on, r in pairs(read) do
+  if count > 0 and r[1] >= count and more_after(on, r[2]) then more = 1 end
+end
+return {out, more}
+)lua";
+
+// The claim of a router that entries wait for (the last claim's `more`):
+// the read and the claim in one round trip. ARGV[9] consumer, ARGV[10]
+// COUNT, ARGV[11..] the streams ('<queue>' or '<queue>@<host>'). Reads up to
+// COUNT new entries per stream (XREADGROUP, never blocking) and claims each
+// one warmstart wrote itself (add_entry): the entry names the job, whose
+// record is queued on this very entry and stream and holds the spec's
+// concurrency key (`ckspec`, written at enqueue). The spec was validated at
+// enqueue; the caller checks it again against its own limits. Returns
+// {items, more} (kClaim's `more`), per entry an item:
+//   {stream, entry, 'claimed', id, state, attempts, created_at, affinity host, spec}
+//   {stream, entry, 'parked', id, key}
+//   {stream, entry, 'unchecked', fields}: any other entry (a producer's own
+//     XADD, a stale copy, a cancelled job, an older version's entry), now
+//     pending for the consumer: the caller validates it and sends it through
+//     kClaim, as if its own XREADGROUP had read it.
+inline constexpr const char* kClaimNext = R"lua(
+local consumer, count = ARGV[9], tonumber(ARGV[10])
+local read = {'XREADGROUP', 'GROUP', GROUP, consumer, 'COUNT', count, 'STREAMS'}
+for i = 11, #ARGV do read[#read + 1] = P .. 'stream:' .. ARGV[i] end
+for i = 11, #ARGV do read[#read + 1] = '>' end
+local streams = redis.call(unpack(read))
+local out, more = {}, 0
+if not streams then return {out, more} end
+local skip = #P + #'stream:'
+for _, s in ipairs(streams) do
+  local on = string.sub(s[1], skip + 1)
+  local host_stream = on:find('@', 1, true) ~= nil
+  local last
+  for _, e in ipairs(s[2]) do
+    local entry, fields = e[1], e[2]
+    last = entry
+    local id
+    for j = 1, #fields - 1, 2 do
+      if fields[j] == 'id' then id = fields[j + 1] end
+    end
+    local f = id and redis.call('HMGET', jk(id), 'state', 'entry', 'on', 'attempts', 'created_at',
+                                'affhost', 'spec', 'ckspec')
+    if f and f[1] == 'queued' and f[2] == entry and (f[3] or '') == (host_stream and on or '')
+        and f[7] and f[8] then
+      if admit(id, f[8], on, entry) then
+        local to, attempts = take(id, entry, consumer, tonumber(f[4]) or 0, 'queued')
+        out[#out + 1] = {on, entry, 'claimed', id, to, attempts, f[5] or '', f[6] or '', f[7]}
+      else
+        out[#out + 1] = {on, entry, 'parked', id, f[8]}
+      end
+    else
+      out[#out + 1] = {on, entry, 'unchecked', fields}
+    end
+  end
+  if last and #s[2] >= count and more_after(on, last) then more = 1 end
+end
+return {out, more}
 )lua";
 
 // ARGV[9] consumer, then triples: queue, entry, id. Returns {lost ids,
@@ -552,8 +640,7 @@ for _, h in ipairs(redis.call('SMEMBERS', P .. 'affhosts')) do
                          'attempts')
     if f[1] == 'queued' and f[5] and f[5] ~= '' and (f[6] or '') == '' then
       redis.call('XDEL', P .. 'stream:' .. f[5], f[4])
-      local entry = redis.call('XADD', P .. 'stream:' .. f[2], '*', 'job', f[3], 'attempt',
-                               (tonumber(f[7]) or 0) + 1)
+      local entry = add_entry(f[2], id, f[3], f[7])
       redis.call('HSET', jk(id), 'entry', entry, 'on', '')
       emit({type = 'job.affinity_released', job = id, host = h,
             reason = live and 'waited' or 'host lost'})

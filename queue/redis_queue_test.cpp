@@ -423,6 +423,142 @@ TEST_CASE("an idle claim loop makes one read and one promote per window", "[queu
   });
 }
 
+TEST_CASE("a backlog is claimed one round trip per claim, each job as a read would give it",
+          "[queue]") {
+  const std::string prefix = unique_prefix();
+  KeyCleanup cleanup{testing::redis_url(), prefix};
+  run_coro([&]() -> awaitable<void> {
+    RedisQueue q(co_await net::this_coro::executor, options_for(testing::redis_url(), prefix));
+    for (int i = 0; i < 5; ++i) {
+      JobSpec s = job("b" + std::to_string(i));
+      s.cmd = {"echo", std::to_string(i)};
+      s.env = {{"N", std::to_string(i)}};
+      co_await q.enqueue(std::move(s));
+    }
+    const long reads = co_await command_calls(q, "xreadgroup");
+    const long scripts = co_await command_calls(q, "evalsha");
+    for (int i = 0; i < 5; ++i) {
+      auto got = co_await q.claim("r", 1, 0ms);
+      REQUIRE(got.size() == 1);
+      const JobRecord& rec = got[0].record;
+      CHECK(rec.id == "b" + std::to_string(i));  // FIFO
+      CHECK(rec.state == JobState::running);
+      CHECK(rec.attempts == 1);
+      CHECK(rec.router_id == "r");
+      CHECK(rec.created_at > 0);
+      CHECK(rec.spec.queue == "default");
+      CHECK(rec.spec.cmd == std::vector<std::string>{"echo", std::to_string(i)});
+      CHECK(rec.spec.env.at("N") == std::to_string(i));
+      CHECK(got[0].lease.attempt == 1);
+      auto done = result(JobState::succeeded, 0, "");
+      auto finished = co_await q.finish(got[0].lease, std::move(done));
+      CHECK(finished.state == JobState::succeeded);
+    }
+    // The first claim read and then claimed (two round trips) and saw more
+    // waiting; the next four each read and claimed in one script, the last
+    // of them saw the stream empty: the claim after it reads (and waits).
+    CHECK(q.one_trip_claims() == 4);
+    CHECK(co_await command_calls(q, "xreadgroup") - reads == 5);
+    CHECK(co_await command_calls(q, "evalsha") - scripts >= 5);
+    auto none = co_await q.claim("r", 1, 0ms);
+    CHECK(none.empty());
+    CHECK(q.one_trip_claims() == 4);
+    auto counts = co_await q.counts();
+    CHECK(counts.by_state[JobState::succeeded] == 5);
+    CHECK(counts.by_state[JobState::running] == 0);
+    auto len = co_await q.client()->command(make_args("XLEN", q.stream_key("default")));
+    CHECK(len.as_integer() == 0);  // every entry acked and deleted
+  });
+}
+
+TEST_CASE("a one-trip claim leaves other entries to validation: raw, cancelled, parked",
+          "[queue]") {
+  const std::string prefix = unique_prefix();
+  KeyCleanup cleanup{testing::redis_url(), prefix};
+  run_coro([&]() -> awaitable<void> {
+    RedisQueue q(co_await net::this_coro::executor, options_for(testing::redis_url(), prefix));
+    JobSpec holder = job("holder");
+    holder.concurrency_key = "k";
+    JobSpec waiter = job("waiter");
+    waiter.concurrency_key = "k";
+    co_await q.enqueue(job("first"));
+    co_await q.enqueue(std::move(holder));
+    co_await q.enqueue(job("cancelled"));
+    co_await q.client()->command(make_args("XADD", q.stream_key("default"), "*", "job",
+                                           R"({"id": "raw", "cmd": ["true"]})"));
+    co_await q.client()->command(make_args("XADD", q.stream_key("default"), "*", "job", "{nope"));
+    co_await q.enqueue(std::move(waiter));
+    co_await q.enqueue(job("last"));
+    co_await q.cancel("cancelled");
+    auto first = co_await q.claim("r", 1, 0ms);  // a read, then the claim script
+    REQUIRE(first.size() == 1);
+    CHECK(first[0].record.id == "first");
+    std::vector<ClaimedJob> rest;
+    for (int i = 0; i < 6 && rest.size() < 4; ++i) {
+      auto got = co_await q.claim("r", 4 - rest.size(), 0ms);
+      for (auto& j : got) rest.push_back(std::move(j));
+    }
+    CHECK(q.one_trip_claims() >= 1);
+    std::vector<std::string> ids;
+    for (const auto& j : rest) ids.push_back(j.record.id);
+    // The holder takes the key, the waiter parks behind it, the cancelled
+    // job is skipped, the raw entry is adopted, the malformed one rejected.
+    CHECK(ids == std::vector<std::string>{"holder", "raw", "last"});
+    auto bad = co_await q.list(JobState::failed, 10);
+    REQUIRE(bad.size() == 1);
+    CHECK(bad[0].error.find("not valid JSON") != std::string::npos);
+    auto cancelled = co_await q.get("cancelled");
+    CHECK(cancelled->state == JobState::cancelled);
+    auto parked = co_await q.get("waiter");
+    CHECK(parked->state == JobState::queued);
+    CHECK(parked->waiting_for_key == "k");
+    // The holder leaves: the waiter comes back and is claimed.
+    for (const auto& j : rest) {
+      if (j.record.id != "holder") continue;
+      auto done = result(JobState::succeeded, 0, "");
+      co_await q.finish(j.lease, std::move(done));
+    }
+    auto woken = co_await claim_n(q, "r", 1);
+    REQUIRE(woken.size() == 1);
+    CHECK(woken[0].record.id == "waiter");
+    CHECK(woken[0].record.spec.concurrency_key == "k");
+  });
+}
+
+TEST_CASE("a one-trip claim fails a job beyond this router's limits, and claims the next",
+          "[queue]") {
+  const std::string prefix = unique_prefix();
+  KeyCleanup cleanup{testing::redis_url(), prefix};
+  run_coro([&]() -> awaitable<void> {
+    RedisQueue producer(co_await net::this_coro::executor,
+                        options_for(testing::redis_url(), prefix));
+    auto strict = options_for(testing::redis_url(), prefix);
+    JobLimits limits;
+    limits.memory_mb = 2048;
+    strict.validation.limits = limits;
+    RedisQueue q(co_await net::this_coro::executor, strict);
+    co_await producer.enqueue(job("a"));
+    JobSpec big = job("big");
+    big.resources.memory_mb = 4096;
+    co_await producer.enqueue(std::move(big));
+    co_await producer.enqueue(job("c"));
+    auto a = co_await q.claim("r", 1, 0ms);
+    REQUIRE(a.size() == 1);
+    CHECK(a[0].record.id == "a");
+    auto c = co_await claim_n(q, "r", 1);
+    REQUIRE(c.size() == 1);
+    CHECK(c[0].record.id == "c");
+    CHECK(q.one_trip_claims() >= 1);
+    auto rec = co_await q.get("big");
+    CHECK(rec->state == JobState::failed);
+    CHECK(rec->error.find("invalid job") != std::string::npos);
+    CHECK(rec->error.find("memory_mb") != std::string::npos);
+    auto counts = co_await q.counts();
+    CHECK(counts.by_state[JobState::queued] == 0);
+    CHECK(counts.by_state[JobState::running] == 2);
+  });
+}
+
 TEST_CASE("a heartbeat and a fleet read are one script each and expired routers are forgotten",
           "[queue]") {
   const std::string prefix = unique_prefix();

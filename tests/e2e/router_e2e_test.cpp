@@ -234,13 +234,18 @@ TEST_CASE("router: 30 jobs at concurrency 4 never exceed 4 containers and all su
   auto succeeded = run_cli(router, {"jobs", "--state", "succeeded", "--json"}).json();
   CHECK(succeeded.size() == 30);
   CHECK(run_cli(router, {"jobs", "--state", "failed", "--json"}).json().empty());
-  // Every container was created while its job's claim ran, and each was used
-  // (the peak above counts them from their create on).
+  // The claims that read first created their containers while the claim ran
+  // (the ones after them, through the backlog, read and claimed in one
+  // round trip: docs/queue.md), and each was used (the peak above counts
+  // them from their create on).
   bool counted = false;
-  const std::string metrics =
-      metrics_showing(router, "warmstart_claim_creates_total 30\n", counted);
+  const std::string sample = "\nwarmstart_claim_creates_total ";
+  const std::string metrics = metrics_showing(router, sample, counted);
   INFO(metrics);
-  CHECK(counted);
+  REQUIRE(counted);
+  const int created = std::stoi(metrics.substr(metrics.find(sample) + sample.size()));
+  CHECK(created >= 1);
+  CHECK(created <= 30);
   CHECK(metrics.find("warmstart_claim_creates_unused_total 0\n") != std::string::npos);
 }
 

@@ -1,4 +1,4 @@
-// pipeline_bench [--rounds R] [JOBS] [PARALLELISM...]
+// pipeline_bench [--rounds R] [--reconcile DURATION|default] [JOBS] [PARALLELISM...]
 // Throughput of trivial jobs (`true`, base image, no snapshot) through the real
 // `warmstart router` (concurrency P) versus the raw Engine API doing
 // create/start/wait/remove with P coroutines on DockerClient (NetworkMode none,
@@ -9,6 +9,9 @@
 // With --rounds R, each parallelism runs R rounds of (raw phase, router phase),
 // alternating so that a change in the load of a shared machine hits both; times
 // are summed over the rounds and the per-round ratios are listed.
+// --reconcile sets the router's reconcile_interval (default 1s, the other
+// benches' value; `default`: the router's own, 5s, as load_bench runs it):
+// the lease renewals and container lists it paces are part of the CPU per job.
 //   raw_s      wall time of the P raw workers for all JOBS (steady clock).
 //   warmstart_s  from just before the first enqueue (client wall clock) to the
 //              latest finished_at of the JOBS records (the router sets it after
@@ -113,9 +116,13 @@ struct WsResult {
   int failed = 0;
 };
 
-awaitable<WsResult> run_warmstart(const BenchEnv& env, int jobs, int parallelism) {
+awaitable<WsResult> run_warmstart(const BenchEnv& env, int jobs, int parallelism,
+                                  std::string reconcile_interval) {
   auto ex = co_await net::this_coro::executor;
-  RouterChild router(env, parallelism, "pipe" + std::to_string(parallelism));
+  RouterChildOptions options;
+  options.concurrency = parallelism;
+  options.reconcile_interval = std::move(reconcile_interval);
+  RouterChild router(env, options, "pipe" + std::to_string(parallelism));
   queue::RedisQueue q(ex, queue_options(env, router.key_prefix()));
   co_await wait_router_ready(q, router.id());
   WsResult out;
@@ -161,9 +168,19 @@ int main(int argc, char** argv) {
   log::init(log::Level::warn);
   int first = 1;
   int rounds = 1;
-  if (argc > 2 && std::string(argv[1]) == "--rounds") {
-    rounds = std::max(1, std::atoi(argv[2]));
-    first = 3;
+  std::string reconcile = "1s";
+  while (first + 1 < argc && std::string(argv[first]).rfind("--", 0) == 0) {
+    const std::string flag = argv[first];
+    const std::string value = argv[first + 1];
+    if (flag == "--rounds") {
+      rounds = std::max(1, std::atoi(value.c_str()));
+    } else if (flag == "--reconcile") {
+      reconcile = value == "default" ? "" : value;
+    } else {
+      std::fprintf(stderr, "pipeline_bench: unknown option %s\n", flag.c_str());
+      return 2;
+    }
+    first += 2;
   }
   const int jobs = argc > first ? std::atoi(argv[first]) : 100;
   std::vector<int> parallelisms;
@@ -191,7 +208,7 @@ int main(int argc, char** argv) {
           // One untimed raw container first: the engine's caches are warm for both.
           co_await run_raw(*docker, env, 1, 1);
           RawResult raw_round = co_await run_raw(*docker, env, jobs, p);
-          WsResult ws_round = co_await run_warmstart(env, jobs, p);
+          WsResult ws_round = co_await run_warmstart(env, jobs, p, reconcile);
           round_ratios.push_back(ws_round.wall_s > 0 ? raw_round.wall_s / ws_round.wall_s : 0);
           raw.wall_s += raw_round.wall_s;
           raw.job_ms.insert(raw.job_ms.end(), raw_round.job_ms.begin(), raw_round.job_ms.end());
@@ -214,6 +231,7 @@ int main(int argc, char** argv) {
             {"jobs", jobs},
             {"rounds", rounds},
             {"parallelism", p},
+            {"reconcile_interval", reconcile.empty() ? "router default" : reconcile},
             {"raw_s", raw.wall_s},
             {"raw_jobs_per_s", raw_tput},
             {"warmstart_s", ws.wall_s},

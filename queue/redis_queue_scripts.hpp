@@ -299,12 +299,21 @@ for i = 13, #ARGV, 6 do
   local real_queue = queue:match('^([^@]*)')
   local host_stream = real_queue ~= queue
   if mode == 'bad' then
-    -- A malformed entry never touches an existing record, whatever id it claims.
-    if id == '' or redis.call('EXISTS', jk(id)) == 1 then id = 'raw-' .. queue .. '-' .. entry end
-    redis.call('HSET', jk(id), 'id', id, 'state', 'failed', 'attempts', 0, 'max_attempts', 1,
-               'queue', real_queue, 'created_at', NOW_S, 'finished_at', NOW_S, 'error', data,
-               'entry', entry)
-    move_state(id, nil, 'failed')
+    local own = id ~= '' and redis.call('HMGET', jk(id), 'state', 'entry') or {}
+    if own[1] == 'queued' and own[2] == entry then
+      -- The job queued on this very entry, whose spec this router refuses
+      -- (ceilings lower than its enqueuer's): that job fails, never to wait on.
+      redis.call('HSET', jk(id), 'state', next_state('queued', 'failed'), 'finished_at', NOW_S,
+                 'error', data)
+      move_state(id, 'queued', 'failed')
+    else
+      -- A malformed entry never touches another record, whatever id it claims.
+      if id == '' or redis.call('EXISTS', jk(id)) == 1 then id = 'raw-' .. queue .. '-' .. entry end
+      redis.call('HSET', jk(id), 'id', id, 'state', 'failed', 'attempts', 0, 'max_attempts', 1,
+                 'queue', real_queue, 'created_at', NOW_S, 'finished_at', NOW_S, 'error', data,
+                 'entry', entry)
+      move_state(id, nil, 'failed')
+    end
     emit({type = 'job.failed', job = id, error = data})
     retire(id, 'failed')
     ack(queue, entry)

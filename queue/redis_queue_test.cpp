@@ -559,6 +559,45 @@ TEST_CASE("a one-trip claim fails a job beyond this router's limits, and claims 
   });
 }
 
+TEST_CASE("a queued job beyond the claiming router's limits fails, and waits on nothing",
+          "[queue]") {
+  const std::string prefix = unique_prefix();
+  KeyCleanup cleanup{testing::redis_url(), prefix};
+  run_coro([&]() -> awaitable<void> {
+    // Enqueued under the default ceilings, claimed by a router whose
+    // ceilings are lower (lowered while jobs waited, or a fleet's other
+    // router): its first read validates it in C++ (the claim script's
+    // 'bad' path), not the one-trip claim.
+    RedisQueue producer(co_await net::this_coro::executor,
+                        options_for(testing::redis_url(), prefix));
+    auto strict = options_for(testing::redis_url(), prefix);
+    JobLimits limits;
+    limits.memory_mb = 2048;
+    strict.validation.limits = limits;
+    RedisQueue q(co_await net::this_coro::executor, strict);
+    JobSpec big = job("big");
+    big.resources.memory_mb = 4096;
+    co_await producer.enqueue(std::move(big));
+    co_await producer.enqueue(job("small"));
+    auto got = co_await claim_n(q, "r", 1);
+    REQUIRE(got.size() == 1);
+    CHECK(got[0].record.id == "small");
+    CHECK(q.one_trip_claims() == 1);  // "small", after the read that met "big"
+    auto rec = co_await q.get("big");
+    CHECK(rec->state == JobState::failed);
+    CHECK(rec->error.find("memory_mb") != std::string::npos);
+    auto counts = co_await q.counts();
+    CHECK(counts.by_state[JobState::queued] == 0);
+    CHECK(counts.by_state[JobState::failed] == 1);  // that job, no raw-... copy
+    auto events = co_await q.read_events("", 20);
+    bool failed_event = false;
+    for (const auto& e : events) {
+      if (e.body["type"] == "job.failed" && e.body["job"] == "big") failed_event = true;
+    }
+    CHECK(failed_event);
+  });
+}
+
 TEST_CASE("a heartbeat and a fleet read are one script each and expired routers are forgotten",
           "[queue]") {
   const std::string prefix = unique_prefix();

@@ -306,6 +306,7 @@ for i = 13, #ARGV, 6 do
       redis.call('HSET', jk(id), 'state', next_state('queued', 'failed'), 'finished_at', NOW_S,
                  'error', data)
       move_state(id, 'queued', 'failed')
+      release_key(id)  -- a woken waiter holds its key's reservation
     else
       -- A malformed entry never touches another record, whatever id it claims.
       if id == '' or redis.call('EXISTS', jk(id)) == 1 then id = 'raw-' .. queue .. '-' .. entry end

@@ -591,6 +591,40 @@ TEST_CASE("a queued job beyond the claiming router's limits fails, and the next 
   });
 }
 
+TEST_CASE("a woken waiter the claiming router refuses fails and frees its key", "[queue]") {
+  const std::string prefix = unique_prefix();
+  KeyCleanup cleanup{testing::redis_url(), prefix};
+  run_coro([&]() -> awaitable<void> {
+    // A lenient router holds key k and parks the waiter; the holder ends, the
+    // waiter is woken with the key reserved for it, and a router with lower
+    // ceilings reads it: it fails, and the reservation goes with it.
+    RedisQueue lenient(co_await net::this_coro::executor,
+                       options_for(testing::redis_url(), prefix));
+    RedisQueue strict(co_await net::this_coro::executor, strict_options(prefix));
+    JobSpec holder = job("holder");
+    holder.concurrency_key = "k";
+    JobSpec waiter = over_strict_limits("waiter");
+    waiter.concurrency_key = "k";
+    co_await lenient.enqueue(std::move(holder));
+    co_await lenient.enqueue(std::move(waiter));
+    auto held = co_await claim_n(lenient, "lenient", 2, 1s);
+    REQUIRE(held.size() == 1);
+    CHECK(held[0].record.id == "holder");
+    auto done = result(JobState::succeeded, 0, "");
+    co_await lenient.finish(held[0].lease, std::move(done));
+    const std::string key = prefix + "ckey:k";
+    auto reserved = co_await lenient.client()->command(make_args("ZCARD", key));
+    CHECK(reserved.as_integer() == 1);  // the woken waiter's reservation
+    auto none = co_await claim_n(strict, "strict", 1, 1s);
+    CHECK(none.empty());
+    auto rec = co_await strict.get("waiter");
+    CHECK(rec->state == JobState::failed);
+    CHECK(rec->error.find("memory_mb") != std::string::npos);
+    auto left = co_await lenient.client()->command(make_args("ZCARD", key));
+    CHECK(left.as_integer() == 0);
+  });
+}
+
 TEST_CASE("a heartbeat and a fleet read are one script each and expired routers are forgotten",
           "[queue]") {
   const std::string prefix = unique_prefix();

@@ -23,6 +23,11 @@ namespace {
 // at up to 100 pending entries per job wanted.
 constexpr int kReclaimScanCalls = 10;
 
+// The consumer group vanished (a Redis without persistence restarted).
+bool no_group(const redis::ReplyError& e) {
+  return std::string_view(e.what()).find("NOGROUP") != std::string_view::npos;
+}
+
 Reply array_reply(std::vector<Reply> elements) {
   Reply r;
   r.type = Reply::Type::array;
@@ -558,8 +563,7 @@ awaitable<std::vector<ClaimedJob>> RedisQueue::claim(std::string consumer, std::
       try {
         jobs = co_await std::move(next);
       } catch (const redis::ReplyError& e) {
-        // The group vanished (a Redis without persistence restarted).
-        if (std::string_view(e.what()).find("NOGROUP") == std::string_view::npos) throw;
+        if (!no_group(e)) throw;
         regroup = true;
       }
       if (regroup) {
@@ -599,10 +603,7 @@ awaitable<std::vector<ClaimedJob>> RedisQueue::claim(std::string consumer, std::
         streams = co_await std::move(read);
         break;
       } catch (const redis::ReplyError& e) {
-        // The group vanished (a Redis without persistence restarted): recreate.
-        if (tries > 0 || std::string_view(e.what()).find("NOGROUP") == std::string_view::npos) {
-          throw;
-        }
+        if (tries > 0 || !no_group(e)) throw;  // recreated below, once
       }
       groups_ready_ = false;
       co_await ensure_groups();
@@ -629,8 +630,7 @@ awaitable<std::optional<std::vector<ClaimedJob>>> RedisQueue::claim_next(
   ValidationOptions validation = options_.validation;
   validation.generate_id = false;
   std::vector<ClaimedJob> out;
-  std::vector<LeaseHandle> refused;
-  std::vector<std::string> reasons;
+  std::vector<std::pair<LeaseHandle, std::string>> refused;  // lease, reason
   Reply unchecked = array_reply({});  // XREADGROUP-shaped: [[stream key, entries], ...]
   for (const Reply& item : items) {
     const auto& parts = item.as_array();
@@ -643,8 +643,7 @@ awaitable<std::optional<std::vector<ClaimedJob>>> RedisQueue::claim_next(
       Validated v = validate_job_text(parts.at(8).as_string(), validation);
       ClaimedJob job = fresh_claim(parts, 3, JobSpec{}, consumer, stream, entry_id);
       if (!v.ok()) {
-        refused.push_back(job.lease);
-        reasons.push_back("invalid job: " + v.reason);
+        refused.emplace_back(job.lease, "invalid job: " + v.reason);
         continue;
       }
       job.record.spec = std::move(*v.spec);
@@ -666,9 +665,7 @@ awaitable<std::optional<std::vector<ClaimedJob>>> RedisQueue::claim_next(
   if (refused.empty() && unchecked.elements.empty()) co_return out;
   // The jobs claimed above are this router's now: a failure past this point
   // must not leave them to a lease expiry.
-  const bool more = entries_wait_;
-  auto rest = settle_claim_next(consumer, std::move(refused), std::move(reasons),
-                                std::move(unchecked), count, seen);
+  auto rest = settle_claim_next(consumer, std::move(refused), std::move(unchecked), seen);
   std::exception_ptr failed;
   std::string error;
   try {
@@ -678,7 +675,6 @@ awaitable<std::optional<std::vector<ClaimedJob>>> RedisQueue::claim_next(
     failed = std::current_exception();
     error = e.what();
   }
-  entries_wait_ = entries_wait_ || more;
   if (failed && out.empty()) std::rethrow_exception(failed);
   if (failed) {
     // Unchecked entries stay pending: reclaimed once their lease runs out.
@@ -687,18 +683,17 @@ awaitable<std::optional<std::vector<ClaimedJob>>> RedisQueue::claim_next(
   co_return out;
 }
 
-awaitable<std::vector<ClaimedJob>> RedisQueue::settle_claim_next(const std::string& consumer,
-                                                                 std::vector<LeaseHandle> refused,
-                                                                 std::vector<std::string> reasons,
-                                                                 Reply unchecked, std::size_t count,
-                                                                 const EntryObserver& seen) {
-  for (std::size_t i = 0; i < refused.size(); ++i) {
+awaitable<std::vector<ClaimedJob>> RedisQueue::settle_claim_next(
+    const std::string& consumer, std::vector<std::pair<LeaseHandle, std::string>> refused,
+    Reply unchecked, const EntryObserver& seen) {
+  for (auto& [lease, reason] : refused) {
     log::warn("job rejected when claimed",
-              {{"job", refused[i].job_id}, {"router", consumer}, {"error", reasons[i]}});
-    co_await fail_attempt(refused[i], reasons[i], false);
+              {{"job", lease.job_id}, {"router", consumer}, {"error", reason}});
+    co_await fail_attempt(lease, reason, false);
   }
   if (unchecked.elements.empty()) co_return std::vector<ClaimedJob>{};
-  co_return co_await process_entries(consumer, unchecked, false, count, seen);
+  // Count 0: the hint is the one claim_next's script gave (it read these streams).
+  co_return co_await process_entries(consumer, unchecked, false, 0, seen);
 }
 
 awaitable<LeaseReport> RedisQueue::renew_leases(std::string consumer,

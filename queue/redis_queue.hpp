@@ -15,6 +15,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace warmstart::queue {
@@ -127,7 +128,8 @@ class RedisQueue final : public Queue {
   // (`<queue>@<host>`, once a heartbeat named the host).
   std::vector<std::string> streams_of(const std::string& consumer) const;
   // Validates the entries of an XREADGROUP-shaped reply and claims them
-  // (kClaim). `count`: the COUNT they were read with (0: reclaimed).
+  // (kClaim). `count`: the COUNT they were read with, for the script's hint
+  // (entries_wait_); 0: no hint (reclaimed, or claim_next's rest).
   awaitable<std::vector<ClaimedJob>> process_entries(const std::string& consumer,
                                                      const redis::Reply& streams, bool reclaim,
                                                      std::size_t count,
@@ -139,11 +141,9 @@ class RedisQueue final : public Queue {
                                                                const EntryObserver& seen);
   // What claim_next's script could not claim by itself: specs this router's
   // limits refuse (the attempt fails) and unchecked entries (process_entries).
-  awaitable<std::vector<ClaimedJob>> settle_claim_next(const std::string& consumer,
-                                                       std::vector<LeaseHandle> refused,
-                                                       std::vector<std::string> reasons,
-                                                       redis::Reply unchecked, std::size_t count,
-                                                       const EntryObserver& seen);
+  awaitable<std::vector<ClaimedJob>> settle_claim_next(
+      const std::string& consumer, std::vector<std::pair<LeaseHandle, std::string>> refused,
+      redis::Reply unchecked, const EntryObserver& seen);
   // WAIT replicas_ack replicas_timeout after a write the caller is told of.
   awaitable<void> await_replicas(std::string what);
   awaitable<redis::Reply> run_script(const std::string& script, std::vector<std::string> args);

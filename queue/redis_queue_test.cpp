@@ -94,8 +94,8 @@ RedisQueueOptions strict_options(const std::string& prefix) {
   o.validation.limits = limits;
   return o;
 }
-JobSpec over_strict_limits(const std::string& id) {
-  JobSpec s = job(id);
+JobSpec over_strict_limits(const std::string& id, const std::string& key = "") {
+  JobSpec s = contract::spec(id, key);
   s.resources.memory_mb = 4096;
   return s;
 }
@@ -492,17 +492,13 @@ TEST_CASE("a one-trip claim leaves other entries to validation: raw, cancelled, 
   KeyCleanup cleanup{testing::redis_url(), prefix};
   run_coro([&]() -> awaitable<void> {
     RedisQueue q(co_await net::this_coro::executor, options_for(testing::redis_url(), prefix));
-    JobSpec holder = job("holder");
-    holder.concurrency_key = "k";
-    JobSpec waiter = job("waiter");
-    waiter.concurrency_key = "k";
     co_await q.enqueue(job("first"));
-    co_await q.enqueue(std::move(holder));
+    co_await q.enqueue(contract::spec("holder", "k"));
     co_await q.enqueue(job("cancelled"));
     co_await q.client()->command(make_args("XADD", q.stream_key("default"), "*", "job",
                                            R"({"id": "raw", "cmd": ["true"]})"));
     co_await q.client()->command(make_args("XADD", q.stream_key("default"), "*", "job", "{nope"));
-    co_await q.enqueue(std::move(waiter));
+    co_await q.enqueue(contract::spec("waiter", "k"));
     co_await q.enqueue(job("last"));
     co_await q.cancel("cancelled");
     auto first = co_await q.claim("r", 1, 0ms);  // a read, then the claim script
@@ -601,12 +597,8 @@ TEST_CASE("a woken waiter the claiming router refuses fails and frees its key", 
     RedisQueue lenient(co_await net::this_coro::executor,
                        options_for(testing::redis_url(), prefix));
     RedisQueue strict(co_await net::this_coro::executor, strict_options(prefix));
-    JobSpec holder = job("holder");
-    holder.concurrency_key = "k";
-    JobSpec waiter = over_strict_limits("waiter");
-    waiter.concurrency_key = "k";
-    co_await lenient.enqueue(std::move(holder));
-    co_await lenient.enqueue(std::move(waiter));
+    co_await lenient.enqueue(contract::spec("holder", "k"));
+    co_await lenient.enqueue(over_strict_limits("waiter", "k"));
     auto held = co_await claim_n(lenient, "lenient", 2, 1s);
     REQUIRE(held.size() == 1);
     CHECK(held[0].record.id == "holder");
@@ -622,6 +614,30 @@ TEST_CASE("a woken waiter the claiming router refuses fails and frees its key", 
     CHECK(rec->error.find("memory_mb") != std::string::npos);
     auto left = co_await lenient.client()->command(make_args("ZCARD", key));
     CHECK(left.as_integer() == 0);
+  });
+}
+
+TEST_CASE("a one-trip claim whose consumer group vanished recreates it and goes on", "[queue]") {
+  const std::string prefix = unique_prefix();
+  KeyCleanup cleanup{testing::redis_url(), prefix};
+  run_coro([&]() -> awaitable<void> {
+    RedisQueue q(co_await net::this_coro::executor, options_for(testing::redis_url(), prefix));
+    for (const char* id : {"a", "b", "c"}) co_await q.enqueue(job(id));
+    auto a = co_await q.claim("r", 1, 0ms);  // a read: it sees more waiting
+    REQUIRE(a.size() == 1);
+    CHECK(a[0].record.id == "a");
+    // As after a restart of a Redis without persistence: the group is gone,
+    // so the next claim's script fails with NOGROUP.
+    co_await q.client()->command(
+        make_args("XGROUP", "DESTROY", q.stream_key("default"), q.options().group));
+    auto b = co_await claim_n(q, "r", 1);
+    REQUIRE(b.size() == 1);
+    CHECK(b[0].record.id == "b");  // "a", read again, is running: skipped
+    auto c = co_await claim_n(q, "r", 1);
+    REQUIRE(c.size() == 1);
+    CHECK(c[0].record.id == "c");
+    auto rec = co_await q.get("a");
+    CHECK(rec->state == JobState::running);
   });
 }
 

@@ -1,5 +1,6 @@
 // The router end to end: the real `warmstart router` and CLI binaries against
 // the private redis-server and dockerd (issue: the router, "Done means").
+#include "api/testing_prometheus.hpp"
 #include "e2e/cli_runner.hpp"
 
 #include <catch2/catch.hpp>
@@ -239,11 +240,11 @@ TEST_CASE("router: 30 jobs at concurrency 4 never exceed 4 containers and all su
   // round trip: docs/queue.md), and each was used (the peak above counts
   // them from their create on).
   bool counted = false;
-  const std::string sample = "\nwarmstart_claim_creates_total ";
-  const std::string metrics = metrics_showing(router, sample, counted);
+  const std::string metrics = metrics_showing(router, "\nwarmstart_claim_creates_total ", counted);
   INFO(metrics);
   REQUIRE(counted);
-  const int created = std::stoi(metrics.substr(metrics.find(sample) + sample.size()));
+  const double created = api::testing::parse_exposition(metrics).value(
+      "warmstart_claim_creates_total", "warmstart_claim_creates_total");
   CHECK(created >= 1);
   CHECK(created <= 30);
   CHECK(metrics.find("warmstart_claim_creates_unused_total 0\n") != std::string::npos);

@@ -641,6 +641,73 @@ TEST_CASE("a one-trip claim whose consumer group vanished recreates it and goes 
   });
 }
 
+TEST_CASE("a one-trip claim that loses Redis before its follow-up keeps what it claimed",
+          "[queue]") {
+  // The one-trip claim claims "b" and "c" and hands back the raw entry
+  // between them unchecked; the connection dies before that entry's own
+  // claim script. The claim returns "b" and "c" (their leases work), and the
+  // raw entry, left pending for this consumer, is reclaimed once its lease
+  // runs out: nothing is lost.
+  const std::string prefix = unique_prefix();
+  KeyCleanup cleanup{testing::redis_url(), prefix};
+  run_coro([&]() -> awaitable<void> {
+    auto o = options_for(testing::redis_url(), prefix);
+    o.lease_timeout = 500ms;
+    RedisQueue q(co_await net::this_coro::executor, o);
+    co_await q.enqueue(job("a"));
+    co_await q.enqueue(job("b"));
+    // Another producer's entry that names its attempt: the claim's observer
+    // sees it just before the claim script that would adopt it.
+    co_await q.client()->command(make_args("XADD", q.stream_key("default"), "*", "job",
+                                           R"({"id": "raw", "cmd": ["true"]})", "attempt", "1"));
+    co_await q.enqueue(job("c"));
+    auto a = co_await q.claim("r", 1, 0ms);  // a read: it sees more waiting
+    REQUIRE(a.size() == 1);
+    CHECK(a[0].record.id == "a");
+    redis::Reply client_id = co_await q.client()->command(make_args("CLIENT", "ID"));
+    int cuts = 0;
+    EntryObserver cut = [&](const EntrySeen& e) {
+      if (e.job_id != "raw" || cuts++ > 0) return;
+      auto u = redis::Url::parse(testing::redis_url());
+      redisContext* c = redisConnect(u.host.c_str(), u.port);
+      REQUIRE((c != nullptr && c->err == 0));
+      freeReplyObject(redisCommand(c, "CLIENT KILL ID %lld", client_id.as_integer()));
+      redisFree(c);
+    };
+    auto got = co_await q.claim("r", 3, 0ms, cut);
+    CHECK(cuts == 1);
+    CHECK(q.one_trip_claims() == 1);
+    std::vector<std::string> ids;
+    for (const auto& j : got) ids.push_back(j.record.id);
+    CHECK(ids == std::vector<std::string>{"b", "c"});
+    got.push_back(std::move(a[0]));
+    for (const auto& j : got) {
+      auto done = result(JobState::succeeded, 0, "");
+      auto finished = co_await q.finish(j.lease, std::move(done));  // reconnects
+      CHECK(finished.state == JobState::succeeded);
+    }
+    auto raw = co_await q.get("raw");
+    CHECK_FALSE(raw);  // never adopted: its claim script did not run
+    redis::Reply pending = co_await q.client()->command(
+        make_args("XPENDING", q.stream_key("default"), q.options().group));
+    CHECK(pending.as_array().at(0).as_integer() == 1);
+    std::vector<ClaimedJob> back;
+    for (auto until = Clock::now() + 5s; back.empty() && Clock::now() < until;) {
+      back = co_await q.reclaim_expired("rescuer", 10);
+      if (back.empty()) co_await sleep_for(100ms);
+    }
+    REQUIRE(back.size() == 1);
+    CHECK(back[0].record.id == "raw");
+    auto done = result(JobState::succeeded, 0, "");
+    auto finished = co_await q.finish(back[0].lease, std::move(done));
+    CHECK(finished.state == JobState::succeeded);
+    auto counts = co_await q.counts();
+    CHECK(counts.by_state[JobState::succeeded] == 4);
+    auto len = co_await q.client()->command(make_args("XLEN", q.stream_key("default")));
+    CHECK(len.as_integer() == 0);
+  });
+}
+
 TEST_CASE("a heartbeat and a fleet read are one script each and expired routers are forgotten",
           "[queue]") {
   const std::string prefix = unique_prefix();

@@ -15,11 +15,13 @@
 
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
+#include <signal.h>
 
 #include <algorithm>
 #include <cctype>
 #include <charconv>
 #include <limits>
+#include <mutex>
 #include <unordered_map>
 
 namespace warmstart::redis {
@@ -101,6 +103,57 @@ Endpoint parse_endpoint(std::string_view hostport, int default_port) {
 }
 
 constexpr std::string_view kSentinelScheme = "redis+sentinel://";
+constexpr std::string_view kUnixScheme = "unix://";
+
+// user:password, or a lone password (redis://secret@host: the legacy AUTH
+// password; AUTH with a user but no password does not exist).
+void parse_userinfo(std::string_view userinfo, Url& url) {
+  if (auto colon = userinfo.find(':'); colon != std::string_view::npos) {
+    url.user = percent_decode(userinfo.substr(0, colon), "user");
+    url.password = percent_decode(userinfo.substr(colon + 1), "password");
+  } else {
+    url.password = percent_decode(userinfo, "password");
+  }
+}
+
+// What follows unix://: [user[:password]@]/path[?db=N].
+Url parse_unix(std::string_view rest) {
+  const std::string_view form = "unix://[user[:password]@]/path/to/redis.sock[?db=N]";
+  Url url;
+  url.host.clear();
+  url.port = 0;
+  std::string_view query;
+  if (auto q = rest.find('?'); q != std::string_view::npos) {
+    query = rest.substr(q + 1);
+    rest = rest.substr(0, q);
+  }
+  if (rest.find('#') != std::string_view::npos) {
+    throw std::invalid_argument("redis URL: fragments are not supported");
+  }
+  const auto slash = rest.find('/');
+  std::string_view userinfo = rest.substr(0, slash);
+  if (slash == std::string_view::npos || (!userinfo.empty() && userinfo.back() != '@')) {
+    throw std::invalid_argument("redis URL: unix:// needs an absolute socket path: " +
+                                std::string(form));
+  }
+  if (!userinfo.empty()) parse_userinfo(userinfo.substr(0, userinfo.size() - 1), url);
+  url.socket_path = percent_decode(rest.substr(slash), "socket path");
+  // sockaddr_un's sun_path: hiredis would cut a longer path short.
+  constexpr std::size_t max_path = 107;
+  if (url.socket_path.size() < 2 || url.socket_path.size() > max_path) {
+    throw std::invalid_argument("redis URL: the socket path must have 1.." +
+                                std::to_string(max_path - 1) + " characters after '/', got \"" +
+                                url.socket_path.substr(0, 64) + "\"");
+  }
+  if (!query.empty()) {
+    if (query.rfind("db=", 0) != 0 || query.find('&') != std::string_view::npos) {
+      throw std::invalid_argument("redis URL: unix:// takes no query but ?db=N: " +
+                                  std::string(form));
+    }
+    url.db = parse_int(query.substr(3), 0, std::numeric_limits<int>::max(), "db index");
+  }
+  return url;
+}
 
 }  // namespace
 
@@ -121,9 +174,11 @@ Url Url::parse(std::string_view text) {
   } else if (text.rfind(kSentinelScheme, 0) == 0) {
     rest = text.substr(kSentinelScheme.size());
     sentinel = true;
+  } else if (text.rfind(kUnixScheme, 0) == 0) {
+    return parse_unix(text.substr(kUnixScheme.size()));
   } else {
     throw std::invalid_argument(
-        "redis URL must start with redis://, rediss:// or redis+sentinel://, got \"" +
+        "redis URL must start with redis://, rediss://, redis+sentinel:// or unix://, got \"" +
         std::string(text.substr(0, 64)) + "\"");
   }
   if (rest.find_first_of("?#") != std::string_view::npos) {
@@ -131,16 +186,8 @@ Url Url::parse(std::string_view text) {
   }
   // Userinfo ends at the LAST '@' so that a raw '@' in a password still works.
   if (auto at = rest.rfind('@'); at != std::string_view::npos) {
-    std::string_view userinfo = rest.substr(0, at);
+    parse_userinfo(rest.substr(0, at), url);
     rest = rest.substr(at + 1);
-    if (auto colon = userinfo.find(':'); colon != std::string_view::npos) {
-      url.user = percent_decode(userinfo.substr(0, colon), "user");
-      url.password = percent_decode(userinfo.substr(colon + 1), "password");
-    } else {
-      // redis://secret@host: a lone userinfo token is the legacy AUTH password
-      // (AUTH with a user but no password does not exist).
-      url.password = percent_decode(userinfo, "password");
-    }
   }
   std::string_view hostport = rest;
   std::string_view path;
@@ -181,7 +228,10 @@ Url Url::parse(std::string_view text) {
 }
 
 std::string Url::redacted() const {
-  std::string out = sentinel() ? std::string(kSentinelScheme) : tls ? "rediss://" : "redis://";
+  std::string out = sentinel()      ? std::string(kSentinelScheme)
+                    : unix_socket() ? std::string(kUnixScheme)
+                    : tls           ? "rediss://"
+                                    : "redis://";
   if (!user.empty() || !password.empty()) {
     out += user;
     if (!password.empty()) out += ":***";
@@ -194,6 +244,7 @@ std::string Url::redacted() const {
     }
     return out + "/" + master_name + "/" + std::to_string(db);
   }
+  if (unix_socket()) return out + socket_path + "?db=" + std::to_string(db);
   return out + to_string(Endpoint{host, port}) + "/" + std::to_string(db);
 }
 
@@ -579,6 +630,21 @@ void completed(redisAsyncContext* ac, const RequestPtr& req) {
   }
 }
 
+// hiredis sends with write(2): on a socket whose peer has gone (at once on a
+// Unix socket, on TCP at the second write after a reset) that raises SIGPIPE,
+// whose default action ends the process. A process with a Redis connection
+// ignores it instead, unless it installed a handler of its own: the write
+// fails with EPIPE and the connection counts as lost.
+void ignore_sigpipe() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    struct sigaction current {};
+    if (::sigaction(SIGPIPE, nullptr, &current) == 0 && current.sa_handler == SIG_DFL) {
+      ::signal(SIGPIPE, SIG_IGN);
+    }
+  });
+}
+
 // ---------------------------------------------------------------------------
 // Connection: one hiredis async context.
 
@@ -616,7 +682,11 @@ class Connection {
   awaitable<void> open(const ClientOptions& o, const Endpoint& to, Peer peer,
                        std::string client_name, Clock::time_point until) {
     const std::string where = describe(o.url, to, peer);
-    redisAsyncContext* ac = redisAsyncConnect(to.host.c_str(), to.port);
+    // unix://: `to` (the URL's unused host and port) plays no part.
+    const bool local = peer == Peer::server && o.url.unix_socket();
+    ignore_sigpipe();
+    redisAsyncContext* ac = local ? redisAsyncConnectUnix(o.url.socket_path.c_str())
+                                  : redisAsyncConnect(to.host.c_str(), to.port);
     if (ac == nullptr) throw ConnectionError("CONNECT", "connect to " + where + ": out of memory");
     if (ac->err != 0) {
       std::string reason = ac->errstr;
@@ -645,7 +715,7 @@ class Connection {
       close();
       throw ConnectionError("CONNECT", "connect to " + where + ": " + reason);
     }
-    redisEnableKeepAlive(&adapter_->context()->c);
+    if (!local) redisEnableKeepAlive(&adapter_->context()->c);  // TCP keepalive
 
     if (peer == Peer::sentinel) co_return;
     // The handshake is pipelined; each reply is checked in order.

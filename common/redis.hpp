@@ -25,6 +25,9 @@ std::string to_string(const Endpoint& e);  // host:port, [v6]:port
 
 // redis://[user[:password]@]host[:port][/db]. rediss:// is parsed but rejected by
 // the client with a clear error (hiredis 0.14 has no TLS).
+// unix://[user[:password]@]/path/to/redis.sock[?db=N]: a server on this host
+// through its Unix socket (redis.conf `unixsocket`; percent-escape '?' and '%',
+// and '/' in a password).
 // redis+sentinel://[user[:password]@]host[:port][,host[:port]...]/<master>[/db]:
 // the hosts are Sentinels (port 26379 by default, contacted without AUTH);
 // every connection asks them for <master>'s address, and user/password/db
@@ -38,8 +41,10 @@ struct Url {
   bool tls = false;
   std::vector<Endpoint> sentinels;  // non-empty for redis+sentinel://
   std::string master_name;          // the Sentinel master name
+  std::string socket_path;          // unix://: the server's socket (host, port unused)
 
   bool sentinel() const { return !sentinels.empty(); }
+  bool unix_socket() const { return !socket_path.empty(); }
 
   // Throws std::invalid_argument with a one-line reason on malformed input.
   static Url parse(std::string_view text);

@@ -82,6 +82,43 @@ TEST_CASE("Url::parse rejects malformed input with a reason", "[unit][redis]") {
   CHECK_THAT(reason("redis://[::1"), Catch::Contains("IPv6"));
 }
 
+TEST_CASE("Url::parse reads unix:// socket paths, with userinfo and ?db=N", "[unit][redis]") {
+  Url u = Url::parse("unix:///run/redis/redis-server.sock");
+  CHECK(u.unix_socket());
+  CHECK(u.socket_path == "/run/redis/redis-server.sock");
+  CHECK(u.db == 0);
+  CHECK(u.host.empty());
+  CHECK_FALSE(u.sentinel());
+  CHECK_FALSE(Url::parse("redis://h").unix_socket());
+
+  Url full = Url::parse("unix://alice:p%2Fw@/tmp/r%3F.sock?db=3");
+  CHECK(full.user == "alice");
+  CHECK(full.password == "p/w");
+  CHECK(full.socket_path == "/tmp/r?.sock");
+  CHECK(full.db == 3);
+  CHECK(Url::parse("unix://secret@/tmp/r.sock").password == "secret");
+  // An '@' in the path is the path's: userinfo ends before the path's '/'.
+  CHECK(Url::parse("unix:///tmp/a@b.sock").socket_path == "/tmp/a@b.sock");
+
+  CHECK(full.redacted() == "unix://alice:***@/tmp/r?.sock?db=3");
+  CHECK(Url::parse("unix:///tmp/r.sock").redacted() == "unix:///tmp/r.sock?db=0");
+  CHECK(Url::parse(Url::parse("unix:///tmp/r.sock?db=2").redacted()).db == 2);
+}
+
+TEST_CASE("Url::parse refuses a unix:// URL without an absolute path or with another query",
+          "[unit][redis]") {
+  CHECK_THAT(reason("unix://"), Catch::Contains("absolute socket path"));
+  CHECK_THAT(reason("unix://relative.sock"), Catch::Contains("absolute socket path"));
+  CHECK_THAT(reason("unix://host/tmp/r.sock"), Catch::Contains("absolute socket path"));
+  CHECK_THAT(reason("unix:///"), Catch::Contains("socket path must have"));
+  CHECK_THAT(reason("unix:///" + std::string(120, 'a')), Catch::Contains("socket path must have"));
+  CHECK_THAT(reason("unix:///tmp/r.sock?timeout=1"), Catch::Contains("?db=N"));
+  CHECK_THAT(reason("unix:///tmp/r.sock?db=1&x=2"), Catch::Contains("?db=N"));
+  CHECK_THAT(reason("unix:///tmp/r.sock?db=x"), Catch::Contains("db index"));
+  CHECK_THAT(reason("unix:///tmp/r.sock#f"), Catch::Contains("fragments"));
+  CHECK_THAT(reason("unix:///tmp/r%zz.sock"), Catch::Contains("percent"));
+}
+
 TEST_CASE("Url::redacted hides the password", "[unit][redis]") {
   CHECK(Url::parse("redis://alice:hunter2@h:1/2").redacted() == "redis://alice:***@h:1/2");
   CHECK(Url::parse("redis://:hunter2@h").redacted() == "redis://:***@h:6379/0");

@@ -159,11 +159,24 @@ TEST_CASE(
     "outage: Redis shut down while a job's container exits: succeeded once Redis is back, "
     "one container",
     "[e2e][outage]") {
-  RedisServerProcess redis(run_dir() + "/" + unique_name("redis-down"),
-                           {"--appendonly", "yes", "--appendfsync", "always"});
+  // Over TCP, and over a Unix socket (unix://): the router and the CLI reach
+  // Redis through it and ride out its restart.
+  bool unix_socket = false;
+  SECTION("TCP") {
+    unix_socket = false;
+  }
+  SECTION("Unix socket") {
+    unix_socket = true;
+  }
+  const std::string dir = run_dir() + "/" + unique_name("redis-down");
+  std::vector<std::string> args{"--appendonly", "yes", "--appendfsync", "always"};
+  if (unix_socket) {
+    args.insert(args.end(), {"--unixsocket", dir + "/redis.sock", "--unixsocketperm", "700"});
+  }
+  RedisServerProcess redis(dir, args);
   redis.start();
   RouterProcessOptions options;
-  options.redis_url = redis.url();
+  options.redis_url = unix_socket ? "unix://" + dir + "/redis.sock" : redis.url();
   options.concurrency = 1;
   RouterProcess router(options);
 

@@ -668,11 +668,10 @@ TEST_CASE("a one-trip claim that loses Redis before its follow-up keeps what it 
     int cuts = 0;
     EntryObserver cut = [&](const EntrySeen& e) {
       if (e.job_id != "raw" || cuts++ > 0) return;
-      auto u = redis::Url::parse(testing::redis_url());
-      redisContext* c = redisConnect(u.host.c_str(), u.port);
-      REQUIRE((c != nullptr && c->err == 0));
-      freeReplyObject(redisCommand(c, "CLIENT KILL ID %lld", client_id.as_integer()));
-      redisFree(c);
+      const std::vector<std::string> kill{"CLIENT", "KILL", "ID",
+                                          std::to_string(client_id.as_integer())};
+      REQUIRE(RedisServerProcess::sync_command(redis::Url::parse(testing::redis_url()).port, kill,
+                                               [](const redisReply&) {}));
     };
     auto got = co_await q.claim("r", 3, 0ms, cut);
     CHECK(cuts == 1);

@@ -49,6 +49,20 @@ end
 return h
 )lua";
 
+// KEYS: index set. ARGV: the entry hashes' key prefix. Returns the hash of
+// every key in the index (an empty one when its hash is gone): the whole
+// registry in one round trip, not one per key (list() runs on every fleet
+// heartbeat, and a registry holds hundreds of keys). The entry keys are
+// derived from the prefix, as RedisQueue's scripts derive theirs (standalone
+// Redis, not Cluster).
+constexpr const char* kListScript = R"lua(
+local out = {}
+for _, key in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  out[#out + 1] = redis.call('HGETALL', ARGV[1] .. key)
+end
+return out
+)lua";
+
 std::int64_t to_int(const std::string& s) {
   std::int64_t v = 0;
   auto [ptr, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
@@ -173,14 +187,15 @@ awaitable<std::optional<SnapshotEntry>> SnapshotRegistry::remove(std::string key
 }
 
 awaitable<std::vector<SnapshotEntry>> SnapshotRegistry::list() {
-  std::vector<std::string> args{"SMEMBERS", index_key()};
-  auto members = co_await client_->command(std::move(args));
-  std::vector<std::string> keys = flatten_reply(members);
-  std::sort(keys.begin(), keys.end());
+  std::vector<std::string> keys{index_key()};
+  std::vector<std::string> args{entry_key("")};  // the prefix of every entry hash
+  auto reply = co_await client_->eval(kListScript, std::move(keys), std::move(args));
   std::vector<SnapshotEntry> entries;
-  for (const auto& key : keys) {
-    if (auto entry = co_await lookup(key)) entries.push_back(std::move(*entry));
+  for (const auto& hash : reply.as_array()) {
+    if (auto entry = entry_from_fields(flatten_reply(hash))) entries.push_back(std::move(*entry));
   }
+  std::sort(entries.begin(), entries.end(),
+            [](const SnapshotEntry& a, const SnapshotEntry& b) { return a.key < b.key; });
   co_return entries;
 }
 

@@ -7,6 +7,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <cstdio>
 #include <random>
 
 using namespace warmstart;
@@ -51,6 +52,33 @@ SnapshotEntry make_entry(std::string key, std::string image_id, std::int64_t gen
   e.generation = generation;
   return e;
 }
+
+// A client that counts what it sends (each call is one round trip) and
+// passes it on to the real one.
+class CountingClient final : public redis::Client {
+ public:
+  explicit CountingClient(redis::ClientPtr inner) : inner_(std::move(inner)) {}
+  awaitable<void> connect() override { return inner_->connect(); }
+  awaitable<redis::Reply> command(std::vector<std::string> args) override {
+    ++sent;
+    return inner_->command(std::move(args));
+  }
+  awaitable<redis::Reply> command(std::vector<std::string> args, Duration deadline) override {
+    ++sent;
+    return inner_->command(std::move(args), deadline);
+  }
+  awaitable<redis::Reply> eval(const std::string& script, std::vector<std::string> keys,
+                               std::vector<std::string> args) override {
+    ++sent;
+    return inner_->eval(script, std::move(keys), std::move(args));
+  }
+  bool connected() const override { return inner_->connected(); }
+  void close() override { inner_->close(); }
+  int sent = 0;
+
+ private:
+  redis::ClientPtr inner_;
+};
 
 }  // namespace
 
@@ -159,6 +187,64 @@ TEST_CASE("registry of two engine IDs sharing one Redis are separate", "[snapsho
       CHECK(awaited_18 == 1);
       auto awaited_19 = co_await host_b.next_generation(key);
       CHECK(awaited_19 == 1);
+    } catch (...) {
+      failure = std::current_exception();
+    }
+    co_await delete_prefix(client, prefix);
+    if (failure) std::rethrow_exception(failure);
+  });
+}
+
+TEST_CASE("registry list reads every entry in one round trip, sorted, skipping dangling keys",
+          "[snapshots][redis]") {
+  testing::run_coro([]() -> awaitable<void> {
+    auto client = co_await connect_redis();
+    const auto prefix = unique_prefix();
+    std::exception_ptr failure;
+    try {
+      auto counting = std::make_shared<CountingClient>(client);
+      SnapshotRegistry reg(counting, "ENGINE-L", {prefix});
+      // Registered in reverse order: list() sorts by key.
+      const int n = 300;
+      for (int i = n - 1; i >= 0; --i) {
+        char key[32];
+        std::snprintf(key, sizeof key, "repo/%03d", i);
+        auto registering =
+            reg.register_cas(make_entry(key, "sha256:img" + std::to_string(i), i + 1), "");
+        auto registered = co_await std::move(registering);
+        REQUIRE(registered.won);
+      }
+      // An index member whose hash is gone (deleted by hand) and one whose
+      // hash names no image are skipped, as lookup() would skip them.
+      std::vector<std::string> dangle{"SADD", prefix + "ENGINE-L:keys", "gone/key", "bad/key"};
+      co_await client->command(std::move(dangle));
+      std::vector<std::string> bad{"HSET", prefix + "ENGINE-L:entry:bad/key", "key", "bad/key"};
+      co_await client->command(std::move(bad));
+
+      counting->sent = 0;
+      auto entries = co_await reg.list();
+      CHECK(counting->sent == 1);
+      REQUIRE(entries.size() == static_cast<std::size_t>(n));
+      for (int i = 0; i < n; ++i) {
+        char key[32];
+        std::snprintf(key, sizeof key, "repo/%03d", i);
+        CHECK(entries[static_cast<std::size_t>(i)].key == key);
+        CHECK(entries[static_cast<std::size_t>(i)].image_id == "sha256:img" + std::to_string(i));
+        CHECK(entries[static_cast<std::size_t>(i)].generation == i + 1);
+        CHECK(entries[static_cast<std::size_t>(i)].size_bytes == 4096);
+      }
+      // Each entry is the one lookup() reads.
+      auto one = co_await reg.lookup("repo/123");
+      REQUIRE(one.has_value());
+      CHECK(one->image == entries[123].image);
+      CHECK(one->created_ms == entries[123].created_ms);
+
+      // An empty registry lists nothing, also in one round trip.
+      SnapshotRegistry empty(counting, "ENGINE-EMPTY", {prefix});
+      counting->sent = 0;
+      auto none = co_await empty.list();
+      CHECK(none.empty());
+      CHECK(counting->sent == 1);
     } catch (...) {
       failure = std::current_exception();
     }

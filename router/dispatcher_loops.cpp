@@ -238,12 +238,11 @@ awaitable<void> Dispatcher::heartbeat_loop() {
   auto self = shared_from_this();
   while (!stopping_) {
     if (deps_.snapshots) {
-      auto list_snapshots = deps_.snapshots->list();
-      auto entries = co_await attempt(std::move(list_snapshots));
-      if (entries) {
-        snapshot_count_ = static_cast<std::int64_t>(entries.value->size());
-        snapshot_bytes_ = 0;
-        for (const auto& e : *entries.value) snapshot_bytes_ += e.size_bytes;
+      auto count_snapshots = deps_.snapshots->totals();
+      auto totals = co_await attempt(std::move(count_snapshots));
+      if (totals) {
+        snapshot_count_ = totals.value->count;
+        snapshot_bytes_ = totals.value->bytes;
       }
     }
     queue::RouterRecord mine = fleet_record();

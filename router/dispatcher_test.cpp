@@ -579,6 +579,13 @@ TEST_CASE("dispatcher: the heartbeat lists the router and a twin of its host ide
   }));
   auto listed = h.await(h.queue->routers());
   CHECK(listed[0].id == "r1");
+  CHECK(listed[0].snapshot_count == 0);
+
+  // The record carries the registry's count and bytes, as of the last beat.
+  h.cache->put("repo/a", "snap-a", 4096);
+  h.cache->put("repo/b", "snap-b", 4096);
+  REQUIRE(h.until([&] { return h.await(h.queue->routers())[0].snapshot_count == 2; }));
+  CHECK(h.await(h.queue->routers())[0].snapshot_bytes == 2 * 4096);
   CHECK(listed[0].host_id == "ENGINE-1");  // the default: the engine ID
   CHECK(listed[0].capacity == 2);
   CHECK(listed[0].lease_ms == 300);

@@ -117,6 +117,9 @@ class Cache {
   // gc()'s reconciliation and its orphan grace.
   virtual awaitable<std::size_t> release_unused() = 0;
   virtual awaitable<std::vector<SnapshotEntry>> list() = 0;
+  // The entries list() would return, counted, without reading them all (the
+  // fleet heartbeat's figures).
+  virtual awaitable<Totals> totals() = 0;
   // May be read from any thread.
   virtual CacheMetrics metrics() const = 0;
 };

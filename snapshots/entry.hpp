@@ -35,6 +35,12 @@ struct SnapshotEntry {
   bool operator==(const SnapshotEntry&) const = default;
 };
 
+// How many entries a registry holds and their images' bytes.
+struct Totals {
+  std::int64_t count = 0;
+  std::int64_t bytes = 0;
+};
+
 // The JSON shape of `warmstart snapshots list --json` and GET /v1/snapshots.
 inline nlohmann::json to_json(const SnapshotEntry& e) {
   return {{"key", e.key},

@@ -2,10 +2,11 @@
 
 namespace warmstart::snapshots {
 
-void MemoryCache::put(const std::string& key, const std::string& image) {
+void MemoryCache::put(const std::string& key, const std::string& image, std::int64_t size_bytes) {
   SnapshotEntry e;
   e.key = key;
   e.image = image;
+  e.size_bytes = size_bytes;
   e.image_id = "sha256:" + image;
   e.generation = entries_.count(key) != 0 ? entries_[key].generation + 1 : 1;
   entries_[key] = e;
@@ -98,6 +99,15 @@ awaitable<std::vector<SnapshotEntry>> MemoryCache::list() {
   std::vector<SnapshotEntry> out;
   for (const auto& [key, e] : entries_) out.push_back(e);
   co_return out;
+}
+
+awaitable<Totals> MemoryCache::totals() {
+  Totals t;
+  for (const auto& [key, e] : entries_) {
+    ++t.count;
+    t.bytes += e.size_bytes;
+  }
+  co_return t;
 }
 
 }  // namespace warmstart::snapshots

@@ -27,10 +27,12 @@ class MemoryCache final : public Cache {
   // Nothing is ever left behind here (no image is "in use"): counts the calls.
   awaitable<std::size_t> release_unused() override;
   awaitable<std::vector<SnapshotEntry>> list() override;
+  awaitable<Totals> totals() override;
   CacheMetrics metrics() const override { return metrics_; }
 
   // Scripting.
-  void put(const std::string& key, const std::string& image);  // a registered snapshot
+  // A registered snapshot.
+  void put(const std::string& key, const std::string& image, std::int64_t size_bytes = 0);
   void fail_commits(std::string error) { commit_error_ = std::move(error); }
   void fail_choose(std::exception_ptr error) { choose_error_ = std::move(error); }
   // Inspection.

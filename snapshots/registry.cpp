@@ -63,6 +63,22 @@ end
 return out
 )lua";
 
+// KEYS: index set. ARGV: the entry hashes' key prefix. Returns {count, bytes}
+// of the entries list() would return: those whose hash names a key, an image
+// and an image id (entry_from_fields); a size that is not an integer counts 0.
+constexpr const char* kTotalsScript = R"lua(
+local n, bytes = 0, 0
+local function set(v) return v and v ~= '' end
+for _, key in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local f = redis.call('HMGET', ARGV[1] .. key, 'key', 'image', 'image_id', 'size_bytes')
+  if set(f[1]) and set(f[2]) and set(f[3]) then
+    n = n + 1
+    if f[4] and string.match(f[4], '^%-?%d+$') then bytes = bytes + tonumber(f[4]) end
+  end
+end
+return {n, string.format('%.0f', bytes)}
+)lua";
+
 std::int64_t to_int(const std::string& s) {
   std::int64_t v = 0;
   auto [ptr, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
@@ -197,6 +213,20 @@ awaitable<std::vector<SnapshotEntry>> SnapshotRegistry::list() {
   std::sort(entries.begin(), entries.end(),
             [](const SnapshotEntry& a, const SnapshotEntry& b) { return a.key < b.key; });
   co_return entries;
+}
+
+awaitable<Totals> SnapshotRegistry::totals() {
+  std::vector<std::string> keys{index_key()};
+  std::vector<std::string> args{entry_key("")};
+  auto reply = co_await client_->eval(kTotalsScript, std::move(keys), std::move(args));
+  const auto& parts = reply.as_array();
+  if (parts.size() != 2) {
+    throw redis::ProtocolError("EVALSHA", "snapshot totals script: unexpected reply shape");
+  }
+  Totals t;
+  t.count = parts[0].as_integer();
+  t.bytes = to_int(parts[1].as_string());
+  co_return t;
 }
 
 }  // namespace warmstart::snapshots

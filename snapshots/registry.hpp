@@ -54,6 +54,9 @@ class SnapshotRegistry {
                                                  std::string only_if_image_id = "");
   // Every entry, sorted by key.
   awaitable<std::vector<SnapshotEntry>> list();
+  // How many entries list() would return and the sum of their size_bytes,
+  // in one round trip with a reply of two numbers.
+  awaitable<Totals> totals();
 
  private:
   std::string ns() const { return options_.key_prefix + engine_id_ + ":"; }

@@ -195,7 +195,7 @@ TEST_CASE("registry of two engine IDs sharing one Redis are separate", "[snapsho
   });
 }
 
-TEST_CASE("registry list reads every entry in one round trip, sorted, skipping dangling keys",
+TEST_CASE("registry list and totals read every entry in one round trip, skipping dangling keys",
           "[snapshots][redis]") {
   testing::run_coro([]() -> awaitable<void> {
     auto client = co_await connect_redis();
@@ -233,6 +233,22 @@ TEST_CASE("registry list reads every entry in one round trip, sorted, skipping d
         CHECK(entries[static_cast<std::size_t>(i)].generation == i + 1);
         CHECK(entries[static_cast<std::size_t>(i)].size_bytes == 4096);
       }
+      // totals() counts the same entries, in one round trip.
+      counting->sent = 0;
+      auto totals = co_await reg.totals();
+      CHECK(counting->sent == 1);
+      CHECK(totals.count == n);
+      CHECK(totals.bytes == std::int64_t{4096} * n);
+      // A size that is not an integer counts 0, as list() reads it.
+      std::vector<std::string> odd{"HSET", prefix + "ENGINE-L:entry:repo/000", "size_bytes", "1e9"};
+      co_await client->command(std::move(odd));
+      auto after_odd = co_await reg.totals();
+      CHECK(after_odd.count == n);
+      CHECK(after_odd.bytes == std::int64_t{4096} * (n - 1));
+      auto relisted = co_await reg.list();
+      REQUIRE(!relisted.empty());
+      CHECK(relisted[0].size_bytes == 0);
+
       // Each entry is the one lookup() reads.
       auto one = co_await reg.lookup("repo/123");
       REQUIRE(one.has_value());
@@ -245,6 +261,9 @@ TEST_CASE("registry list reads every entry in one round trip, sorted, skipping d
       auto none = co_await empty.list();
       CHECK(none.empty());
       CHECK(counting->sent == 1);
+      auto zero = co_await empty.totals();
+      CHECK(zero.count == 0);
+      CHECK(zero.bytes == 0);
     } catch (...) {
       failure = std::current_exception();
     }

@@ -153,6 +153,11 @@ awaitable<std::vector<SnapshotEntry>> SnapshotCache::list() {
   co_return entries;
 }
 
+awaitable<Totals> SnapshotCache::totals() {
+  auto* reg = co_await ensure_registry();
+  co_return co_await reg->totals();
+}
+
 awaitable<Choice> SnapshotCache::choose_image(std::string key, std::string base_image, bool reuse) {
   Choice choice;
   choice.image = base_image;

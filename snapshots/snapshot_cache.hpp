@@ -75,6 +75,7 @@ class SnapshotCache final : public Cache {
   awaitable<GcReport> gc() override;
   awaitable<std::size_t> release_unused() override;
   awaitable<std::vector<SnapshotEntry>> list() override;
+  awaitable<Totals> totals() override;
   CacheMetrics metrics() const override;
 
   // Drops entries whose image is gone and removes unregistered snapshot images

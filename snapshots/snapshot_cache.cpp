@@ -519,9 +519,9 @@ awaitable<ReconcilePlan> SnapshotCache::reconcile(Duration orphan_grace) {
       co_await remove_image_unless_running(op.image_id, "", op.key, op.reason);
     }
   }
-  std::int64_t bytes = 0;
-  for (const auto& entry : co_await reg->list()) bytes += entry.size_bytes;
-  counters_.bytes_cached = bytes;
+  // The bytes of what the plan left (the gauge), counted by the registry.
+  auto totals = co_await reg->totals();
+  counters_.bytes_cached = totals.bytes;
   co_return plan;
 }
 

@@ -518,9 +518,16 @@ TEST_CASE("eviction by ttl count and bytes deletes images and an image in use su
     for (const auto& e : co_await cache->list()) total += e.size_bytes;
     auto bytes_options = w->options();
     bytes_options.eviction.max_bytes = total - 1;
-    report = co_await w->cache(bytes_options)->gc();
+    auto by_bytes = w->cache(bytes_options);
+    report = co_await by_bytes->gc();
     CHECK(has_line(report.eviction.to_text(), "evict lru-2 " + lru2.image + " reason=bytes"));
     CHECK(report.eviction.evictions.size() == 1);
+    // The bytes gauge holds what the gc left, as the registry counts it.
+    auto left_entries = co_await cache->list();
+    std::int64_t left_bytes = 0;
+    for (const auto& e : left_entries) left_bytes += e.size_bytes;
+    CHECK(left_bytes < total);
+    CHECK(by_bytes->metrics().bytes_cached == left_bytes);
     auto awaited_14 = co_await w->image_exists(lru2.image_id);
     CHECK_FALSE(awaited_14);
     auto awaited_15 = co_await w->image_exists(lru3.image_id);

@@ -51,10 +51,10 @@ return h
 
 // KEYS: index set. ARGV: the entry hashes' key prefix. Returns the hash of
 // every key in the index (an empty one when its hash is gone): the whole
-// registry in one round trip, not one per key (list() runs on every fleet
-// heartbeat, and a registry holds hundreds of keys). The entry keys are
-// derived from the prefix, as RedisQueue's scripts derive theirs (standalone
-// Redis, not Cluster).
+// registry in one round trip, not one per key (a registry holds hundreds of
+// keys; list() runs at start, in gc, for the CLI and the API). The entry
+// keys are derived from the prefix, as RedisQueue's scripts derive theirs
+// (standalone Redis, not Cluster).
 constexpr const char* kListScript = R"lua(
 local out = {}
 for _, key in ipairs(redis.call('SMEMBERS', KEYS[1])) do

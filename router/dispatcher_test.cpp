@@ -3,6 +3,7 @@
 // in milliseconds, no server. The same paths run against the real Redis and
 // dockerd in tests/e2e/outage_e2e_test.cpp.
 #include "router/dispatcher.hpp"
+#include "common/redis.hpp"
 #include "container/memory_runtime.hpp"
 #include "queue/memory_queue.hpp"
 #include "snapshots/memory_cache.hpp"
@@ -586,6 +587,16 @@ TEST_CASE("dispatcher: the heartbeat lists the router and a twin of its host ide
   h.cache->put("repo/b", "snap-b", 4096);
   REQUIRE(h.until([&] { return h.await(h.queue->routers())[0].snapshot_count == 2; }));
   CHECK(h.await(h.queue->routers())[0].snapshot_bytes == 2 * 4096);
+  // Redis failing under the count: the beats go on, with the figures kept.
+  h.cache->fail_totals(
+      std::make_exception_ptr(warmstart::redis::ConnectionError("EVALSHA", "gone")));
+  h.cache->put("repo/c", "snap-c", 4096);
+  const auto seen_before = h.await(h.queue->routers())[0].last_seen;
+  REQUIRE(h.until([&] { return h.await(h.queue->routers())[0].last_seen > seen_before + 150; }));
+  CHECK(h.await(h.queue->routers())[0].snapshot_count == 2);
+  CHECK(h.await(h.queue->routers())[0].snapshot_bytes == 2 * 4096);
+  h.cache->fail_totals(nullptr);
+  REQUIRE(h.until([&] { return h.await(h.queue->routers())[0].snapshot_count == 3; }));
   CHECK(listed[0].host_id == "ENGINE-1");  // the default: the engine ID
   CHECK(listed[0].capacity == 2);
   CHECK(listed[0].lease_ms == 300);

@@ -102,6 +102,7 @@ awaitable<std::vector<SnapshotEntry>> MemoryCache::list() {
 }
 
 awaitable<Totals> MemoryCache::totals() {
+  if (totals_error_) std::rethrow_exception(totals_error_);
   Totals t;
   for (const auto& [key, e] : entries_) {
     ++t.count;

@@ -35,6 +35,7 @@ class MemoryCache final : public Cache {
   void put(const std::string& key, const std::string& image, std::int64_t size_bytes = 0);
   void fail_commits(std::string error) { commit_error_ = std::move(error); }
   void fail_choose(std::exception_ptr error) { choose_error_ = std::move(error); }
+  void fail_totals(std::exception_ptr error) { totals_error_ = std::move(error); }  // null: heal
   // Inspection.
   std::optional<SnapshotEntry> entry(const std::string& key) const;
   int commits_tried() const { return commits_tried_; }
@@ -46,6 +47,7 @@ class MemoryCache final : public Cache {
   std::map<std::string, SnapshotEntry> entries_;
   std::string commit_error_;
   std::exception_ptr choose_error_;
+  std::exception_ptr totals_error_;
   int commits_tried_ = 0;
   int release_calls_ = 0;
   std::vector<std::string> invalidated_;  // "key:reason"

@@ -96,6 +96,39 @@ double own_cpu_s() {
   return s(u.ru_utime) + s(u.ru_stime);
 }
 
+// What the claim+ack phase left, read through RedisQueue: '' when every job
+// (`succeeded` of them) ended succeeded and job b-0's record is a finished
+// first attempt, else what is wrong.
+std::string verify(const QueueCounts& counts, const std::optional<JobRecord>& first,
+                   const std::vector<QueueEvent>& events, std::int64_t succeeded) {
+  const auto n = [&](JobState s) {
+    auto it = counts.by_state.find(s);
+    return it == counts.by_state.end() ? std::int64_t{0} : it->second;
+  };
+  if (n(JobState::succeeded) != succeeded || n(JobState::queued) != 0 ||
+      n(JobState::running) != 0) {
+    return "state counts: succeeded " + std::to_string(n(JobState::succeeded)) + " of " +
+           std::to_string(succeeded) + ", queued " + std::to_string(n(JobState::queued)) +
+           ", running " + std::to_string(n(JobState::running));
+  }
+  for (const auto& [queue, depth] : counts.depth) {
+    if (depth != 0) return "queue " + queue + " has " + std::to_string(depth) + " entries left";
+  }
+  if (!first) return "job b-0 has no record";
+  if (first->state != JobState::succeeded || first->exit_code != 0 || first->attempts != 1) {
+    return "job b-0 ended " + std::string(to_string(first->state)) + " with exit code " +
+           (first->exit_code ? std::to_string(*first->exit_code) : std::string("none")) +
+           " after " + std::to_string(first->attempts) + " attempt(s)";
+  }
+  // The newest event is a job's end, as the event reader parses it.
+  if (events.empty()) return "no events";
+  const auto& last = events.back().body;
+  if (last.value("type", "") != "job.succeeded" || !last.contains("job") || !last.contains("ts")) {
+    return "the last event reads " + last.dump();
+  }
+  return "";
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -131,6 +164,7 @@ int main(int argc, char** argv) {
   double client_cpu_claim = 0;
   int finished = 0;
   std::size_t floor_finish_calls = 0;
+  std::string check_error;
   std::exception_ptr failure;
   net::co_spawn(
       io,
@@ -202,6 +236,7 @@ int main(int argc, char** argv) {
                   if (claimed.empty()) break;  // the stream is drained
                   for (auto& j : claimed) {
                     JobResult ok;
+                    ok.exit_code = 0;  // what a router reports for `true`
                     co_await q.finish(j.lease, ok);
                     ++finished;
                   }
@@ -211,6 +246,15 @@ int main(int argc, char** argv) {
         claim_s = std::chrono::duration<double>(Clock::now() - start).count();
         client_cpu_claim = own_cpu_s() - client_cpu0;
         redis_cpu_claim = (co_await bench::redis_cpu_ms(*q.client())) / 1000 - redis_cpu1;
+        // Read back through RedisQueue's own readers (both modes): every job
+        // ended succeeded, nothing is left queued, running or on the stream,
+        // the records say what finish() writes. A floor whose scripts drifted
+        // from the layout those readers know fails here instead of measuring
+        // something else.
+        auto counts = co_await q.counts();
+        auto first = co_await q.get("b-0");
+        auto events = co_await q.read_events("", o.events_max + 1000);
+        check_error = verify(counts, first, events, jobs + 1);  // + the warm-up job
         co_await delete_prefix(*q.client(), o.key_prefix);
         q.close();  // open connections would keep io.run() going
       },
@@ -241,7 +285,11 @@ int main(int argc, char** argv) {
        "process (getrusage) over the phase. mode floor: claim+ack by two "
        "bare scripts making only the contract's writes (a claimed batch "
        "finished in one call: finish_batches calls), no checks: the least "
-       "Redis work per job of any queue keeping the contract."},
+       "Redis work per job of any queue keeping the contract. readback = ok when, "
+       "read back through RedisQueue after the phase (not timed), every job is "
+       "succeeded, nothing is queued, running or left on the stream, job b-0 "
+       "is a finished first attempt and the newest event a job.succeeded; "
+       "else what is wrong (exit status 1)."},
       {"redis", o.redis.url.redacted()},
       {"jobs", jobs},
       {"concurrency", concurrency},
@@ -251,6 +299,7 @@ int main(int argc, char** argv) {
       {"claim_ack_s", claim_s},
       {"claim_ack_per_s", finished / claim_s},
       {"finished", finished},
+      {"readback", check_error.empty() ? std::string("ok") : check_error},
       {"redis_cpu_s_enqueue", redis_cpu_enqueue},
       {"redis_cpu_s_claim_ack", redis_cpu_claim},
       {"client_cpu_s_enqueue", client_cpu_enqueue},
@@ -259,5 +308,6 @@ int main(int argc, char** argv) {
       {"finish_batches", floor ? floor_finish_calls : q.finish_batcher().batches()},
       {"finish_calls", floor ? static_cast<std::size_t>(finished) : q.finish_batcher().items()}};
   std::printf("%s\n", out.dump().c_str());
-  return finished == jobs ? 0 : 1;
+  if (!check_error.empty()) std::fprintf(stderr, "queue_bench: %s\n", check_error.c_str());
+  return finished == jobs && check_error.empty() ? 0 : 1;
 }

@@ -38,6 +38,24 @@ awaitable<void> delete_prefix(redis::ClientPtr client, std::string prefix) {
   }
 }
 
+// Runs `body(client, prefix)`, a test against a connected client whose keys
+// all start with a prefix of its own, then deletes those keys, whether the
+// body passed or threw (and rethrows).
+template <class Body>
+awaitable<void> on_fresh_prefix(Body body) {
+  auto client = co_await connect_redis();
+  const auto prefix = unique_prefix();
+  auto run = body(client, prefix);
+  std::exception_ptr failure;
+  try {
+    co_await std::move(run);
+  } catch (...) {
+    failure = std::current_exception();
+  }
+  co_await delete_prefix(client, prefix);
+  if (failure) std::rethrow_exception(failure);
+}
+
 SnapshotEntry make_entry(std::string key, std::string image_id, std::int64_t generation) {
   SnapshotEntry e;
   e.key = std::move(key);
@@ -84,11 +102,8 @@ class CountingClient final : public redis::Client {
 
 TEST_CASE("registry compare-and-set registration with lookup use and remove",
           "[snapshots][redis]") {
-  testing::run_coro([]() -> awaitable<void> {
-    auto client = co_await connect_redis();
-    const auto prefix = unique_prefix();
-    std::exception_ptr failure;
-    try {
+  testing::run_coro([] {
+    return on_fresh_prefix([](redis::ClientPtr client, std::string prefix) -> awaitable<void> {
       SnapshotRegistry reg(client, "ENGINE-1", {prefix});
       const std::string key = "repo-42/branch-main";
       auto awaited_1 = co_await reg.lookup(key);
@@ -149,20 +164,13 @@ TEST_CASE("registry compare-and-set registration with lookup use and remove",
       // Generations are never reused, even after the entry is gone.
       auto awaited_9 = co_await reg.next_generation(key);
       CHECK(awaited_9 == 3);
-    } catch (...) {
-      failure = std::current_exception();
-    }
-    co_await delete_prefix(client, prefix);
-    if (failure) std::rethrow_exception(failure);
+    });
   });
 }
 
 TEST_CASE("registry of two engine IDs sharing one Redis are separate", "[snapshots][redis]") {
-  testing::run_coro([]() -> awaitable<void> {
-    auto client = co_await connect_redis();
-    const auto prefix = unique_prefix();
-    std::exception_ptr failure;
-    try {
+  testing::run_coro([] {
+    return on_fresh_prefix([](redis::ClientPtr client, std::string prefix) -> awaitable<void> {
       SnapshotRegistry host_a(client, "AAAA:1111:ENGINE", {prefix});
       SnapshotRegistry host_b(client, "BBBB:2222:ENGINE", {prefix});
       const std::string key = "shared-key";
@@ -187,21 +195,14 @@ TEST_CASE("registry of two engine IDs sharing one Redis are separate", "[snapsho
       CHECK(awaited_18 == 1);
       auto awaited_19 = co_await host_b.next_generation(key);
       CHECK(awaited_19 == 1);
-    } catch (...) {
-      failure = std::current_exception();
-    }
-    co_await delete_prefix(client, prefix);
-    if (failure) std::rethrow_exception(failure);
+    });
   });
 }
 
 TEST_CASE("registry list and totals read every entry in one round trip, skipping dangling keys",
           "[snapshots][redis]") {
-  testing::run_coro([]() -> awaitable<void> {
-    auto client = co_await connect_redis();
-    const auto prefix = unique_prefix();
-    std::exception_ptr failure;
-    try {
+  testing::run_coro([] {
+    return on_fresh_prefix([](redis::ClientPtr client, std::string prefix) -> awaitable<void> {
       auto counting = std::make_shared<CountingClient>(client);
       SnapshotRegistry reg(counting, "ENGINE-L", {prefix});
       // Registered in reverse order: list() sorts by key.
@@ -264,10 +265,6 @@ TEST_CASE("registry list and totals read every entry in one round trip, skipping
       auto zero = co_await empty.totals();
       CHECK(zero.count == 0);
       CHECK(zero.bytes == 0);
-    } catch (...) {
-      failure = std::current_exception();
-    }
-    co_await delete_prefix(client, prefix);
-    if (failure) std::rethrow_exception(failure);
+    });
   });
 }
